@@ -1,0 +1,91 @@
+"""The graph model: what a graph file (YAML) describes, with source positions.
+
+``load_graph(path)`` (in ``schnitzel_core.graph_loader``) parses a file into a
+:class:`Graph`; positions (file, line, column; 1-based) are kept on every
+element so the validator can point at the exact place of a mistake.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, List, Optional
+
+SPEC_VERSION = 1
+DEFAULT_CONTAINER = "main"
+DEFAULT_HOST = "localhost"
+
+
+@dataclasses.dataclass(frozen=True)
+class Pos:
+    file: str = "<graph>"
+    line: int = 0
+    column: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclasses.dataclass
+class ContainerDecl:
+    id: str
+    host: str = DEFAULT_HOST
+    restart: str = "on-failure"        # never | on-failure
+    restart_backoff_s: float = 1.0
+    restart_limit: int = 5
+    pos: Pos = Pos()
+    implicit: bool = False             # created because the file declared none
+
+
+@dataclasses.dataclass
+class NodeDecl:
+    id: str
+    plugin: str
+    container: str = DEFAULT_CONTAINER
+    params: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    version: Optional[str] = None      # optional plugin version constraint (e.g. "^1.2")
+    pos: Pos = Pos()
+    param_pos: Dict[str, Pos] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class EdgeDecl:
+    src_node: str
+    src_port: str
+    dst_node: str
+    dst_port: str
+    qos: Any = None                    # None, a preset name, or a mapping
+    transport: str = "auto"            # auto | inproc | shm | dds
+    pos: Pos = Pos()
+
+    @property
+    def label(self) -> str:
+        return f"{self.src_node}.{self.src_port} -> {self.dst_node}.{self.dst_port}"
+
+
+@dataclasses.dataclass
+class Graph:
+    name: str
+    spec_version: int = SPEC_VERSION
+    containers: List[ContainerDecl] = dataclasses.field(default_factory=list)
+    nodes: List[NodeDecl] = dataclasses.field(default_factory=list)
+    edges: List[EdgeDecl] = dataclasses.field(default_factory=list)
+    file: str = "<graph>"
+    pos: Pos = Pos()
+    raw: Dict[str, Any] = dataclasses.field(default_factory=dict)  # the interpolated document
+
+    def node(self, node_id: str) -> Optional[NodeDecl]:
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
+        return None
+
+    def container(self, container_id: str) -> Optional[ContainerDecl]:
+        for c in self.containers:
+            if c.id == container_id:
+                return c
+        return None
+
+    def inputs_of(self, node_id: str) -> List[EdgeDecl]:
+        return [e for e in self.edges if e.dst_node == node_id]
+
+    def outputs_of(self, node_id: str) -> List[EdgeDecl]:
+        return [e for e in self.edges if e.src_node == node_id]

@@ -1,0 +1,1 @@
+"""Static validation of schnitzel graphs: checks, error model and the validate command."""

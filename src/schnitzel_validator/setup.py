@@ -1,0 +1,23 @@
+from setuptools import find_packages, setup
+
+package_name = "schnitzel_validator"
+
+setup(
+    name=package_name,
+    version="0.1.0",
+    packages=find_packages(exclude=["test", "test.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
+        ("share/" + package_name, ["package.xml"]),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=False,
+    maintainer="schnitzel developers",
+    maintainer_email="dev@schnitzel.dev",
+    description="Static validation of schnitzel graphs: checks, error model and the validate command.",
+    license="Apache-2.0",
+    tests_require=["pytest"],
+    entry_points={
+
+    },
+)

@@ -104,6 +104,9 @@ fi
 # ---- build the workspace ------------------------------------------------------
 say "building the colcon workspace (src/)"
 export PATH="$VENV/bin:$PATH"
+mkdir -p build
+exec 8>build/.schnitzel-build.lock
+flock 8   # one colcon build at a time in this workspace
 "$VENV/bin/colcon" build --symlink-install \
   --event-handlers console_cohesion- summary+ status- \
   --cmake-args -DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$VPY" \

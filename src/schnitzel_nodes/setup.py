@@ -18,9 +18,15 @@ setup(
     license="Apache-2.0",
     tests_require=["pytest"],
     entry_points={
+        # Built-in plugins: "name = module:LogicClass" (the class has a ``spec``).
+        # One block per owner keeps edits apart.
         "schnitzel.plugins": [
+            # --- sources and sinks (IO) ---
+            # --- logic, compute, state, policy, control ---
+            # --- delivery (durable queue, router, HTTP sink) ---
         ],
         "console_scripts": [
+            # --- runtime (container, lifecycle manager) ---
         ],
     },
 )

@@ -169,6 +169,21 @@ class PluginSpec:
         }
 
 
+@dataclasses.dataclass(frozen=True)
+class Ack:
+    """A sink's acknowledgement of one packet to the durable queue that fed it.
+
+    Travels as schnitzel_msgs/DeliveryAck on ``/<graph>/_delivery/ack``.
+    """
+
+    queue_id: str
+    sink_id: str
+    idempotency_key: str
+    row_id: int
+    outcome: str = "delivered"         # "delivered" | "retry" | "rejected"
+    reason: str = ""
+
+
 class NodeContext:
     """What the runtime gives a node's logic: identity, parameters, output and services.
 
@@ -193,6 +208,11 @@ class NodeContext:
         self.counters: Dict[str, int] = {}
         self._lock = threading.Lock()
         self.emitted: List[Tuple[str, Packet]] = []  # filled only when no emit callback is given (tests)
+        self.acks: List[Ack] = []  # filled only when no ack callback is given (tests)
+        self._ack: Optional[Callable[[Ack], None]] = None
+        #: The hosting rclpy node, for the few plugins that bridge arbitrary ROS topics
+        #: (ros_topic_source/sink). None outside a ROS container (unit tests).
+        self.ros_node: Any = None
 
     def emit(self, port: str, packet: Packet) -> None:
         """Send a packet out of an output port. Thread-safe."""
@@ -201,6 +221,14 @@ class NodeContext:
                 self.emitted.append((port, packet))
         else:
             self._emit(port, packet)
+
+    def ack(self, ack: Ack) -> None:
+        """Acknowledge a packet to its durable queue (sinks fed by a queue call this)."""
+        if self._ack is None:
+            with self._lock:
+                self.acks.append(ack)
+        else:
+            self._ack(ack)
 
     def count(self, name: str, n: int = 1) -> None:
         """Bump a named counter (e.g. "drops", "invalid"); surfaced in metrics and diagnostics."""
@@ -239,6 +267,9 @@ class NodeLogic:
     def on_packet(self, port: str, packet: Packet) -> None: ...
     def tick(self) -> None: ...
     def run(self, stop: threading.Event) -> None: ...
+
+    def on_ack(self, ack: Ack) -> None:
+        """Durable queue only: a sink acknowledged a packet (see docs/contracts.md)."""
 
     def on_params(self, changed: Mapping[str, Any]) -> None:
         """Apply live parameter changes (only params declared ``live=True`` arrive here)."""

@@ -13,6 +13,13 @@ export VIRTUAL_ENV="$_sz_venv"
 case ":$PATH:" in *":$_sz_venv/bin:"*) ;; *) export PATH="$_sz_venv/bin:$PATH" ;; esac
 if [ "$_sz_mode" = wheels ]; then
   case ":${LD_LIBRARY_PATH:-}:" in *":$_sz_venv/lib:"*) ;; *) export LD_LIBRARY_PATH="$_sz_venv/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" ;; esac
+  # The wheels' vendored libraries (libtinyxml2, ...) live in site-packages/ros_*.libs; the
+  # bootstrap .pth would add them, but it is switched off below, so add them here.
+  for _sz_d in "$_sz_venv"/lib/python3.*/site-packages/ros_*.libs; do
+    [ -d "$_sz_d" ] || continue
+    case ":$LD_LIBRARY_PATH:" in *":$_sz_d:"*) ;; *) export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$_sz_d" ;; esac
+  done
+  unset _sz_d
   export _ROS_WHEELS_BOOTSTRAP_COMPLETE=1
   case ":${AMENT_PREFIX_PATH:-}:" in *":$_sz_venv:"*) ;; *) export AMENT_PREFIX_PATH="$_sz_venv${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}" ;; esac
   case ":${CMAKE_PREFIX_PATH:-}:" in *":$_sz_venv:"*) ;; *) export CMAKE_PREFIX_PATH="$_sz_venv${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}" ;; esac

@@ -67,10 +67,6 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "$MODE" > "$VENV/.schnitzel-mode"
 fi
 # The wheels' .pth re-executes Python to set LD_LIBRARY_PATH; set it once instead (wheels pitfall 5).
-if [ "$MODE" = wheels ]; then
-  export LD_LIBRARY_PATH="$VENV/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  export _ROS_WHEELS_BOOTSTRAP_COMPLETE=1
-fi
 VPY="$VENV/bin/python"
 
 # ---- Python packages (skipped when the pinned files have not changed) ---------
@@ -97,6 +93,11 @@ fi
 
 # ---- repair the wheels' CMake paths (inside .venv only) ----------------------
 if [ "$MODE" = wheels ]; then
+  # Library paths of the wheels, set once (wheels pitfall 5): same as scripts/env.sh.
+  for lib in "$VENV/lib" "$VENV"/lib/python3.*/site-packages/ros_*.libs; do
+    [ -d "$lib" ] && LD_LIBRARY_PATH="$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  done
+  export LD_LIBRARY_PATH _ROS_WHEELS_BOOTSTRAP_COMPLETE=1
   "$VPY" scripts/repair_wheel_cmake.py
   export AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV"
 fi

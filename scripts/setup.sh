@@ -80,9 +80,19 @@ else
   if [ "$MODE" = wheels ]; then
     reqs+=(-r requirements-ros.txt)
   else
-    reqs+=("colcon-common-extensions==0.3.0")
+    # A system ROS 2 ships numpy and OpenCV built together with cv_bridge; keep those
+    # (a pip numpy in front of them breaks cv_bridge's ABI) and install the rest.
+    sys_has() { "$VPY" -c "import $1" >/dev/null 2>&1; }
+    filtered="$VENV/requirements.system.txt"
+    cp requirements.txt "$filtered"
+    sys_has numpy && sed -i '/^numpy==/d' "$filtered"
+    sys_has cv2 && sed -i '/^opencv-python-headless==/d' "$filtered"
+    reqs=(-r "$filtered")
+    command -v colcon >/dev/null 2>&1 || reqs+=("colcon-common-extensions==0.3.0")
   fi
-  "$VPY" -m pip install --disable-pip-version-check --progress-bar on -c constraints.txt "${reqs[@]}" \
+  cons=(-c constraints.txt)
+  [ "$MODE" = system ] && cons=()   # the lock pins the wheels' numpy; a system ROS 2 brings its own
+  "$VPY" -m pip install --disable-pip-version-check --progress-bar on "${cons[@]}" "${reqs[@]}" \
     || fail "pip could not install the pinned packages (see above). Check the network access to the package index."
   # rosidl needs lark-parser 0.12; "lark" 1.x installs the same module and breaks it (wheels pitfall 4).
   if "$VPY" -m pip show lark >/dev/null 2>&1; then
@@ -108,7 +118,8 @@ export PATH="$VENV/bin:$PATH"
 mkdir -p build
 exec 8>build/.schnitzel-build.lock
 flock 8   # one colcon build at a time in this workspace
-"$VENV/bin/colcon" build --symlink-install \
+COLCON="$VENV/bin/colcon"; [ -x "$COLCON" ] || COLCON=$(command -v colcon)
+"$COLCON" build --symlink-install \
   --event-handlers console_cohesion- summary+ status- \
   --cmake-args -DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$VPY" \
   || fail "colcon build failed (see the log above and log/latest_build)."

@@ -9,6 +9,7 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
+        ("share/" + package_name + "/launch", ["launch/graph.launch.py"]),
     ],
     install_requires=["setuptools"],
     zip_safe=False,
@@ -20,6 +21,7 @@ setup(
     entry_points={
         "console_scripts": [
             "schnitzel = schnitzel_bringup.cli:main",
+            "schnitzel_manager = schnitzel_bringup.manager:main",
         ],
     },
 )

@@ -33,6 +33,7 @@ class ContainerDecl:
     restart_limit: int = 5
     pos: Pos = Pos()
     implicit: bool = False             # created because the file declared none
+    key_pos: Dict[str, Pos] = dataclasses.field(default_factory=dict)  # position of each key's value
 
 
 @dataclasses.dataclass
@@ -44,6 +45,9 @@ class NodeDecl:
     version: Optional[str] = None      # optional plugin version constraint (e.g. "^1.2")
     pos: Pos = Pos()
     param_pos: Dict[str, Pos] = dataclasses.field(default_factory=dict)
+    # Writer QoS overrides per output port: {port: preset name or mapping} (schnitzel_core.qos).
+    qos: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    key_pos: Dict[str, Pos] = dataclasses.field(default_factory=dict)  # position of each key's value
 
 
 @dataclasses.dataclass
@@ -55,6 +59,7 @@ class EdgeDecl:
     qos: Any = None                    # None, a preset name, or a mapping
     transport: str = "auto"            # auto | inproc | shm | dds
     pos: Pos = Pos()
+    key_pos: Dict[str, Pos] = dataclasses.field(default_factory=dict)  # position of each key's value
 
     @property
     def label(self) -> str:
@@ -71,6 +76,7 @@ class Graph:
     file: str = "<graph>"
     pos: Pos = Pos()
     raw: Dict[str, Any] = dataclasses.field(default_factory=dict)  # the interpolated document
+    key_pos: Dict[str, Pos] = dataclasses.field(default_factory=dict)  # position of each top-level value
 
     def node(self, node_id: str) -> Optional[NodeDecl]:
         for n in self.nodes:

@@ -32,13 +32,16 @@ meta              the scalar fields ``site_id``, ``camera_id``, ``event_type``,
                   routing; the payload stays authoritative)
 ================  =============================================================
 
-Packet → event (:func:`to_legacy`): the packet's JSON payload object is the event; fields it
-lacks are filled from the packet: ``event_id`` ← idempotency_key, ``ts`` ← stamp_ns (ISO
-8601 UTC with ``Z``, as many fraction digits as needed: 0, 3, 6 or 9), ``camera_id`` ←
-stream_id, and ``site_id``, ``event_type``, ``severity``, ``zone``, ``object_type`` ← the
-same-named meta keys. Fields present in the payload are never overwritten, so
-``to_legacy(from_legacy(e)) == e`` for every event, and ``from_legacy(to_legacy(p))`` keeps
-the packet's idempotency key (its event_id is that key).
+Packet → event (:func:`to_legacy`): the packet's JSON payload object is the event. A packet
+that came from a legacy event (schema ``legacy.event/0.2``) is given back verbatim, so
+``to_legacy(from_legacy(e)) == e`` for every event. Any other ``event`` packet (built by a
+schnitzel node) has the fields its payload lacks filled from the packet: ``event_id`` ←
+idempotency_key, ``ts`` ← stamp_ns (ISO 8601 UTC with ``Z``, as many fraction digits as
+needed: 0, 3, 6 or 9), ``camera_id`` ← stream_id, and ``site_id``, ``event_type``,
+``severity``, ``zone``, ``object_type`` ← the same-named meta keys; fields present in the
+payload are never overwritten. ``from_legacy(to_legacy(p))`` keeps the packet's idempotency
+key (the filled event_id is that key) and its stamp to the nanosecond. ``fill=True/False``
+forces either behaviour.
 
 Bad input (not a JSON object, an unparseable ``ts``, a ``bbox`` that is not four numbers or
 an object of numbers, a non-numeric ``confidence``) raises :class:`CodecError`.
@@ -135,6 +138,10 @@ def _load(event: Union[Mapping[str, Any], str, bytes, bytearray]) -> Dict[str, A
             raise CodecError(f"legacy event is not valid JSON ({exc})") from None
     if not isinstance(event, Mapping):
         raise CodecError(f"legacy event must be a JSON object, got {type(event).__name__}")
+    try:
+        json.dumps(event)
+    except (TypeError, ValueError) as exc:  # a value JSON cannot hold, e.g. a datetime object
+        raise CodecError(f"legacy event is not JSON-serialisable ({exc})") from None
     return dict(event)
 
 
@@ -191,17 +198,14 @@ def from_legacy(event: Union[Mapping[str, Any], str, bytes], seq: int = 0, epoch
     fields.setdefault("schema", SCHEMA)
     fields.setdefault("packet_id", f"legacy/{stream_id}/{key}")
     fields.setdefault("idempotency_key", key)
-    try:
-        p = Packet.from_json(stream_id, seq, EVENT_KIND, ev, epoch=epoch, stamp_ns=stamp_ns,
-                             meta=meta, **fields)
-    except TypeError as exc:  # a value JSON cannot hold (e.g. a datetime object)
-        raise CodecError(f"legacy event is not JSON-serialisable ({exc})") from None
+    p = Packet.from_json(stream_id, seq, EVENT_KIND, ev, epoch=epoch, stamp_ns=stamp_ns,
+                         meta=meta, **fields)
     p.stamp_ns = stamp_ns  # keep an epoch-zero ts (Packet() would replace 0 with "now")
     return p
 
 
-def to_legacy(packet: Packet) -> Dict[str, Any]:
-    """The v0.2 event of an ``event`` packet; missing fields are filled from the packet."""
+def to_legacy(packet: Packet, fill: Optional[bool] = None) -> Dict[str, Any]:
+    """The v0.2 event of an ``event`` packet (see the module doc for what ``fill`` does)."""
     if not isinstance(packet, Packet):
         raise CodecError(f"expected a schnitzel_core.packet.Packet, got {type(packet).__name__}")
     if packet.kind != EVENT_KIND:
@@ -216,19 +220,22 @@ def to_legacy(packet: Packet) -> Dict[str, Any]:
     if not isinstance(body, dict):
         raise CodecError(f"packet {packet.packet_id}: event payload must be a JSON object, got {type(body).__name__}")
     ev = dict(body)
-    ev.setdefault("event_id", packet.idempotency_key)
-    ev.setdefault("ts", format_ts(packet.stamp_ns))
-    ev.setdefault("camera_id", packet.stream_id)
-    for name in _FILL_FROM_META:
-        if name not in ev and name in packet.meta:
-            ev[name] = packet.meta[name]
+    if fill is None:
+        fill = packet.schema != SCHEMA  # a wrapped legacy event is returned as it came
+    if fill:
+        ev.setdefault("event_id", packet.idempotency_key)
+        ev.setdefault("ts", format_ts(packet.stamp_ns))
+        ev.setdefault("camera_id", packet.stream_id)
+        for name in _FILL_FROM_META:
+            if name not in ev and name in packet.meta:
+                ev[name] = packet.meta[name]
     validate_event(ev)
     return ev
 
 
-def to_legacy_json(packet: Packet) -> str:
+def to_legacy_json(packet: Packet, fill: Optional[bool] = None) -> str:
     """:func:`to_legacy` as compact JSON text with sorted keys (stable bytes for the same input)."""
-    return json.dumps(to_legacy(packet), separators=(",", ":"), sort_keys=True)
+    return json.dumps(to_legacy(packet, fill), separators=(",", ":"), sort_keys=True)
 
 
 # ---- StreamPacket messages (via codecs.ros; message classes imported lazily) ----

@@ -1,0 +1,218 @@
+"""Compile a valid graph into a :class:`~schnitzel_bringup.plan.Plan`.
+
+What the compiler decides (docs/runtime.md):
+
+- containers with the nodes each hosts, in start order (sinks first, sources
+  last: a consumer is ready before anything is sent to it);
+- each node's parameters after the plugin's defaults;
+- each edge's resolved QoS (writer: the output port's preset or the node's
+  override; reader: the edge's qos merged over the writer's) and transport
+  (``auto`` becomes ``inproc`` inside one container and ``dds`` across);
+- the ``ports_json`` every node is loaded with (docs/contracts.md);
+- the container restart policy;
+- for each durable queue, the sinks it feeds (so the queue knows whose
+  acknowledgements a row waits for).
+
+The compiler trusts the validator: it is only called on a graph that passed.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from schnitzel_core import qos as qosmod
+from schnitzel_core.graph import Graph
+
+from .plan import (CONTAINER_EXECUTABLE, CONTAINER_PACKAGE, MANAGER_EXECUTABLE,
+                   MANAGER_NODE_NAME, MANAGER_PACKAGE, Plan, PlanContainer, PlanEdge,
+                   PlanNode, RestartPolicy)
+
+#: Node ids under /<graph> are the graph's nodes; containers live one level below.
+CONTAINER_NS_SUFFIX = "_containers"
+
+
+class CompileError(ValueError):
+    """The graph cannot be compiled (should not happen after validation)."""
+
+
+def container_node_name(graph: str, cid: str) -> Tuple[str, str]:
+    """(node name, namespace) of a container process: ``/<graph>/_containers/<id>``."""
+    return cid, f"/{graph}/{CONTAINER_NS_SUFFIX}"
+
+
+def topic_of(graph: str, node: str, port: str) -> str:
+    return f"/{graph}/{node}/{port}"
+
+
+def _category(spec: Any) -> str:
+    cat = getattr(spec, "category", "")
+    return getattr(cat, "value", str(cat))
+
+
+def _start_order(node_ids: Sequence[str], edges: Sequence[Tuple[str, str]]) -> List[str]:
+    """Reverse topological order (sinks first). Ties keep file order; nodes on a cycle
+    (only legal through a delay node) follow in file order after the rest."""
+    downstream: Dict[str, List[str]] = {n: [] for n in node_ids}
+    for a, b in edges:
+        if a in downstream and b in downstream and b not in downstream[a]:
+            downstream[a].append(b)
+    remaining_out = {n: len([d for d in downstream[n] if d != n]) for n in node_ids}
+    upstream: Dict[str, List[str]] = {n: [] for n in node_ids}
+    for a, ds in downstream.items():
+        for b in ds:
+            if b != a:
+                upstream[b].append(a)
+    order: List[str] = []
+    placed = set()
+    while len(order) < len(node_ids):
+        ready = [n for n in node_ids if n not in placed and remaining_out[n] == 0]
+        if not ready:  # a cycle: break it at the first unplaced node in file order
+            ready = [next(n for n in node_ids if n not in placed)]
+        for n in ready:
+            order.append(n)
+            placed.add(n)
+            for u in upstream[n]:
+                remaining_out[u] -= 1
+    return order
+
+
+def compile_graph(graph: Graph, registry: Any, graph_file: Optional[str] = None) -> Plan:
+    """Turn a validated graph into a plan. ``registry`` is a schnitzel_core Registry."""
+    name = graph.name
+    ns = f"/{name}"
+    specs: Dict[str, Any] = {}
+    packages: Dict[str, str] = {}
+    for n in graph.nodes:
+        entry = registry.get(n.plugin)
+        if entry is None or getattr(entry, "spec", None) is None:
+            raise CompileError(f"node {n.id!r}: plugin {n.plugin!r} is not installed "
+                               "(run `schnitzel validate` for details)")
+        specs[n.id] = entry.spec
+        packages[n.id] = getattr(entry, "dist", "") or CONTAINER_PACKAGE
+
+    # Containers: declared ones, in file order, plus any a node names (implicit "main").
+    declared = list(graph.containers)
+    cids = [c.id for c in declared]
+    for n in graph.nodes:
+        if n.container not in cids:
+            cids.append(n.container)
+
+    # Edges: QoS and transport.
+    plan_edges: List[PlanEdge] = []
+    ports: Dict[str, Dict[str, Any]] = {n.id: {"in": {}, "out": {}} for n in graph.nodes}
+    for n in graph.nodes:
+        for p in specs[n.id].outputs:
+            preset = getattr(p, "qos", qosmod.DEFAULT_PRESET)
+            writer, _ = qosmod.edge_qos(preset, (getattr(n, "qos", None) or {}).get(p.name), None)
+            ports[n.id]["out"][p.name] = {"topic": topic_of(name, n.id, p.name),
+                                          "qos": writer.to_dict(), "transports": []}
+        for p in specs[n.id].inputs:
+            ports[n.id]["in"][p.name] = []
+    for e in graph.edges:
+        src = graph.node(e.src_node)
+        dst = graph.node(e.dst_node)
+        if src is None or dst is None:
+            raise CompileError(f"edge {e.label}: unknown node")
+        sport = specs[src.id].port(e.src_port)
+        preset = getattr(sport, "qos", qosmod.DEFAULT_PRESET) if sport else qosmod.DEFAULT_PRESET
+        override = (getattr(src, "qos", None) or {}).get(e.src_port)
+        writer, reader = qosmod.edge_qos(preset, override, e.qos)
+        transport = e.transport or "auto"
+        if transport == "auto":
+            transport = "inproc" if src.container == dst.container else "dds"
+        topic = topic_of(name, src.id, e.src_port)
+        plan_edges.append(PlanEdge(src=f"{src.id}.{e.src_port}", dst=f"{dst.id}.{e.dst_port}",
+                                   topic=topic, transport=transport, qos=reader.to_dict(),
+                                   writer_qos=writer.to_dict()))
+        out = ports[src.id]["out"].setdefault(
+            e.src_port, {"topic": topic, "qos": writer.to_dict(), "transports": []})
+        if transport not in out["transports"]:
+            out["transports"].append(transport)
+        ports[dst.id]["in"].setdefault(e.dst_port, []).append(
+            {"topic": topic, "qos": reader.to_dict(), "transport": transport, "from": f"{src.id}.{e.src_port}"})
+    for pmap in ports.values():
+        for out in pmap["out"].values():
+            out["transports"].sort(key=lambda t: ("inproc", "shm", "dds").index(t) if t in ("inproc", "shm", "dds") else 9)
+
+    order = _start_order([n.id for n in graph.nodes], [(e.src_node, e.dst_node) for e in graph.edges])
+    upstream = {n.id: sorted({e.src_node for e in graph.inputs_of(n.id) if e.src_node != n.id})
+                for n in graph.nodes}
+
+    plan_nodes: Dict[str, PlanNode] = {}
+    for n in graph.nodes:
+        spec = specs[n.id]
+        params = copy.deepcopy(spec.defaults())
+        params.update(copy.deepcopy(n.params))
+        remaps = [[p, out["topic"]] for p, out in ports[n.id]["out"].items()]
+        remaps += [[p, ins[0]["topic"]] for p, ins in ports[n.id]["in"].items() if len(ins) == 1]
+        plan_nodes[n.id] = PlanNode(
+            id=n.id, plugin=n.plugin, container=n.container, namespace=ns,
+            category=_category(spec), package=packages[n.id],
+            plugin_version=str(getattr(spec, "version", "")), params=params,
+            ports=ports[n.id], remappings=remaps, upstream=upstream[n.id])
+
+    # Durable queues: the sinks each one feeds, following edges through routers
+    # (anything that is not a sink or another queue) downstream.
+    for n in graph.nodes:
+        if not getattr(specs[n.id], "durable_queue", False):
+            continue
+        sinks: List[str] = []
+        seen = {n.id}
+        frontier = [e.dst_node for e in graph.outputs_of(n.id)]
+        while frontier:
+            cur = frontier.pop(0)
+            if cur in seen:
+                continue
+            seen.add(cur)
+            cspec = specs[cur]
+            if _category(cspec) == "sink" or getattr(cspec, "external", False):
+                sinks.append(cur)
+            elif not getattr(cspec, "durable_queue", False):
+                frontier.extend(e.dst_node for e in graph.outputs_of(cur))
+        pn = plan_nodes[n.id]
+        pn.feeds_sinks = sinks
+        if specs[n.id].param("sinks") is not None and not n.params.get("sinks"):
+            pn.params["sinks"] = list(sinks)
+
+    containers: List[PlanContainer] = []
+    for cid in cids:
+        decl = graph.container(cid)
+        node_name, cns = container_node_name(name, cid)
+        restart = RestartPolicy(policy=decl.restart, backoff_s=float(decl.restart_backoff_s),
+                                limit=int(decl.restart_limit)) if decl else RestartPolicy()
+        containers.append(PlanContainer(
+            id=cid, host=decl.host if decl else "localhost", node_name=node_name, namespace=cns,
+            restart=restart, nodes=[i for i in order if plan_nodes[i].container == cid],
+            package=CONTAINER_PACKAGE, executable=CONTAINER_EXECUTABLE,
+            arguments=["--graph", name, "--container", cid]))
+    containers = [c for c in containers if c.nodes or (graph.container(c.id) and not graph.container(c.id).implicit)]
+
+    sources = [i for i in order if plan_nodes[i].is_source]
+    # Tear-down: sources first, then downstream in data-flow order (the reverse of start).
+    stop_order = list(reversed(order))
+    stop_order = sources + [i for i in stop_order if i not in sources]
+    return Plan(
+        graph=name, namespace=ns, graph_file=graph_file or graph.file,
+        containers=containers, nodes=[plan_nodes[i] for i in order], edges=plan_edges,
+        start_order=order, stop_order=stop_order,
+        manager={"package": MANAGER_PACKAGE, "executable": MANAGER_EXECUTABLE,
+                 "name": MANAGER_NODE_NAME, "namespace": ns},
+        status_topics={"graph": f"{ns}/_status/graph", "nodes": f"{ns}/_status/nodes"},
+    )
+
+
+# ---- validate + compile in one step ----------------------------------------
+
+def validate_and_compile(path: str) -> Tuple[Any, Optional[Plan]]:
+    """(validator report, plan or None). The plan is None when the graph is invalid."""
+    import os
+
+    from schnitzel_validator import validate_path
+
+    report = validate_path(path)
+    if not report.valid or report.graph is None:
+        return report, None
+    from schnitzel_core.registry import load_registry
+
+    plan = compile_graph(report.graph, load_registry(), graph_file=os.path.abspath(path))
+    return report, plan

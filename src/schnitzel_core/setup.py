@@ -18,6 +18,10 @@ setup(
     license="Apache-2.0",
     tests_require=["pytest"],
     entry_points={
-
+        # state_backend plugin boundary (blackboard): name = module:StateBackend subclass
+        "schnitzel.state_backends": [
+            "memory = schnitzel_core.blackboard:MemoryBackend",
+            "sqlite = schnitzel_core.blackboard:SqliteBackend",
+        ],
     },
 )

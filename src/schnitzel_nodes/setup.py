@@ -22,11 +22,43 @@ setup(
         # One block per owner keeps edits apart.
         "schnitzel.plugins": [
             # --- sources and sinks (IO) ---
+            "video_source = schnitzel_nodes.plugins.sources.video:VideoSourceLogic",
+            "serial_sensor = schnitzel_nodes.plugins.sources.serial_sensor:SerialSensorLogic",
+            "audio_source = schnitzel_nodes.plugins.sources.audio:AudioSourceLogic",
+            "synthetic_source = schnitzel_nodes.plugins.sources.synthetic:SyntheticSourceLogic",
+            "ros_topic_source = schnitzel_nodes.plugins.ros_bridge:RosTopicSourceLogic",
+            "ros_topic_sink = schnitzel_nodes.plugins.ros_bridge:RosTopicSinkLogic",
+            "stdout_sink = schnitzel_nodes.plugins.sinks_io:StdoutSinkLogic",
             # --- logic, compute, state, policy, control ---
+            "sampler = schnitzel_nodes.plugins.transforms:SamplerLogic",
+            "resize = schnitzel_nodes.plugins.transforms:ResizeLogic",
+            "convert = schnitzel_nodes.plugins.transforms:ConvertLogic",
+            "schema_validate = schnitzel_nodes.plugins.transforms:SchemaValidateLogic",
+            "map = schnitzel_nodes.plugins.transforms:MapLogic",
+            "onnx_model = schnitzel_nodes.plugins.compute:OnnxModelLogic",
+            "motion_detector = schnitzel_nodes.plugins.compute:MotionDetectorLogic",
+            "synthetic_model = schnitzel_nodes.plugins.compute:SyntheticModelLogic",
+            "tracker = schnitzel_nodes.plugins.state:TrackerLogic",
+            "fusion = schnitzel_nodes.plugins.state:FusionLogic",
+            "window = schnitzel_nodes.plugins.state:WindowLogic",
+            "delay = schnitzel_nodes.plugins.state:DelayLogic",
+            "zones = schnitzel_nodes.plugins.policy:ZonesLogic",
+            "dedup = schnitzel_nodes.plugins.policy:DedupLogic",
+            "rules = schnitzel_nodes.plugins.policy:RulesLogic",
+            "event_builder = schnitzel_nodes.plugins.policy:EventBuilderLogic",
+            "router = schnitzel_nodes.plugins.control:RouterLogic",
+            "switch = schnitzel_nodes.plugins.control:SwitchLogic",
+            "duplicator = schnitzel_nodes.plugins.control:DuplicatorLogic",
+            "annotate = schnitzel_nodes.plugins.annotate:AnnotateLogic",
             # --- delivery (durable queue, router, HTTP sink) ---
+            "durable_queue = schnitzel_nodes.plugins.delivery:DurableQueueLogic",
+            "sink_router = schnitzel_nodes.plugins.delivery:SinkRouterLogic",
+            "http_sink = schnitzel_nodes.plugins.delivery:HttpSinkLogic",
+            "jsonl_sink = schnitzel_nodes.plugins.delivery:JsonlSinkLogic",
         ],
         "console_scripts": [
             # --- runtime (container, lifecycle manager) ---
+            "schnitzel_container = schnitzel_nodes.container:main",
         ],
     },
 )

@@ -207,12 +207,12 @@ def validate_and_compile(path: str) -> Tuple[Any, Optional[Plan]]:
     """(validator report, plan or None). The plan is None when the graph is invalid."""
     import os
 
+    from schnitzel_core.registry import load_registry
     from schnitzel_validator import validate_path
 
-    report = validate_path(path)
+    registry = load_registry()
+    report = validate_path(path, registry=registry)
     if not report.valid or report.graph is None:
         return report, None
-    from schnitzel_core.registry import load_registry
-
-    plan = compile_graph(report.graph, load_registry(), graph_file=os.path.abspath(path))
+    plan = compile_graph(report.graph, registry, graph_file=os.path.abspath(path))
     return report, plan

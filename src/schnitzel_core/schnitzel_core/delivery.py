@@ -435,7 +435,6 @@ class SinkWorker:
         with self._cv:
             k = packet.idempotency_key
             if k in self._buf or k in self._inflight:
-                self._buf[k] = packet if k in self._buf else self._buf.get(k, packet)
                 return True
             if self.max_buffer and len(self._buf) >= self.max_buffer:
                 return False
@@ -488,9 +487,6 @@ class SinkWorker:
                 continue
             batch = self._take()
             if not batch:
-                # nothing to send: hand back an unused probe
-                if self.breaker.state != BreakerState.CLOSED:
-                    pass
                 continue
             if self.breaker.state == BreakerState.HALF_OPEN:
                 # a probe is one small request

@@ -117,11 +117,20 @@ class _Builder:
         self.issues: List[Issue] = []
         self._constructor = yaml.constructor.SafeConstructor()
         self._resolver = yaml.resolver.Resolver()
+        # Values left to build: aliases (*a) can make a small file expand exponentially
+        # ("billion laughs"); the budget bounds work by the file's size. Set by parse_graph.
+        self.budget = 10 ** 6
+        self.exhausted = False
 
     # ---- positions and issues ------------------------------------------------
     def pos(self, node: Node) -> Pos:
         m = node.start_mark
         return Pos(self.file, m.line + 1, m.column + 1)
+
+    def key_pos(self, knode: Node, vnode: Node) -> Pos:
+        """Where a key's value is, for messages: a scalar's own position; a collection's key
+        (a block mapping starts on the line below its key, which reads as the wrong line)."""
+        return self.pos(vnode if isinstance(vnode, ScalarNode) else knode)
 
     def err(self, code: str, message: str, where: Union[Node, Pos, None], hint: str = "", **kw: Any) -> None:
         p = where if isinstance(where, Pos) else self.pos(where) if where is not None else Pos(self.file, 1, 1)
@@ -151,6 +160,13 @@ class _Builder:
         return out
 
     def value(self, node: Node, what: str = "the graph", depth: int = 0) -> Any:
+        self.budget -= 1
+        if self.budget < 0:
+            if not self.exhausted:
+                self.exhausted = True
+                self.err("SCH004", "aliases (*name) expand to far more values than the file holds", node,
+                         "write the values out instead of nesting aliases")
+            return None
         if depth > MAX_DEPTH:
             self.err("SCH004", f"values nested deeper than {MAX_DEPTH} levels", node,
                      "flatten the value; a graph never needs this depth")
@@ -176,8 +192,9 @@ class _Builder:
         text = node.value
         if tag == _T_STR:
             if "${" in text:
+                before = len(self.issues)
                 new = self.interpolate(text, node)
-                if new != text and not node.style:
+                if new != text and new and not node.style and len(self.issues) == before:
                     # A plain (unquoted) scalar is typed after interpolation, as if written literally:
                     # `fps: ${env:FPS:-15}` is the integer 15. Quote it to keep a string.
                     rtag = self._resolver.resolve(ScalarNode, new, (True, False))
@@ -224,6 +241,9 @@ class _Builder:
             return self.scalar(node) if "${" in node.value else node.value
         if allow_numbers and isinstance(node, ScalarNode) and node.tag in (_T_INT, _T_FLOAT):
             return node.value
+        if node.tag not in (_T_NULL, _T_BOOL, _T_INT, _T_FLOAT, _T_TIMESTAMP, _T_MAP, _T_SEQ, _T_STR):
+            self.unsupported_tag(node)
+            return None
         self.err("SCH104", f"{what} must be a string, got {_type_name(node)}", node, f"write e.g. {example}")
         return None
 
@@ -245,7 +265,7 @@ class _Builder:
         by_key = {k: (kn, v) for k, kn, v in pairs}
         g = Graph(name="", file=self.file, pos=self.pos(root))
         for key, (kn, v) in by_key.items():
-            g.key_pos[key] = self.pos(v)
+            g.key_pos[key] = self.key_pos(kn, v)
         for req, example in (("schnitzel", "schnitzel: 1"), ("name", "name: lobby"),
                              ("nodes", "nodes:\n  - {id: cam, plugin: video_source}")):
             if req not in by_key:
@@ -305,7 +325,7 @@ class _Builder:
             kv = {k: v for k, _kn, v in pairs}
             raw.append({k: self.value(v) for k, v in kv.items()})
             c = ContainerDecl(id="", pos=self.pos(item))
-            c.key_pos = {k: self.pos(v) for k, v in kv.items()}
+            c.key_pos = {k: self.key_pos(kn, v) for k, kn, v in pairs}
             if "id" not in kv:
                 self.err("SCH102", "missing required key 'id' in a container", item, "add `id: vision`")
             else:
@@ -347,7 +367,7 @@ class _Builder:
             pairs = self.pairs(item, "a node")
             kv = {k: v for k, _kn, v in pairs}
             n = NodeDecl(id="", plugin="", pos=self.pos(item))
-            n.key_pos = {k: self.pos(v) for k, v in kv.items()}
+            n.key_pos = {k: self.key_pos(kn, v) for k, kn, v in pairs}
             if "id" in kv:
                 n.id = self.want_str(kv["id"], "a node id", "`id: cam`") or ""
             else:
@@ -413,7 +433,7 @@ class _Builder:
             pairs = self.pairs(item, "an edge")
             kv = {k: v for k, _kn, v in pairs}
             e = EdgeDecl("", "", "", "", pos=self.pos(item))
-            e.key_pos = {k: self.pos(v) for k, v in kv.items()}
+            e.key_pos = {k: self.key_pos(kn, v) for k, kn, v in pairs}
             ok = True
             for end in ("from", "to"):
                 if end not in kv:
@@ -490,7 +510,8 @@ def _too_deep(text: str, limit: int) -> Optional[yaml.Mark]:
 
 def read_source(path_or_text: Union[str, os.PathLike, bytes], file: Optional[str] = None) -> Tuple[str, str]:
     """(text, file name). A Path, or a one-line str naming an existing file or ending in .yaml/.yml,
-    is read from disk; any other str or bytes is the graph text itself. Raises GraphLoadError SCH001/SCH002."""
+    is read from disk; any other str or bytes is the graph text itself (pass a Path to be explicit).
+    Raises GraphLoadError SCH001/SCH002."""
     if isinstance(path_or_text, bytes):
         data, name = path_or_text, file or "<graph>"
     elif isinstance(path_or_text, os.PathLike) or (
@@ -527,6 +548,7 @@ def parse_graph(path_or_text: Union[str, os.PathLike, bytes], file: Optional[str
     """
     text, name = read_source(path_or_text, file)
     b = _Builder(name, os.environ if env is None else env)
+    b.budget = 100_000 + 2 * len(text)
     try:
         if _nesting_bound(text) > 2 * MAX_DEPTH:
             mark = _too_deep(text, MAX_DEPTH)
@@ -539,6 +561,9 @@ def parse_graph(path_or_text: Union[str, os.PathLike, bytes], file: Optional[str
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
         what = " ".join(str(x) for x in (exc.context, exc.problem) if x)
+        cm = exc.context_mark
+        if cm is not None and mark is not None and cm.line != mark.line:
+            what += f" (the construct started at line {cm.line + 1}, column {cm.column + 1})"
         raise GraphLoadError([Issue("SCH002", f"not valid YAML: {what}", name, line, col,
                                     "fix the YAML syntax at this position (indentation, a missing ':' or "
                                     "quote, a tab used for indentation)")]) from None

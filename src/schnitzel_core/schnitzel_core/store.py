@@ -100,7 +100,8 @@ meta_t = Table("meta", metadata, Column("key", String, primary_key=True), Column
 counters_t = Table("counters", metadata, Column("name", String, primary_key=True),
                    Column("value", BigInteger, nullable=False, default=0))
 
-_PACKET_COLS = (
+def _packet_cols() -> Tuple[Column, ...]:
+    return (
     Column("key", String, nullable=False),
     Column("stream_id", String), Column("seq", BigInteger), Column("epoch", BigInteger),
     Column("kind", String), Column("schema", String), Column("content_type", String),
@@ -111,19 +112,18 @@ _PACKET_COLS = (
     Column("enq_ns", BigInteger, nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("last_error", Text),
-)
+    )
 
 queue_t = Table("queue", metadata, Column("id", Integer, primary_key=True, autoincrement=True),
-                *[c.copy() for c in _PACKET_COLS],
+                *_packet_cols(),
                 Column("state", Integer, nullable=False, default=0),
                 Column("avail_ns", BigInteger, nullable=False, default=0),
                 sqlite_autoincrement=True)
 dead_t = Table("dead", metadata, Column("id", Integer, primary_key=True),
-               *[c.copy() for c in _PACKET_COLS],
+               *_packet_cols(),
                Column("reason", Text, nullable=False), Column("dead_ns", BigInteger, nullable=False))
-ledger_t = Table("ledger", metadata, Column("id", Integer, primary_key=True),
-                 Column("key", String, nullable=False, unique=True),
-                 Column("delivered_ns", BigInteger, nullable=False))
+ledger_t = Table("ledger", metadata, Column("key", String, primary_key=True),
+                 Column("delivered_ns", BigInteger, nullable=False), sqlite_with_rowid=False)
 
 _DDL_V1 = [
     "CREATE TABLE meta (key VARCHAR PRIMARY KEY, value TEXT)",
@@ -140,8 +140,8 @@ _DDL_V1 = [
         meta TEXT, payload_ref TEXT, size INTEGER NOT NULL, sinks VARCHAR NOT NULL,
         enq_ns BIGINT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT,
         reason TEXT NOT NULL, dead_ns BIGINT NOT NULL)""",
-    """CREATE TABLE ledger (id INTEGER PRIMARY KEY, key VARCHAR NOT NULL UNIQUE,
-        delivered_ns BIGINT NOT NULL)""",
+    # keyed by the idempotency key alone (one B-tree per delivered key)
+    """CREATE TABLE ledger (key VARCHAR PRIMARY KEY, delivered_ns BIGINT NOT NULL) WITHOUT ROWID""",
 ]
 
 
@@ -231,14 +231,20 @@ def _encode(p: Packet) -> Tuple[Any, ...]:
             p.stamp_ns, p.frame_id, p.packet_id, p.payload, meta, ref)
 
 
+_new_packet = object.__new__
+
+
 def _decode(r: Sequence[Any]) -> Packet:
-    # r follows _ROW_COLS
-    return Packet(stream_id=r[2] or "", seq=r[3] or 0, epoch=r[4] or 0, kind=r[5] or "",
-                  schema=r[6] or "", content_type=r[7] or "", stamp_ns=r[8] or 0, frame_id=r[9] or "",
-                  packet_id=r[10] or "", payload=bytes(r[11] or b""),
-                  meta=json.loads(r[12]) if r[12] else {},
-                  payload_ref=PayloadRef(**json.loads(r[13])) if r[13] else None,
-                  idempotency_key=r[1])
+    # r follows _ROW_COLS. The stored fields are complete (written from a Packet), so the
+    # dataclass __init__/__post_init__ defaulting is skipped: decoding is on the hot path.
+    p = _new_packet(Packet)
+    p.__dict__.update(stream_id=r[2] or "", seq=r[3] or 0, epoch=r[4] or 0, kind=r[5] or "",
+                      schema=r[6] or "", content_type=r[7] or "", stamp_ns=r[8] or 0, frame_id=r[9] or "",
+                      packet_id=r[10] or "", payload=bytes(r[11] or b""),
+                      meta=json.loads(r[12]) if r[12] else {},
+                      payload_ref=PayloadRef(**json.loads(r[13])) if r[13] else None,
+                      idempotency_key=r[1])
+    return p
 
 
 def _row(r: Sequence[Any]) -> Row:
@@ -285,7 +291,8 @@ class DurableStore:
         self.ledger_max_rows = int(ledger_max_rows)
         self.clock_ns = clock_ns
         self._lock = threading.RLock()
-        self._acks_since_prune = 0
+        self.prune_every_s = 60.0
+        self._next_prune = time.monotonic() + self.prune_every_s
         existed = _check_file(self.path)
         d = os.path.dirname(self.path)
         if d and not os.path.isdir(d):
@@ -488,43 +495,64 @@ class DurableStore:
             self._apply(deltas)
             for i in done_ids:
                 self._leases.pop(i, None)
-        self._acks_since_prune += ares.done
-        if self._acks_since_prune >= 10_000:
-            self._acks_since_prune = 0
-            self.prune_ledger()
+        if ares.done and time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + self.prune_every_s
+            try:
+                self.prune_ledger()
+            except StoreError:
+                pass  # retried at the next interval
         return res, ares
 
     def _ack_in(self, c: Any, ids: List[int], sink: str, now: int, res: AckResult,
                 deltas: Dict[str, int], done_ids: List[int]) -> None:
-        found: List[Tuple[int, str, str, int]] = []
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            q = f"SELECT id, key, sinks, size FROM queue WHERE id IN ({','.join('?' * len(chunk))})"
-            found.extend(c.exec_driver_sql(q, tuple(chunk)).all())
-        done: List[Tuple[int, str, int]] = []
+        done_n = done_bytes = 0
+        rest: List[int] = []
+        for i in range(0, len(ids), 900):
+            chunk = ids[i:i + 900]
+            marks = ",".join("?" * len(chunk))
+            # fast path: rows this sink completes (single-sink or any-sink rows), set-based
+            cond = "" if sink == ANY_SINK else " AND (sinks = '*' OR sinks = ?)"
+            extra = () if sink == ANY_SINK else (sink,)
+            c.exec_driver_sql(f"INSERT OR REPLACE INTO ledger(key, delivered_ns) SELECT key, ? FROM queue "
+                              f"WHERE id IN ({marks}){cond}", (now, *chunk, *extra))
+            got = c.exec_driver_sql(f"DELETE FROM queue WHERE id IN ({marks}){cond} RETURNING id, size",
+                                    (*chunk, *extra)).all()
+            done_n += len(got)
+            done_bytes += sum(g[1] for g in got)
+            gone = {g[0] for g in got}
+            done_ids.extend(gone)
+            rest.extend(x for x in chunk if x not in gone)
         partial: List[Tuple[str, int]] = []
-        for rid, key, sinks, size in found:
-            if sinks == ANY_SINK or sinks == sink or sink == ANY_SINK:
-                done.append((rid, key, size))
-                continue
-            left = [s for s in sinks.split(",") if s != sink]
-            if not left:
-                done.append((rid, key, size))
-            else:
-                partial.append((",".join(left), rid))
-        if done:
-            c.exec_driver_sql("DELETE FROM queue WHERE id = ?", [(d[0],) for d in done])
-            c.exec_driver_sql("INSERT OR REPLACE INTO ledger(key, delivered_ns) VALUES (?, ?)",
-                              [(d[1], now) for d in done])
-            for k, v in (("depth", -len(done)), ("bytes", -sum(d[2] for d in done)), ("delivered", len(done))):
+        found_ids = set()
+        if rest:  # fan-out rows (several sinks) and rows not in the queue
+            found = []
+            for i in range(0, len(rest), 900):
+                chunk = rest[i:i + 900]
+                q = f"SELECT id, key, sinks, size FROM queue WHERE id IN ({','.join('?' * len(chunk))})"
+                found.extend(c.exec_driver_sql(q, tuple(chunk)).all())
+            done: List[Tuple[int, str, int]] = []
+            for rid, key, sinks, size in found:
+                found_ids.add(rid)
+                left = [s for s in sinks.split(",") if s != sink]
+                if not left:
+                    done.append((rid, key, size))
+                else:
+                    partial.append((",".join(left), rid))
+            if done:
+                c.exec_driver_sql("DELETE FROM queue WHERE id = ?", [(d[0],) for d in done])
+                c.exec_driver_sql("INSERT OR REPLACE INTO ledger(key, delivered_ns) VALUES (?, ?)",
+                                  [(d[1], now) for d in done])
+                done_n += len(done)
+                done_bytes += sum(d[2] for d in done)
+                done_ids.extend(d[0] for d in done)
+            if partial:
+                c.exec_driver_sql("UPDATE queue SET sinks = ? WHERE id = ?", partial)
+        if done_n:
+            for k, v in (("depth", -done_n), ("bytes", -done_bytes), ("delivered", done_n)):
                 deltas[k] = deltas.get(k, 0) + v
-            done_ids.extend(d[0] for d in done)
-        if partial:
-            c.exec_driver_sql("UPDATE queue SET sinks = ? WHERE id = ?", partial)
-        res.done += len(done)
+        res.done += done_n
         res.partial += len(partial)
-        found_ids = {f[0] for f in found}
-        missing = [i for i in ids if i not in found_ids]
+        missing = [i for i in rest if i not in found_ids]
         if missing:  # maybe dead-lettered meanwhile: a later success clears it from the DLQ
             res.unknown += self._ack_dead(c, missing, sink, now, deltas)
 
@@ -689,6 +717,26 @@ class DurableStore:
                 if i in self._leases:
                     self._leases[i] = until
 
+    def nack_over(self, row_ids: Iterable[int], max_attempts: int, reason: str) -> int:
+        """Dead-letter those of ``row_ids`` that reached ``max_attempts`` attempts."""
+        ids = [int(i) for i in row_ids]
+        if not ids or max_attempts <= 0:
+            return 0
+        now = self.clock_ns()
+
+        def fn(c: Any) -> int:
+            q = f"SELECT id FROM queue WHERE attempts >= ? AND id IN ({','.join('?' * len(ids))})"
+            over = [r[0] for r in c.exec_driver_sql(q, (max_attempts, *ids))]
+            if not over:
+                return 0
+            return self._dead_letter(c, over, f"gave up after {max_attempts} attempts: {reason}", now)
+
+        n = self._tx("dead-letter", fn)
+        if n:
+            self.release(ids)
+            self._counters = self._load_counters_locked()
+        return n
+
     def dead_letter(self, row_ids: Iterable[int], reason: str) -> int:
         """Move rows to the dead-letter table with ``reason`` (e.g. the backend's 400 answer)."""
         ids = [int(i) for i in row_ids]
@@ -766,7 +814,7 @@ class DurableStore:
             total = c.exec_driver_sql("SELECT count(*) FROM ledger").scalar()
             if self.ledger_max_rows and total > self.ledger_max_rows:
                 n += c.exec_driver_sql(
-                    "DELETE FROM ledger WHERE id IN (SELECT id FROM ledger ORDER BY id LIMIT ?)",
+                    "DELETE FROM ledger WHERE key IN (SELECT key FROM ledger ORDER BY delivered_ns LIMIT ?)",
                     (total - self.ledger_max_rows,)).rowcount
             return n
 
@@ -816,7 +864,7 @@ class DurableStore:
             counters = {n: int(v) for n, v in c.exec_driver_sql("SELECT name, value FROM counters")}
             head = c.exec_driver_sql("SELECT id, enq_ns FROM queue ORDER BY id LIMIT 1").first()
             leased = self.leased
-            ledger = c.exec_driver_sql("SELECT max(id) - min(id) + 1 FROM ledger").scalar() or 0
+            ledger = c.exec_driver_sql("SELECT count(*) FROM ledger").scalar() or 0
             return Stats(depth=counters.get("depth", 0), bytes=counters.get("bytes", 0), leased=int(leased),
                          dead=counters.get("dead", 0),
                          oldest_age_s=max(0.0, (now - head[1]) / 1e9) if head else 0.0,
@@ -884,6 +932,7 @@ class GroupCommitter:
         with self._cv:
             if not self._buf and not self._acks:
                 self._first = time.monotonic()
+                self._cv.notify()  # start the max_ms clock in the writer
             self._buf.append(packet)
             if len(self._buf) >= self.max_rows:
                 self._cv.notify()
@@ -892,6 +941,7 @@ class GroupCommitter:
         with self._cv:
             if not self._buf and not self._acks:
                 self._first = time.monotonic()
+                self._cv.notify()
             self._acks.append((list(row_ids), sink))
             if len(self._acks) >= self.max_rows:
                 self._cv.notify()

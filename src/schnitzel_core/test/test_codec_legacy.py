@@ -88,7 +88,9 @@ def test_keys_are_deterministic_and_never_from_the_clock(monkeypatch):
     # A different identity gives a different key.
     assert lg.from_legacy(dict(no_id, track_id=8)).idempotency_key != k1
     assert lg.from_legacy(dict(no_id, ts="2024-05-01T12:00:00.251Z")).idempotency_key != k1
-    # Fields outside the identity (e.g. confidence) do not change it.
+    # null and missing are the same; fields outside the identity (confidence) do not count.
+    assert lg.from_legacy(dict(no_id, event_id=None, zone=None)).idempotency_key == \
+        lg.from_legacy({k: v for k, v in no_id.items() if k != "zone"}).idempotency_key
     assert lg.from_legacy(dict(no_id, confidence=0.5)).idempotency_key == k1
 
 

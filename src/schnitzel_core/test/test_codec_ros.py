@@ -101,7 +101,8 @@ def test_one_megabyte_payload_is_fast_and_intact():
     (dict(stamp_ns=2**31 * 10**9), ["stamp_ns", "out of range"]),
     (dict(seq="3"), ["seq must be an integer"]),
     (dict(kind=5), ["kind must be a string"]),
-    (dict(payload="text"), ["payload must be bytes"]),
+    (dict(payload="text"), ["payload must be bytes", "str"]),
+    (dict(payload=5), ["payload must be bytes", "int"]),
     (dict(meta={1: "x"}), ["meta key 1"]),
 ])
 def test_bad_packets_give_a_clear_error(change, words):

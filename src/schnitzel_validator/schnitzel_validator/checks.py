@@ -12,7 +12,7 @@ import re
 from collections import deque
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
-from schnitzel_core.graph import ContainerDecl, EdgeDecl, Graph, NodeDecl, Pos
+from schnitzel_core.graph import DEFAULT_CONTAINER, ContainerDecl, EdgeDecl, Graph, NodeDecl, Pos
 from schnitzel_core.graph_loader import Issue
 from schnitzel_core.plugin import Category, Direction, Param, PluginSpec, Port, Profile
 from schnitzel_core import qos as qosmod
@@ -158,6 +158,9 @@ class _Checker:
         self.nodes = first
 
     def check_containers(self) -> None:
+        if not self.g.containers:
+            # A graph built in code (not loaded) may omit containers: the loader's default applies.
+            self.containers[DEFAULT_CONTAINER] = ContainerDecl(DEFAULT_CONTAINER, implicit=True)
         for c in self.g.containers:
             if c.implicit or not c.id:
                 if not c.implicit:
@@ -174,7 +177,7 @@ class _Checker:
                 self.add("SCH204", f"container id {c.id!r} is not valid (it names a ROS node and a process)",
                          where, f"use letters, digits and '_', e.g. `id: {ros_name_fix(c.id)}`")
         used: Set[str] = set()
-        declared = [c.id for c in self.g.containers if not c.implicit and c.id]
+        declared = list(dict.fromkeys(c.id for c in self.g.containers if not c.implicit and c.id))
         for n in self.g.nodes:
             if not n.container:
                 continue
@@ -229,7 +232,9 @@ class _Checker:
             if not ok:
                 self.add("SCH304", f"node {n.id!r} asks for plugin {n.plugin!r} version {n.version!r}, but "
                          f"version {spec.version} is installed", n.key_pos.get("version", where),
-                         f"install a matching version of {entry.dist or n.plugin}, or change `version:`",
+                         f"install a matching version of "
+                         f"{entry.dist if entry.dist and not entry.dist.startswith('<') else n.plugin}, or change "
+                         "`version:`",
                          node=n.id)
         self.check_params(n, spec)
         self.check_node_qos(n, spec)
@@ -260,12 +265,13 @@ class _Checker:
         if value is None and not p.required and (p.default is None or p.type == "any"):
             return  # null means "unset" for a parameter whose default is unset
         if p.secret_env:
-            if not isinstance(value, str) or not ENV_NAME.match(value):
+            var = ros_name_fix(f"{n.id}_{p.name[:-4] if p.name.endswith('_env') else p.name}").upper()
+            if not isinstance(value, str) or (value and not ENV_NAME.match(value)):
                 # Never echo the value: it may be the secret itself.
                 self.add("SCH315", f"parameter {p.name!r} of node {n.id!r} must name an environment variable "
                          "holding the secret, not hold the secret itself", where,
-                         f"export the secret (e.g. `export {p.name.upper()}=...`) and write its name: "
-                         f"`{p.name}: {p.name.upper()}`", node=n.id)
+                         f"export the secret in a variable (e.g. `export {var}=...`) and write its name here: "
+                         f"`{p.name}: {var}`", node=n.id)
             return
         if not type_ok(p.type, value):
             want = _PY_TYPES.get(p.type, p.type)
@@ -350,7 +356,7 @@ class _Checker:
             for end, nid, where in (("from", e.src_node, fpos), ("to", e.dst_node, tpos)):
                 if nid not in self.nodes:
                     hint = _did_you_mean(nid, self.nodes)
-                    self.add("SCH401", f"edge {label} {end} node {nid!r}, which is not declared", where,
+                    self.add("SCH401", f"edge {label}: its {end!r} node {nid!r} is not declared", where,
                              hint + "declare it under nodes: or fix the id", edge=label)
             if src is None or dst is None:
                 continue
@@ -406,6 +412,11 @@ class _Checker:
                      f"accepts only {', '.join(dport.kinds)}", e.key_pos.get("to", e.pos),
                      "connect a port whose kinds match, or insert a node that converts between them",
                      edge=label)
+        if sport.msg_type != dport.msg_type:
+            self.add("SCH409", f"{src.id}.{sport.name} publishes {sport.msg_type} but {dst.id}.{dport.name} "
+                     f"subscribes to {dport.msg_type}; ROS 2 never connects one topic across message types",
+                     e.key_pos.get("to", e.pos), "connect ports of the same message type, or insert a node that "
+                     "converts between them (e.g. a ROS topic bridge)", edge=label)
         sc, dc = self.container_of(src), self.container_of(dst)
         cross = sc is not None and dc is not None and sc.id != dc.id
         inproc = Profile.INPROC in (sport.profile, dport.profile)
@@ -450,11 +461,11 @@ class _Checker:
                 writer = qosmod.resolve(override, base)
             except qosmod.QosError:
                 writer = None  # already reported on the node
-        if e.qos is None or writer is None:
+        if e.qos is None:
             return
         qpos = e.key_pos.get("qos", e.pos)
-        reader = self.resolve_qos(e.qos, writer, qpos, e.key_pos, "qos.", edge=label)
-        if reader is None:
+        reader = self.resolve_qos(e.qos, writer or base, qpos, e.key_pos, "qos.", edge=label)
+        if reader is None or writer is None:
             return
         codes = {"reliability": "SCH503", "durability": "SCH504", "deadline": "SCH505"}
         for prob in qosmod.compatibility(writer, reader):
@@ -463,9 +474,9 @@ class _Checker:
                      f"{writer.reliability}, {writer.durability})", qpos, hint, edge=label)
 
     # ---- the graph as a whole ---------------------------------------------------------
-    def adjacency(self) -> Dict[str, List[str]]:
+    def adjacency(self, edges: Optional[List[EdgeDecl]] = None) -> Dict[str, List[str]]:
         adj: Dict[str, List[str]] = {nid: [] for nid in self.nodes}
-        for e in self.linked:
+        for e in (self.linked if edges is None else edges):
             adj[e.src_node].append(e.dst_node)
         return adj
 
@@ -475,9 +486,10 @@ class _Checker:
 
     def check_cycles(self) -> None:
         cut = {nid for nid in self.nodes if self.delay_ok(nid)}
-        adj = {nid: [d for d in succ if d not in cut] for nid, succ in self.adjacency().items() if nid not in cut}
+        adj = {nid: [d for d in succ if d not in cut]
+               for nid, succ in self.adjacency([e for e, _s, _d in self.good_edges]).items() if nid not in cut}
         first_edge: Dict[Tuple[str, str], EdgeDecl] = {}
-        for e in self.linked:
+        for e, _sp, _dp in self.good_edges:
             first_edge.setdefault((e.src_node, e.dst_node), e)
         for comp in _sccs(adj):
             if len(comp) == 1:
@@ -504,7 +516,7 @@ class _Checker:
 
     def check_egress(self) -> None:
         inputs: Dict[str, List[EdgeDecl]] = {}
-        for e in self.linked:
+        for e, _sp, _dp in self.good_edges:
             inputs.setdefault(e.dst_node, []).append(e)
         memo: Dict[str, bool] = {}
 

@@ -59,6 +59,7 @@ CODES: Dict[str, Tuple[str, str]] = {
     "SCH406": (ERROR, "packet kinds of the two ports cannot match"),
     "SCH407": (ERROR, "payload profile mismatch"),
     "SCH408": (ERROR, "duplicate edge"),
+    "SCH409": (ERROR, "the two ports carry different ROS message types"),
     # QoS and transports
     "SCH501": (ERROR, "unknown QoS preset"),
     "SCH502": (ERROR, "invalid QoS setting"),

@@ -176,9 +176,10 @@ def event_key(event: Mapping[str, Any]) -> str:
     if eid is not None and eid != "":
         text = str(eid)
         return text if _TOKEN.fullmatch(text) else derive_key("legacy.event", text)
-    return derive_key("legacy.event", event.get("camera_id", ""), parse_ts(event["ts"]),
-                      event.get("event_type", ""), event.get("track_id", ""),
-                      event.get("object_type", ""), event.get("zone", ""))
+    # A field given as null and a missing field are the same identity.
+    part = [("" if event.get(k) is None else event[k])
+            for k in ("camera_id", "event_type", "track_id", "object_type", "zone")]
+    return derive_key("legacy.event", part[0], parse_ts(event["ts"]), *part[1:])
 
 
 # ---- conversions ---------------------------------------------------------------

@@ -69,7 +69,9 @@ def _as_bytes(value: Any) -> bytes:
         return value
     if isinstance(value, array.array):
         return value.tobytes()
-    return bytes(value)
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(type(value).__name__)  # bytes(5) would silently give 5 zero bytes
 
 
 def to_msg(packet: Packet, msg: Any = None) -> Any:

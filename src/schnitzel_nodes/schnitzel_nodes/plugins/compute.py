@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from schnitzel_core.packet import Packet
 from schnitzel_core.plugin import Category, In, Out, Param, PluginSpec
@@ -412,4 +412,50 @@ class MotionDetectorLogic(Compute):
         return with_json(packet, {"boxes": boxes, "width": iw, "height": ih}, kind="detections")
 
 
-__all__ = ["OnnxModelLogic", "MotionDetectorLogic", "decode_yolo", "nms", "letterbox"]
+class SyntheticModelLogic(Compute):
+    """A stand-in for a model of known cost: waits ``latency_ms`` per packet, then emits
+    detections (empty, or one fixed box). For load tests, demos and sizing a pipeline before
+    the real model exists; the runtime treats it like any compute node (latest-only input,
+    its own worker thread)."""
+
+    spec = PluginSpec(
+        name="synthetic_model", category=Category.COMPUTE, version="1.0.0",
+        description="Simulated model: spends latency_ms per packet (sleep or busy CPU), emits detections.",
+        ports=(In("in", ("*",), qos="frames", description="any packets (usually frames), latest-only"),
+               Out("out", ("detections",), qos="events", description="one detections packet per input")),
+        params=(
+            Param("latency_ms", "float", 100.0, "time spent per packet", minimum=0.0, maximum=60000.0, live=True),
+            Param("busy", "bool", False, "burn CPU for the time instead of sleeping", live=True),
+            Param("box", "list", [], "a box [x1, y1, x2, y2] reported for every packet (empty: none)", items="number", live=True),
+            Param("label", "str", "object", "label of that box", live=True),
+        ),
+    )
+
+    def configure(self) -> None:
+        self._check(self.params)
+
+    @staticmethod
+    def _check(p: Mapping[str, Any]) -> None:
+        if len(p["box"]) not in (0, 4):
+            raise ConfigError(f"synthetic_model: box must be [x1, y1, x2, y2] or empty, got {p['box']!r}")
+
+    def on_params(self, changed: Mapping[str, Any]) -> None:
+        merged = dict(self.params)
+        merged.update(changed)
+        self._check(merged)
+        self.params.update(changed)
+
+    def process(self, port: str, packet: Packet) -> Packet:
+        delay = float(self.params["latency_ms"]) / 1000.0
+        if self.params["busy"]:
+            end = time.perf_counter() + delay
+            while time.perf_counter() < end:
+                pass
+        elif delay > 0:
+            time.sleep(delay)
+        b = self.params["box"]
+        boxes = [{"x1": b[0], "y1": b[1], "x2": b[2], "y2": b[3], "score": 1.0, "label": self.params["label"]}] if len(b) == 4 else []
+        return with_json(packet, {"boxes": boxes}, kind="detections")
+
+
+__all__ = ["OnnxModelLogic", "MotionDetectorLogic", "SyntheticModelLogic", "decode_yolo", "nms", "letterbox"]

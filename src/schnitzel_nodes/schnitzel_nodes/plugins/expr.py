@@ -150,7 +150,13 @@ class Expression:
             if op is None:
                 raise self._err(node, f"operator {type(node.op).__name__} is not allowed")
             left, right = self._compile(node.left), self._compile(node.right)
-            return _safe_num(lambda env: op(left(env), right(env)))
+
+            def binop(env: Env) -> Any:
+                a, b = left(env), right(env)
+                if op is operator.mul and (isinstance(a, (str, list)) or isinstance(b, (str, list))):
+                    return None  # no "x" * 10**9: repetition is not part of the language
+                return op(a, b)
+            return _safe_num(binop)
         if isinstance(node, ast.Compare):
             ops = []
             for o in node.ops:

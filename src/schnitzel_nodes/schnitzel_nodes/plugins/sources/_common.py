@@ -7,26 +7,29 @@ from typing import Any, Mapping, Optional
 
 
 class Backoff:
-    """Exponential backoff with jitter for reconnect loops.
+    """Reconnect delays: exponential backoff with full jitter, tracking the attempt count.
 
-    Delay n (0-based) is ``min(max_s, min_s * factor**n)`` scaled by a random factor in
-    ``[1 - jitter, 1]`` ("equal jitter" style: never longer than the cap, never zero), so
-    many sources that lost the same camera do not retry in lock-step. ``reset()`` after a
-    success.
+    Delay n (0-based) is uniform in ``[0, min(max_s, min_s * factor**n)]``
+    (``schnitzel_core.resilience.Backoff``), so many sources that lost the same camera do not
+    retry in lock-step. ``reset()`` after a success.
     """
 
-    def __init__(self, min_s: float, max_s: float, factor: float = 2.0, jitter: float = 0.5,
+    def __init__(self, min_s: float, max_s: float, factor: float = 2.0,
                  rng: Optional[random.Random] = None) -> None:
+        from schnitzel_core.resilience import Backoff as _Core
+
         if min_s <= 0 or max_s < min_s:
             raise ValueError(f"backoff needs 0 < min_s <= max_s (got {min_s}, {max_s})")
-        self.min_s, self.max_s, self.factor, self.jitter = float(min_s), float(max_s), factor, jitter
+        self._core = _Core(base_s=min_s, cap_s=max_s, factor=factor, rng=rng)
         self.attempt = 0
-        self._rng = rng or random.Random()
 
     def next_delay(self) -> float:
-        base = min(self.max_s, self.min_s * (self.factor ** self.attempt))
+        delay = self._core.delay(self.attempt)
         self.attempt += 1
-        return base * (1.0 - self.jitter * self._rng.random())
+        return delay
+
+    def ceiling(self) -> float:
+        return self._core.ceiling(self.attempt)
 
     def wait(self, stop: threading.Event) -> bool:
         """Sleep the next delay; True when ``stop`` was set meanwhile."""

@@ -1,0 +1,318 @@
+"""Benchmark: a 3-hop chain (source -> relay -> relay -> sink) through schnitzel, against a raw
+rclpy publisher -> subscriber chain of the same shape measured in the same run.
+
+    source scripts/env.sh && python bench/bench_chain.py [--seconds 6] [--append-results]
+
+Cases, for 200-byte and 1 MB payloads:
+- ``raw rclpy``: four processes, StreamPacket messages, rclpy's default executor: the
+  source publishes, two relays re-publish what they receive, the sink records
+  ``now - header.stamp``;
+- ``schnitzel dds``: ``schnitzel run``'s machinery (runner, containers, lifecycle manager)
+  with four containers, so every hop is DDS between processes;
+- ``schnitzel inproc``: the same graph in one container (in-process hand-off).
+
+The relays are the built-in ``sampler`` plugin (n=1, pass-through); the source and the sink
+are small plugins defined below and loaded by ``module:Class`` (they stamp and time packets
+exactly like the raw chain does). The same QoS (reliable, keep_last) and the same offered
+rate are used everywhere; the first 10 % of packets (warm-up) are not counted.
+
+Targets (issue 4): DDS hops within 1.5x raw rclpy latency; inproc hops at least 5x faster
+than DDS for 1 MB payloads.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+HERE = Path(__file__).resolve().parent
+SIZES = {"200 B": 200, "1 MB": 1_000_000}
+RATES = {"200 B": 500.0, "1 MB": 30.0}
+DEPTH = {"200 B": 100, "1 MB": 5}
+
+
+# ---- schnitzel plugins used by the bench (loaded as "bench_chain:BenchSource") ----------------
+
+def _plugins():
+    from schnitzel_core.packet import Packet
+    from schnitzel_core.plugin import Category, In, Out, Param, PluginSpec
+    from schnitzel_nodes.base import SinkLogic, SourceLogic
+
+    class BenchSource(SourceLogic):
+        spec = PluginSpec(name="bench_source", category=Category.SOURCE, version="1.0.0",
+                          ports=(Out("out", ("*",)),),
+                          params=(Param("size", "int", 200, minimum=0), Param("rate_hz", "float", 100.0),
+                                  Param("count", "int", 0, minimum=0)))
+        threaded = True
+
+        def configure(self) -> None:
+            self.payload = os.urandom(int(self.params["size"]))
+
+        def run(self, stop: threading.Event) -> None:
+            period = 1.0 / float(self.params["rate_hz"])
+            nxt = time.monotonic()
+            n = 0
+            while not stop.is_set() and (not self.params["count"] or n < self.params["count"]):
+                self.seq += 1
+                n += 1
+                self.emit("out", Packet(stream_id="bench", seq=self.seq, kind="telemetry",
+                                        payload=self.payload, stamp_ns=time.time_ns()))
+                nxt += period
+                delay = nxt - time.monotonic()
+                if delay > 0:
+                    stop.wait(delay)
+
+    class BenchSink(SinkLogic):
+        spec = PluginSpec(name="bench_sink", category=Category.SINK, version="1.0.0",
+                          ports=(In("in", ("*",)),), params=(Param("path", "str"),))
+
+        def activate(self) -> None:
+            self.lat: List[int] = []
+            self.times: List[float] = []
+
+        def write(self, packet: Any) -> None:
+            self.lat.append(time.time_ns() - packet.stamp_ns)
+            self.times.append(time.monotonic())
+
+        def deactivate(self) -> None:
+            Path(self.params["path"]).write_text(json.dumps({"lat_ns": self.lat, "t": self.times}))
+
+    return BenchSource, BenchSink
+
+
+if __name__ != "__main__" or os.environ.get("_BENCH_PLUGINS"):
+    try:
+        BenchSource, BenchSink = _plugins()
+    except ImportError:  # imported without schnitzel installed: only the raw chain can run
+        pass
+
+
+# ---- raw rclpy chain -----------------------------------------------------------------------
+
+def _qos(depth: int):
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+    return QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.VOLATILE, history=HistoryPolicy.KEEP_LAST)
+
+
+def raw_role(role: str, topic_in: str, topic_out: str, size: int, rate: float, seconds: float,
+             depth: int, out_path: str) -> None:
+    import rclpy
+    from schnitzel_msgs.msg import StreamPacket
+
+    rclpy.init()
+    node = rclpy.create_node(f"raw_{role}_{os.getpid()}")
+    qos = _qos(depth)
+    if role == "source":
+        pub = node.create_publisher(StreamPacket, topic_out, qos)
+        payload = os.urandom(size)
+        deadline = time.monotonic() + seconds
+        time.sleep(1.5)  # discovery
+        period = 1.0 / rate
+        nxt = time.monotonic()
+        seq = 0
+        while time.monotonic() < deadline + 1.5:
+            seq += 1
+            m = StreamPacket()
+            m.seq = seq
+            m.stream_id = "bench"
+            m.kind = "telemetry"
+            m.payload = payload
+            t = time.time_ns()
+            m.header.stamp.sec, m.header.stamp.nanosec = divmod(t, 1_000_000_000)
+            try:
+                pub.publish(m)
+            except Exception:  # noqa: BLE001 - count as lost, like the adapter does
+                pass
+            nxt += period
+            d = nxt - time.monotonic()
+            if d > 0:
+                time.sleep(d)
+    elif role == "relay":
+        pub = node.create_publisher(StreamPacket, topic_out, qos)
+        node.create_subscription(StreamPacket, topic_in, pub.publish, qos)
+        try:
+            rclpy.spin(node)
+        except Exception:  # noqa: BLE001 - stopped by a signal
+            pass
+    else:
+        lat: List[int] = []
+        times: List[float] = []
+
+        def on_msg(m):
+            lat.append(time.time_ns() - (m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec))
+            times.append(time.monotonic())
+
+        node.create_subscription(StreamPacket, topic_in, on_msg, qos)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        while not stop.is_set():
+            rclpy.spin_once(node, timeout_sec=0.1)
+        Path(out_path).write_text(json.dumps({"lat_ns": lat, "t": times}))
+    try:
+        node.destroy_node()
+        rclpy.shutdown()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def run_raw(size_name: str, seconds: float, tmp: Path, env: Dict[str, str]) -> Dict[str, Any]:
+    size, rate, depth = SIZES[size_name], RATES[size_name], DEPTH[size_name]
+    base = f"/bench_raw_{os.getpid()}"
+    out = tmp / "raw.json"
+    roles = [("sink", f"{base}/t3", "", ), ("relay", f"{base}/t2", f"{base}/t3"),
+             ("relay", f"{base}/t1", f"{base}/t2"), ("source", "", f"{base}/t1")]
+    procs = []
+    for role, tin, tout in roles:
+        procs.append(subprocess.Popen([sys.executable, __file__, "_raw", role, tin or "-", tout or "-", str(size),
+                                       str(rate), str(seconds), str(depth), str(out)], env=env,
+                                      start_new_session=True))
+    procs[-1].wait(timeout=seconds + 60)
+    time.sleep(1.0)  # drain
+    for p in procs[:-1]:
+        os.killpg(p.pid, signal.SIGTERM)
+    for p in procs[:-1]:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+    return summarise(json.loads(out.read_text()), rate)
+
+
+# ---- schnitzel chain -----------------------------------------------------------------------
+
+GRAPH = """\
+schnitzel: 1
+name: {name}
+containers: [{containers}]
+nodes:
+  - {{id: src, plugin: sampler, container: {c0}, qos: {{out: {q}}}}}
+  - {{id: r1, plugin: sampler, container: {c1}, qos: {{out: {q}}}}}
+  - {{id: r2, plugin: sampler, container: {c2}, qos: {{out: {q}}}}}
+  - {{id: snk, plugin: sampler, container: {c3}}}
+edges:
+  - {{from: src.out, to: r1.in}}
+  - {{from: r1.out, to: r2.in}}
+  - {{from: r2.out, to: snk.in}}
+"""
+
+
+def run_schnitzel(size_name: str, mode: str, seconds: float, tmp: Path) -> Dict[str, Any]:
+    from schnitzel_core.graph_loader import load_graph
+    from schnitzel_core.registry import load_registry
+
+    from schnitzel_bringup.compiler import compile_graph
+    from schnitzel_bringup.runner import Runner
+
+    size, rate, depth = SIZES[size_name], RATES[size_name], DEPTH[size_name]
+    cs = ["a", "b", "c", "d"] if mode == "dds" else ["main"] * 4
+    q = "{reliability: reliable, durability: volatile, history: keep_last, depth: %d}" % depth
+    name = f"bench_{mode}_{os.getpid()}"
+    text = GRAPH.format(name=name, containers=", ".join(f"{{id: {c}}}" for c in sorted(set(cs))),
+                        c0=cs[0], c1=cs[1], c2=cs[2], c3=cs[3], q=q)
+    # Placeholders compile with the built-in sampler; then source and sink become the bench plugins.
+    plan = compile_graph(load_graph(text, file="bench.yaml"), load_registry())
+    out = tmp / f"{mode}.json"
+    src, snk = plan.node("src"), plan.node("snk")
+    src.plugin, src.params = "bench_chain:BenchSource", {"size": size, "rate_hz": rate, "count": 0}
+    src.ports["in"] = {}
+    snk.plugin, snk.params = "bench_chain:BenchSink", {"path": str(out)}
+    snk.ports["out"] = {}
+    src.remappings = [r for r in src.remappings if r[0] == "out"]
+    snk.remappings = [r for r in snk.remappings if r[0] == "in"]
+    snk.category = "sink"
+    src.category = "source"
+    run_dir = tmp / f"run-{mode}"
+    run_dir.mkdir()
+    plan_path = plan.write(run_dir / "plan.json")
+    r = Runner(plan, str(plan_path), str(run_dir), duration=seconds, live=False, out=lambda s: None)
+    res = r.run()
+    if not out.exists():
+        raise RuntimeError(f"schnitzel {mode} run produced no measurements; logs in {run_dir}")
+    return summarise(json.loads(out.read_text()), rate)
+
+
+# ---- figures -------------------------------------------------------------------------------
+
+def summarise(data: Dict[str, Any], rate: float) -> Dict[str, Any]:
+    lat = data["lat_ns"]
+    t = data["t"]
+    skip = len(lat) // 10
+    lat, t = lat[skip:], t[skip:]
+    if len(lat) < 10:
+        return {"n": len(lat), "pps": 0.0, "p50_ms": float("nan"), "p99_ms": float("nan")}
+    s = sorted(lat)
+    pick = lambda q: s[min(len(s) - 1, int(q * len(s)))] / 1e6  # noqa: E731
+    pps = (len(t) - 1) / (t[-1] - t[0]) if t[-1] > t[0] else 0.0
+    return {"n": len(lat), "pps": pps, "offered": rate, "p50_ms": pick(0.5), "p99_ms": pick(0.99)}
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "_raw":
+        role, tin, tout, size, rate, seconds, depth, out = sys.argv[2:]
+        raw_role(role, tin, tout, int(size), float(rate), float(seconds), int(depth), out)
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=6.0, help="measured seconds per case")
+    ap.add_argument("--sizes", default=",".join(SIZES), help="comma-separated: " + ", ".join(SIZES))
+    ap.add_argument("--append-results", action="store_true", help="append the table to bench/RESULTS.md")
+    a = ap.parse_args()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = f"{HERE}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    env["_BENCH_PLUGINS"] = "1"
+    os.environ.update({"PYTHONPATH": env["PYTHONPATH"], "_BENCH_PLUGINS": "1"})
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-chain-") as td:
+        for size_name in [s.strip() for s in a.sizes.split(",")]:
+            figs = {}
+            for mode in ("raw", "dds", "inproc"):
+                d = Path(td) / f"{size_name.replace(' ', '')}-{mode}"
+                d.mkdir()
+                figs[mode] = run_raw(size_name, a.seconds, d, env) if mode == "raw" \
+                    else run_schnitzel(size_name, mode, a.seconds, d)
+                f = figs[mode]
+                print(f"{size_name:>6} {mode:<7} n={f['n']:<6} {f['pps']:9.1f} pkt/s  p50 {f['p50_ms']:8.3f} ms"
+                      f"  p99 {f['p99_ms']:8.3f} ms", flush=True)
+            rows.append((size_name, figs))
+    lines = [f"### bench_chain.py ({_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC)", "",
+             f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
+             f"{platform.python_version()}, {os.environ.get('RMW_IMPLEMENTATION', 'default rmw')}, "
+             f"{a.seconds:g} s per case, reliable keep_last QoS; latency from the source stamp to the sink "
+             "(3 hops); first 10 % dropped as warm-up.", "",
+             "| payload | chain | offered pkt/s | received pkt/s | p50 ms | p99 ms | p50 / raw |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for size_name, figs in rows:
+        raw50 = figs["raw"]["p50_ms"]
+        for mode, label in (("raw", "raw rclpy (4 processes)"), ("dds", "schnitzel, 4 containers (DDS)"),
+                            ("inproc", "schnitzel, 1 container (inproc)")):
+            f = figs[mode]
+            lines.append(f"| {size_name} | {label} | {RATES[size_name]:g} | {f['pps']:.1f} | {f['p50_ms']:.3f} | "
+                         f"{f['p99_ms']:.3f} | {f['p50_ms'] / raw50:.2f}x |")
+    lines.append("")
+    for size_name, figs in rows:
+        dds, raw, inp = figs["dds"], figs["raw"], figs["inproc"]
+        lines.append(f"- {size_name}: DDS/raw p50 {dds['p50_ms'] / raw['p50_ms']:.2f}x (target <= 1.5x), "
+                     f"DDS/inproc p50 {dds['p50_ms'] / inp['p50_ms']:.1f}x"
+                     + (" (target >= 5x)" if size_name == "1 MB" else ""))
+    text = "\n".join(lines) + "\n"
+    print()
+    print(text)
+    if a.append_results:
+        with open(HERE / "RESULTS.md", "a", encoding="utf-8") as f:
+            f.write("\n## Runtime chain (issue 4)\n\n`python bench/bench_chain.py` (schnitzel vs raw rclpy, "
+                    "same run).\n\n" + text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""``schnitzel run GRAPH``: validate, compile and run a graph with the built-in runner.
+
+Exit codes: 0 the run ended ok, 1 the graph is invalid or the run ended in error
+(nothing is started for an invalid graph), 2 bad command-line use, 3 the run
+ended degraded (a container was restarted or a node raised errors).
+"""
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+EXIT = {"ok": 0, "error": 1, "degraded": 3}
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("run")
+    def run_cmd(
+        graph: Path = typer.Argument(..., help="graph file (YAML)"),
+        duration: Optional[float] = typer.Option(None, "--duration", min=0.0,
+                                                 help="stop after S seconds of the graph being active"),
+        max_packets: Optional[int] = typer.Option(None, "--max-packets", min=1,
+                                                  help="stop once the sinks have taken in N packets"),
+        report: Optional[Path] = typer.Option(None, "--report", help="write the run report (JSON) here"),
+        run_dir: Optional[Path] = typer.Option(None, "--run-dir",
+                                               help="where the plan, status and process logs go (default: a temporary directory)"),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="no live status line"),
+    ) -> None:
+        """Validate, compile and run GRAPH: one process per container plus the lifecycle manager."""
+        if not graph.is_file():
+            print(f"schnitzel run: graph file {graph} does not exist", file=sys.stderr)
+            raise typer.Exit(2)
+        from .compiler import validate_and_compile
+
+        vreport, plan = validate_and_compile(str(graph))
+        if plan is None:
+            print(vreport.format_text(), file=sys.stderr)
+            print(f"schnitzel run: {graph} is not valid; nothing was started", file=sys.stderr)
+            raise typer.Exit(1)
+        from .report import build_report, write_report
+        from .runner import Runner
+
+        rdir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix=f"schnitzel-run-{plan.graph}-"))
+        try:
+            rdir.mkdir(parents=True, exist_ok=True)
+            plan_path = plan.write(rdir / f"{plan.graph}.plan.json")
+        except OSError as exc:
+            print(f"schnitzel run: cannot write to {rdir}: {exc.strerror or exc}", file=sys.stderr)
+            raise typer.Exit(1)
+        runner = Runner(plan, str(plan_path), str(rdir), duration=duration, max_packets=max_packets,
+                        live=not quiet)
+        result = runner.run()
+        rep = build_report(plan, result["status"], started_at=result["started_at"], ended_at=result["ended_at"],
+                           stopped_by=result["stopped_by"], containers=result["containers"])
+        if report is not None:
+            try:
+                write_report(rep, str(report))
+            except OSError as exc:
+                print(f"schnitzel run: cannot write the report to {report}: {exc.strerror or exc}", file=sys.stderr)
+                raise typer.Exit(1)
+        t = rep["totals"]
+        print(f"schnitzel run: {rep['status']} after {rep['duration_s']:.1f} s ({rep['stopped_by']}): "
+              f"sources sent {t['source_packets_out']}, sinks took {t['sink_packets_in']}, drops {t['drops']}, "
+              f"errors {t['errors']}" + (f"; report: {report}" if report else ""), file=sys.stderr)
+        for p in rep["problems"]:
+            print(f"  problem: {p}", file=sys.stderr)
+        raise typer.Exit(EXIT[rep["status"]])

@@ -1,0 +1,678 @@
+"""The lifecycle manager: ``schnitzel_manager --plan PLAN.json``.
+
+Modelled on nav2's lifecycle manager, with an explicit state machine::
+
+    STARTING -> WAITING_CONTAINERS -> LOADING -> CONFIGURING -> ACTIVATING -> ACTIVE
+    ACTIVE -> RECOVERING -> ACTIVE          (a container came back empty / a node failed)
+    any    -> STOPPING -> FINISHED          (SIGINT / SIGTERM: ordered tear-down)
+    any    -> ERROR                         (bring-up failed; nodes are torn down)
+
+Bring-up: wait for every container's services, load each node (schnitzel_msgs
+LoadNode on ``<container>/load_node``; skipped for nodes ``ros2 launch`` already
+loaded), then ``configure`` every node and ``activate`` every node through the
+standard lifecycle services (``/<graph>/<node>/change_state``), in the plan's
+start order: sinks first, sources last, so nothing is sent before its consumer
+is ready.
+
+Watch: every node's ``schnitzel_msgs/NodeStatus`` heartbeat on
+``/<graph>/_status/nodes`` and every container's ``list_nodes``. A container that
+answers without our nodes was restarted (by the runner or by launch's respawn):
+its nodes are loaded again and brought back to active. A node reporting the
+``error`` state is unloaded and loaded again while its container's restart limit
+allows.
+
+Tear-down: deactivate sources first, wait until in-flight packets have drained
+(every downstream node's input counter stops moving), deactivate the rest in
+data-flow order, then clean up and shut down every node.
+
+Status: ``schnitzel_msgs/GraphStatus`` on ``/<graph>/_status/graph`` (1 Hz, the
+last one kept for late subscribers) and, with ``--status-file``, the same as JSON
+for the built-in runner.
+"""
+from __future__ import annotations
+
+import argparse
+import enum
+import json
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+from .plan import Plan, PlanError, PlanNode
+
+#: A node hot-replaced by schnitzel_bringup.replace runs as <id>__r<N>.
+_REPLACED = re.compile(r"^(.+?)__r\d+$")
+#: Seconds without a heartbeat before a node counts as stale.
+HEARTBEAT_TIMEOUT_S = 3.0
+SERVICE_WAIT_S = 60.0
+CALL_TIMEOUT_S = 10.0
+DRAIN_TIMEOUT_S = 5.0
+
+
+#: lifecycle_msgs/Transition ids -> the verb recorded in the manager's events.
+TRANSITION_NAMES = {1: "configure", 2: "cleanup", 3: "activate", 4: "deactivate", 5: "shutdown",
+                    6: "shutdown", 7: "shutdown"}
+
+
+class MState(str, enum.Enum):
+    STARTING = "starting"
+    WAITING_CONTAINERS = "waiting_containers"
+    LOADING = "loading"
+    CONFIGURING = "configuring"
+    ACTIVATING = "activating"
+    ACTIVE = "active"
+    RECOVERING = "recovering"
+    STOPPING = "stopping"
+    FINISHED = "finished"
+    ERROR = "error"
+
+
+class NodeTrack:
+    """What the manager knows of one node: its lifecycle state and its counters.
+
+    Counters in NodeStatus restart from zero when a container is restarted;
+    ``totals`` keeps what earlier incarnations counted so a run's figures add up.
+    """
+
+    COUNTERS = ("packets_in", "packets_out", "drops", "errors")
+
+    def __init__(self, node: PlanNode) -> None:
+        self.node = node
+        self.state = "unknown"          # lifecycle label as last set or read by the manager
+        self.loaded = False
+        self.last: Dict[str, Any] = {}  # last heartbeat (NodeStatus fields)
+        self.last_rx = 0.0              # monotonic time of the last heartbeat
+        self.base = {k: 0 for k in self.COUNTERS}
+        self.incarnation_pid = 0
+        self.failures = 0
+        self.last_error = ""
+        self.ros_name = node.id         # <id>, or <id>__r<N> after a hot replacement
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.node.namespace.rstrip('/')}/{self.ros_name}"
+
+    def on_heartbeat(self, fields: Dict[str, Any], now: float) -> None:
+        prev = self.last
+        pid = int(fields.get("pid", 0) or 0)
+        restarted = prev and (pid != self.incarnation_pid or any(
+            int(fields.get(k, 0)) < int(prev.get(k, 0)) for k in ("packets_in", "packets_out")))
+        if restarted:
+            for k in self.COUNTERS:
+                self.base[k] += int(prev.get(k, 0))
+        self.incarnation_pid = pid
+        self.last = dict(fields)
+        self.last_rx = now
+        if fields.get("last_error"):
+            self.last_error = str(fields["last_error"])
+
+    def total(self, key: str) -> int:
+        return self.base[key] + int(self.last.get(key, 0) or 0)
+
+    def age(self, now: float) -> float:
+        return (now - self.last_rx) if self.last_rx else float("inf")
+
+    def summary(self, now: float) -> Dict[str, Any]:
+        last = self.last
+        return {
+            "node_id": self.node.id, "plugin": self.node.plugin, "container": self.node.container,
+            "category": self.node.category, "state": self.state,
+            "packets_in": self.total("packets_in"), "packets_out": self.total("packets_out"),
+            "drops": self.total("drops"), "errors": self.total("errors"),
+            "last_error": self.last_error,
+            "age_s": round(self.age(now), 3) if self.last_rx else None,
+            "latency_p50_ms": float(last.get("latency_p50_ms", 0.0) or 0.0),
+            "latency_p95_ms": float(last.get("latency_p95_ms", 0.0) or 0.0),
+            "latency_p99_ms": float(last.get("latency_p99_ms", 0.0) or 0.0),
+            "pid": int(last.get("pid", 0) or 0),
+            "counters": dict(last.get("counters", {}) or {}),
+        }
+
+
+def graph_health(tracks: Dict[str, NodeTrack], state: MState, now: float) -> str:
+    """ok / degraded / error for the graph as a whole."""
+    if state == MState.ERROR:
+        return "error"
+    if any(t.state == "error" for t in tracks.values()):
+        return "error"
+    if state in (MState.ACTIVE, MState.STOPPING, MState.FINISHED):
+        stale = state == MState.ACTIVE and any(t.age(now) > HEARTBEAT_TIMEOUT_S for t in tracks.values())
+        not_active = state == MState.ACTIVE and any(t.state != "active" for t in tracks.values())
+        if stale or not_active:
+            return "degraded"
+    if state == MState.RECOVERING:
+        return "degraded"
+    return "ok"
+
+
+# ---- the ROS node ---------------------------------------------------------------------------
+
+def _service_prefix_candidates(plan: Plan, cid: str) -> List[str]:
+    c = plan.container(cid)
+    out = [c.full_name] if c else []
+    out.append(f"/{plan.graph}/{cid}")
+    out.append(f"/{cid}")
+    return out
+
+
+class LifecycleManager:
+    """Owns the rclpy node; the bring-up/tear-down logic runs on the caller's thread while an
+    executor thread serves callbacks (subscriptions, timers, service responses)."""
+
+    def __init__(self, plan: Plan, status_file: Optional[str] = None, loaded_by_launch: bool = False,
+                 log: Callable[[str], None] = print) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.node import Node
+        from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
+        from schnitzel_msgs.msg import GraphStatus, NodeStatus
+
+        self.plan = plan
+        self.status_file = status_file
+        self.loaded_by_launch = loaded_by_launch
+        self.log = log
+        self.state = MState.STARTING
+        self.message = ""
+        self.lock = threading.RLock()
+        self.stop_requested = threading.Event()
+        self.tracks: Dict[str, NodeTrack] = {n.id: NodeTrack(n) for n in plan.nodes}
+        self.container_state: Dict[str, str] = {c.id: "waiting" for c in plan.containers}
+        self.container_pid: Dict[str, int] = {c.id: 0 for c in plan.containers}
+        self.restarts: Dict[str, int] = {c.id: 0 for c in plan.containers}
+        self.events: List[Dict[str, Any]] = []
+        self.started_at = time.time()
+        self.ever_active = False        # the whole graph reached active at least once
+
+        if not rclpy.ok():
+            rclpy.init(args=None, signal_handler_options=_no_signal_handlers())
+        self._rclpy = rclpy
+        m = plan.manager or {}
+        self.node = Node(m.get("name", "schnitzel_manager"), namespace=m.get("namespace", plan.namespace))
+        self._GraphStatus = GraphStatus
+        self._NodeStatus = NodeStatus
+        hb_qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT,
+                            durability=DurabilityPolicy.VOLATILE, history=HistoryPolicy.KEEP_LAST)
+        self.node.create_subscription(NodeStatus, plan.status_topics["nodes"], self._on_status, hb_qos)
+        st_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                            durability=DurabilityPolicy.TRANSIENT_LOCAL, history=HistoryPolicy.KEEP_LAST)
+        self.pub = self.node.create_publisher(GraphStatus, plan.status_topics["graph"], st_qos)
+        self._clients: Dict[str, Any] = {}
+        self._container_prefix: Dict[str, str] = {}
+        self.node.create_timer(1.0, self._publish_status)
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self._spin = threading.Thread(target=self._spin_loop, name="manager-executor", daemon=True)
+        self._spin.start()
+
+    # ---- plumbing ------------------------------------------------------------------------
+    def _spin_loop(self) -> None:
+        while self._rclpy.ok() and not getattr(self, "_closing", False):
+            try:
+                self.executor.spin_once(timeout_sec=0.1)
+            except Exception as exc:  # noqa: BLE001 - keep the manager alive, report it
+                if self._rclpy.ok() and not getattr(self, "_closing", False):
+                    self.log(f"manager: executor error: {exc}")
+
+    def _client(self, srv_type: Any, name: str) -> Any:
+        with self.lock:
+            cli = self._clients.get(name)
+            if cli is None:
+                cli = self.node.create_client(srv_type, name)
+                self._clients[name] = cli
+            return cli
+
+    def _call(self, srv_type: Any, name: str, request: Any, timeout: float = CALL_TIMEOUT_S,
+              wait: float = 0.0) -> Any:
+        """Call a service from the manager thread; None on timeout or when no server answers."""
+        cli = self._client(srv_type, name)
+        if not cli.wait_for_service(timeout_sec=max(wait, 0.05)):
+            return None
+        done = threading.Event()
+        fut = cli.call_async(request)
+        fut.add_done_callback(lambda _f: done.set())
+        if not done.wait(timeout):
+            fut.cancel()
+            return None
+        try:
+            return fut.result()
+        except Exception:  # noqa: BLE001 - a failed call reads as "no answer"
+            return None
+
+    def _event(self, what: str) -> None:
+        with self.lock:
+            self.events.append({"t": round(time.time() - self.started_at, 3), "event": what})
+        self.log(f"manager: {what}")
+
+    def _set_state(self, state: MState, message: str = "") -> None:
+        with self.lock:
+            self.state = state
+            if message:
+                self.message = message
+        self._write_status()
+
+    # ---- heartbeats and status -------------------------------------------------------------
+    def _on_status(self, msg: Any) -> None:
+        t = self.tracks.get(msg.node_id)
+        if t is None:
+            return
+        fields = {k: getattr(msg, k) for k in ("packets_in", "packets_out", "drops", "errors", "last_error",
+                                                  "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
+                                                  "pid", "state")}
+        fields["counters"] = {kv.key: kv.value for kv in msg.counters}
+        with self.lock:
+            t.on_heartbeat(fields, time.monotonic())
+            if msg.pid:
+                self.container_pid[t.node.container] = int(msg.pid)
+            if msg.state == "error" and t.state == "active":
+                t.state = "error"
+
+    def snapshot(self) -> Dict[str, Any]:
+        now = time.monotonic()
+        with self.lock:
+            nodes = {nid: t.summary(now) for nid, t in self.tracks.items()}
+            return {
+                "graph": self.plan.graph, "state": self.state.value, "message": self.message,
+                "status": graph_health(self.tracks, self.state, now),
+                "nodes_active": sum(1 for t in self.tracks.values() if t.state == "active"),
+                "nodes_total": len(self.tracks), "nodes": nodes,
+                "containers": {cid: {"state": self.container_state[cid], "pid": self.container_pid[cid],
+                                     "restarts": self.restarts[cid]} for cid in self.container_state},
+                "ever_active": self.ever_active, "events": list(self.events), "time": time.time(), "manager_pid": os.getpid(),
+            }
+
+    def _write_status(self) -> None:
+        if not self.status_file:
+            return
+        snap = self.snapshot()
+        tmp = f"{self.status_file}.tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(snap, f)
+            os.replace(tmp, self.status_file)
+        except OSError as exc:
+            self.log(f"manager: cannot write status file: {exc}")
+
+    def _publish_status(self) -> None:
+        snap = self.snapshot()
+        msg = self._GraphStatus()
+        msg.stamp = self.node.get_clock().now().to_msg()
+        msg.graph = snap["graph"]
+        msg.status = snap["status"]
+        msg.nodes_active = snap["nodes_active"]
+        msg.nodes_total = snap["nodes_total"]
+        from schnitzel_msgs.msg import KeyValue
+        for nid, s in snap["nodes"].items():
+            ns = self._NodeStatus()
+            ns.stamp = msg.stamp
+            ns.node_id = nid
+            ns.plugin = s["plugin"]
+            ns.plugin_version = self.tracks[nid].node.plugin_version
+            ns.container = s["container"]
+            ns.state = s["state"]
+            ns.packets_in, ns.packets_out = s["packets_in"], s["packets_out"]
+            ns.drops, ns.errors = s["drops"], s["errors"]
+            ns.last_error = s["last_error"]
+            ns.age_s = float(s["age_s"]) if s["age_s"] is not None else -1.0
+            ns.latency_p50_ms, ns.latency_p95_ms = s["latency_p50_ms"], s["latency_p95_ms"]
+            ns.latency_p99_ms = s["latency_p99_ms"]
+            ns.pid = s["pid"]
+            ns.counters = [KeyValue(key=str(k), value=str(v)) for k, v in s["counters"].items()]
+            msg.nodes.append(ns)
+        msg.containers = [f"{cid}:{c['pid']}:{c['state']}" for cid, c in snap["containers"].items()]
+        try:
+            self.pub.publish(msg)
+        except Exception:  # noqa: BLE001 - shutting down
+            pass
+        self._write_status()
+
+    # ---- container services ----------------------------------------------------------------
+    def _find_prefix(self, cid: str, timeout: float) -> Optional[str]:
+        """The service prefix of container ``cid`` (``<prefix>/load_node``), waiting up to ``timeout``."""
+        deadline = time.monotonic() + timeout
+        cands = _service_prefix_candidates(self.plan, cid)
+        while not self.stop_requested.is_set():
+            names = dict(self.node.get_service_names_and_types())
+            for p in cands:
+                if f"{p}/load_node" in names and f"{p}/list_nodes" in names:
+                    return p
+            for name, types in names.items():  # any schnitzel container whose name ends in the id
+                if "schnitzel_msgs/srv/LoadNode" in types and name.endswith(f"/{cid}/load_node"):
+                    return name[: -len("/load_node")]
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.1)
+        return None
+
+    def _list(self, cid: str, timeout: float = 2.0) -> Optional[Dict[str, str]]:
+        from schnitzel_msgs.srv import ListNodes
+        prefix = self._container_prefix.get(cid)
+        if not prefix:
+            return None
+        res = self._call(ListNodes, f"{prefix}/list_nodes", ListNodes.Request(), timeout=timeout, wait=0.2)
+        if res is None:
+            return None
+        out = {}
+        for i, full in enumerate(res.full_node_names):
+            name = full.rsplit("/", 1)[-1]
+            m = _REPLACED.match(name)
+            nid = m.group(1) if m else name
+            if nid in self.tracks and (m is None or nid not in out):
+                with self.lock:
+                    self.tracks[nid].ros_name = name
+            out.setdefault(nid, res.states[i] if i < len(res.states) else "")
+        return out
+
+    def _load(self, n: PlanNode) -> bool:
+        from schnitzel_msgs.msg import KeyValue
+        from schnitzel_msgs.srv import LoadNode
+        req = LoadNode.Request()
+        req.plugin = n.plugin
+        req.node_name = n.id
+        req.node_namespace = n.namespace
+        req.parameters_json = n.parameters_json()
+        req.remappings = [KeyValue(key=a, value=b) for a, b in n.remappings]
+        req.options = [KeyValue(key=k, value=v) for k, v in n.load_options(self.plan.graph).items()]
+        prefix = self._container_prefix[n.container]
+        res = self._call(LoadNode, f"{prefix}/load_node", req, timeout=30.0, wait=5.0)
+        if res is None or not res.success:
+            why = "no answer" if res is None else res.error_message
+            self._fail_node(n.id, f"load into container {n.container!r} failed: {why}")
+            return False
+        with self.lock:
+            self.tracks[n.id].loaded = True
+            self.tracks[n.id].state = "unconfigured"
+            self.tracks[n.id].ros_name = n.id
+        self._event(f"load {n.id}")
+        return True
+
+    def _unload(self, n: PlanNode) -> None:
+        from schnitzel_msgs.srv import UnloadNode
+        prefix = self._container_prefix.get(n.container)
+        if prefix:
+            self._call(UnloadNode, f"{prefix}/unload_node",
+                       UnloadNode.Request(node_name=self.tracks[n.id].ros_name), timeout=5.0)
+        with self.lock:
+            self.tracks[n.id].loaded = False
+            self.tracks[n.id].state = "unknown"
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def _transition(self, n: PlanNode, transition_id: int, label: str, timeout: float = CALL_TIMEOUT_S) -> bool:
+        from lifecycle_msgs.msg import Transition
+        from lifecycle_msgs.srv import ChangeState
+        req = ChangeState.Request()
+        req.transition = Transition(id=transition_id)
+        res = self._call(ChangeState, f"{self.tracks[n.id].full_name}/change_state", req, timeout=timeout, wait=5.0)
+        if res is None or not res.success:
+            return False
+        with self.lock:
+            self.tracks[n.id].state = label
+        self._event(f"{TRANSITION_NAMES.get(transition_id, transition_id)} {n.id}")
+        return True
+
+    def get_state(self, n: PlanNode) -> Optional[str]:
+        from lifecycle_msgs.srv import GetState
+        res = self._call(GetState, f"{self.tracks[n.id].full_name}/get_state", GetState.Request(), timeout=3.0, wait=1.0)
+        return None if res is None else res.current_state.label
+
+    def _reason(self, n: PlanNode, wait_s: float = 2.5) -> str:
+        """The node's own error message, from its next heartbeat (the container publishes 1/s)."""
+        t = self.tracks[n.id]
+        before = t.last_rx
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and not self.stop_requested.is_set():
+            if t.last_rx > before and t.last.get("last_error"):
+                return str(t.last["last_error"])
+            time.sleep(0.05)
+        return t.last_error or f"see the log of container {n.container!r}"
+
+    def _fail_node(self, nid: str, why: str) -> None:
+        with self.lock:
+            t = self.tracks[nid]
+            t.failures += 1
+            t.last_error = why
+        self._event(f"node {nid}: {why}")
+
+    def _bring_up(self, ids: List[str], load: bool = True) -> bool:
+        """Load (where missing), configure, then activate ``ids`` (given in start order)."""
+        from lifecycle_msgs.msg import Transition
+        nodes = [self.plan.node(i) for i in ids]
+        if load:
+            self._set_state(MState.LOADING if self.state != MState.RECOVERING else self.state)
+            for n in nodes:
+                if self.stop_requested.is_set():
+                    return False
+                if not self.tracks[n.id].loaded and not self._load(n):
+                    return False
+        if self.state != MState.RECOVERING:
+            self._set_state(MState.CONFIGURING)
+        for n in nodes:
+            if self.stop_requested.is_set():
+                return False
+            st = self.get_state(n) or self.tracks[n.id].state
+            if st in ("inactive", "active"):
+                with self.lock:
+                    self.tracks[n.id].state = st
+                continue
+            if not self._transition(n, Transition.TRANSITION_CONFIGURE, "inactive"):
+                self._fail_node(n.id, "configure failed: " + self._reason(n))
+                with self.lock:
+                    self.tracks[n.id].state = self.get_state(n) or "error"
+                return False
+        if self.state != MState.RECOVERING:
+            self._set_state(MState.ACTIVATING)
+        for n in nodes:
+            if self.stop_requested.is_set():
+                return False
+            if self.tracks[n.id].state == "active":
+                continue
+            if not self._transition(n, Transition.TRANSITION_ACTIVATE, "active"):
+                self._fail_node(n.id, "activate failed: " + self._reason(n))
+                with self.lock:
+                    self.tracks[n.id].state = self.get_state(n) or "error"
+                return False
+        return True
+
+    def start(self) -> bool:
+        """Ordered bring-up of the whole plan. True when every node is active."""
+        self._set_state(MState.WAITING_CONTAINERS)
+        for c in self.plan.containers:
+            prefix = self._find_prefix(c.id, SERVICE_WAIT_S)
+            if prefix is None:
+                if not self.stop_requested.is_set():
+                    self._set_state(MState.ERROR, f"container {c.id!r} did not offer its services within "
+                                                  f"{SERVICE_WAIT_S:.0f} s")
+                return False
+            self._container_prefix[c.id] = prefix
+            with self.lock:
+                self.container_state[c.id] = "up"
+        if self.loaded_by_launch:
+            # ros2 launch loads the nodes itself (ComposableNodeContainer); wait for them.
+            deadline = time.monotonic() + 30.0
+            while time.monotonic() < deadline and not self.stop_requested.is_set():
+                missing = []
+                for c in self.plan.containers:
+                    listed = self._list(c.id) or {}
+                    for nid in c.nodes:
+                        if nid in listed:
+                            self.tracks[nid].loaded = True
+                        else:
+                            missing.append(nid)
+                if not missing:
+                    break
+                time.sleep(0.5)
+        ok = self._bring_up(self.plan.start_order)
+        if ok:
+            self.ever_active = True
+            self._set_state(MState.ACTIVE, "all nodes active")
+            self._event(f"graph {self.plan.graph!r} active: {len(self.tracks)} node(s)")
+        elif not self.stop_requested.is_set():
+            failed = [f"{t.node.id}: {t.last_error}" for t in self.tracks.values() if t.last_error]
+            self._set_state(MState.ERROR, "bring-up failed: " + "; ".join(failed))
+        return ok
+
+    # ---- watch ----------------------------------------------------------------------------
+    def watch_once(self) -> None:
+        """One round of the watch: containers that came back empty, nodes in error."""
+        for c in self.plan.containers:
+            if self.stop_requested.is_set():
+                return
+            listed = self._list(c.id, timeout=1.0)
+            if listed is None:
+                if self.container_state[c.id] == "up":
+                    self._event(f"container {c.id!r} stopped answering")
+                with self.lock:
+                    self.container_state[c.id] = "down"
+                    for nid in c.nodes:
+                        self.tracks[nid].state = "unknown"
+                continue
+            missing = [nid for nid in c.nodes if nid not in listed]
+            was_down = self.container_state[c.id] == "down"
+            with self.lock:
+                self.container_state[c.id] = "up"
+            if missing:
+                with self.lock:
+                    self.restarts[c.id] += 1
+                    for nid in missing:
+                        self.tracks[nid].loaded = False
+                        self.tracks[nid].state = "unknown"
+                self._event(f"container {c.id!r} came back without {', '.join(missing)}; re-loading")
+                self._recover(missing)
+            elif was_down:
+                self._event(f"container {c.id!r} answers again")
+        # A node that reports the error state is reloaded within its container's limit.
+        for t in list(self.tracks.values()):
+            if t.state == "error" and self.container_state.get(t.node.container) == "up":
+                c = self.plan.container(t.node.container)
+                if c.restart.policy == "never" or t.failures > c.restart.limit:
+                    continue
+                self._event(f"node {t.node.id} is in error; re-loading it")
+                t.failures += 1
+                self._unload(t.node)
+                self._recover([t.node.id])
+
+    def _recover(self, ids: List[str]) -> None:
+        prev = self.state
+        self._set_state(MState.RECOVERING)
+        ordered = [i for i in self.plan.start_order if i in ids]
+        ok = self._bring_up(ordered)
+        if self.stop_requested.is_set():
+            return
+        self._event(("re-loaded and activated " if ok else "could not bring back ") + ", ".join(ordered))
+        self._set_state(MState.ACTIVE if prev in (MState.ACTIVE, MState.RECOVERING) else prev)
+
+    # ---- tear-down ------------------------------------------------------------------------
+    def _drain(self, timeout: float = DRAIN_TIMEOUT_S) -> None:
+        """Wait until no non-source node's input counter moves between two heartbeats."""
+        others = [i for i in self.plan.stop_order if i not in self.plan.sources]
+        if not others:
+            return
+        deadline = time.monotonic() + timeout
+
+        def counts() -> Dict[str, Any]:
+            with self.lock:
+                return {i: (self.tracks[i].total("packets_in"), self.tracks[i].last_rx) for i in others}
+
+        prev = counts()
+        while time.monotonic() < deadline:
+            time.sleep(0.25)
+            cur = counts()
+            fresh = all(cur[i][1] > prev[i][1] or self.tracks[i].age(time.monotonic()) > HEARTBEAT_TIMEOUT_S
+                        for i in others)
+            if not fresh:
+                continue
+            if all(cur[i][0] == prev[i][0] for i in others):
+                return
+            prev = cur
+
+    def stop(self) -> None:
+        """Ordered tear-down: sources first, drain, the rest in data-flow order, then shut down."""
+        from lifecycle_msgs.msg import Transition
+        failed = self.state == MState.ERROR
+        self._set_state(MState.STOPPING, self.message)
+        reachable = {c.id for c in self.plan.containers if self.container_state.get(c.id) == "up"}
+        order = [self.plan.node(i) for i in self.plan.stop_order]
+        order = [n for n in order if n.container in reachable and self.tracks[n.id].loaded]
+        sources = [n for n in order if n.is_source]
+        for n in sources:
+            if self.tracks[n.id].state == "active":
+                self._transition(n, Transition.TRANSITION_DEACTIVATE, "inactive", timeout=5.0)
+        self._drain()
+        for n in order:
+            if self.tracks[n.id].state == "active":
+                self._transition(n, Transition.TRANSITION_DEACTIVATE, "inactive", timeout=5.0)
+        time.sleep(0.3)  # let the final heartbeats (with the final counters) arrive
+        for n in order:
+            if self.tracks[n.id].state == "inactive":
+                self._transition(n, Transition.TRANSITION_CLEANUP, "unconfigured", timeout=5.0)
+            if self.tracks[n.id].state == "unconfigured":
+                self._transition(n, Transition.TRANSITION_UNCONFIGURED_SHUTDOWN, "finalized", timeout=5.0)
+        self._set_state(MState.ERROR if failed else MState.FINISHED)
+        self._event("graph shut down")
+        self._write_status()
+
+    def close(self) -> None:
+        self._closing = True
+        self._spin.join(timeout=2.0)
+        try:
+            self.executor.shutdown(timeout_sec=1.0)
+            self.node.destroy_node()
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
+        if self._rclpy.ok():
+            self._rclpy.shutdown()
+
+
+def _no_signal_handlers() -> Any:
+    # The manager installs its own SIGINT/SIGTERM handlers (ordered tear-down).
+    from rclpy.signals import SignalHandlerOptions
+    return SignalHandlerOptions.NO
+
+
+def run(plan: Plan, status_file: Optional[str] = None, loaded_by_launch: bool = False,
+        watch_period_s: float = 0.5) -> int:
+    """Bring the plan up, watch it until SIGINT/SIGTERM, tear it down. Exit code."""
+    mgr = LifecycleManager(plan, status_file=status_file, loaded_by_launch=loaded_by_launch,
+                           log=lambda m: print(m, file=sys.stderr, flush=True))
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        mgr.stop_requested.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    code = 0
+    try:
+        ok = mgr.start()
+        if not ok and not mgr.stop_requested.is_set():
+            code = 2
+        while ok and not mgr.stop_requested.is_set():
+            mgr.watch_once()
+            mgr.stop_requested.wait(watch_period_s)
+        mgr.stop()
+    finally:
+        mgr.close()
+    return code
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    from rclpy.utilities import remove_ros_args
+    args_in = remove_ros_args(list(sys.argv if argv is None else ["schnitzel_manager", *argv]))[1:]
+    ap = argparse.ArgumentParser(prog="schnitzel_manager", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--plan", required=True, help="plan file written by `schnitzel compile`")
+    ap.add_argument("--status-file", help="write the graph status here as JSON (for the runner)")
+    ap.add_argument("--loaded-by-launch", action="store_true",
+                    help="ros2 launch loads the nodes; only wait for them and manage their lifecycle")
+    a = ap.parse_args(args_in)
+    try:
+        plan = Plan.read(a.plan)
+    except PlanError as exc:
+        print(f"schnitzel_manager: {exc}", file=sys.stderr)
+        return 1
+    return run(plan, status_file=a.status_file, loaded_by_launch=a.loaded_by_launch)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,319 @@
+"""The built-in runner: what ``schnitzel run`` executes where no launch system is installed.
+
+It starts one ``schnitzel_container`` process per container of the plan and one
+``schnitzel_manager`` (the lifecycle manager does the ordered bring-up), shows a
+live status line from the manager's status file, restarts a container that
+dies per its policy (``restart: on-failure`` with exponential backoff and a
+limit; the manager re-loads the container's nodes), and stops the graph on
+Ctrl-C / SIGTERM / ``--duration`` / ``--max-packets``:
+
+1. SIGTERM to the manager: it deactivates sources first, drains, deactivates
+   and shuts down every node in data-flow order, and exits;
+2. SIGTERM to every container's process group, SIGKILL after a timeout;
+3. nothing the runner started is left behind (each child runs in its own
+   session, so its whole process group is signalled).
+
+The runner itself does not import rclpy: it is a process supervisor.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from .plan import Plan
+
+MAX_BACKOFF_S = 30.0
+STOP_TIMEOUT_S = 30.0     # manager's ordered tear-down
+KILL_TIMEOUT_S = 5.0      # SIGTERM -> SIGKILL for containers
+
+
+def container_command(plan: Plan, cid: str) -> List[str]:
+    c = plan.container(cid)
+    exe = shutil.which(c.executable)
+    if exe is None:
+        # Installed ROS-style under lib/<package> (for `ros2 run`); fall back to that.
+        for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+            cand = Path(prefix) / "lib" / c.package / c.executable
+            if prefix and cand.is_file():
+                exe = str(cand)
+                break
+    cmd = [exe] if exe else [sys.executable, "-m", "schnitzel_nodes.container"]
+    return cmd + list(c.arguments) + ["--ros-args", "-r", f"__node:={c.node_name}", "-r", f"__ns:={c.namespace}"]
+
+
+def manager_command(plan_path: str, status_path: str) -> List[str]:
+    exe = shutil.which("schnitzel_manager")
+    m = [exe] if exe else [sys.executable, "-m", "schnitzel_bringup.manager"]
+    return m + ["--plan", plan_path, "--status-file", status_path]
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the runner dies (even by SIGKILL), so no orphan is left."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - not Linux: the runner's own clean-up still applies
+        pass
+
+
+def _kill_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class Child:
+    """One supervised process (a container or the manager), in its own process group."""
+
+    def __init__(self, name: str, cmd: List[str], log_path: Path) -> None:
+        self.name = name
+        self.cmd = cmd
+        self.log_path = log_path
+        self.proc: Optional[subprocess.Popen] = None
+        self.exit_codes: List[int] = []
+        self.restarts = 0
+        self.restart_at: Optional[float] = None
+        self.gave_up: str = ""
+        self.pids: List[int] = []
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True,
+                                         preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        finally:
+            log.close()
+        self.pids.append(self.proc.pid)
+
+    def poll(self) -> Optional[int]:
+        return None if self.proc is None else self.proc.poll()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def group_alive(self) -> bool:
+        if self.proc is None:
+            return False
+        try:
+            os.killpg(self.proc.pid, 0)
+            return True
+        except (ProcessLookupError, PermissionError):
+            return False
+
+    def log_tail(self, n: int = 15) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-n:])
+
+
+def status_line(graph: str, snap: Optional[Dict[str, Any]], elapsed: float, rate: float,
+                restarts: int) -> str:
+    if not snap:
+        return f"[{graph}] {elapsed:6.1f}s starting..."
+    nodes = snap.get("nodes", {})
+    drops = sum(int(n.get("drops", 0) or 0) for n in nodes.values())
+    errors = sum(int(n.get("errors", 0) or 0) for n in nodes.values())
+    return (f"[{graph}] {elapsed:6.1f}s {snap.get('state', '?'):<11} active {snap.get('nodes_active', 0)}/"
+            f"{snap.get('nodes_total', 0)} | {rate:8.1f} pkt/s | drops {drops} | errors {errors}"
+            f" | restarts {restarts} | {snap.get('status', '?')}")
+
+
+class Runner:
+    def __init__(self, plan: Plan, plan_path: str, run_dir: str, *, duration: Optional[float] = None,
+                 max_packets: Optional[int] = None, live: bool = True,
+                 out: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> None:
+        self.plan = plan
+        self.plan_path = plan_path
+        self.run_dir = Path(run_dir)
+        self.duration = duration
+        self.max_packets = max_packets
+        self.live = live
+        self.out = out
+        self.status_path = str(self.run_dir / "status.json")
+        self.containers: Dict[str, Child] = {}
+        self.manager: Optional[Child] = None
+        self.stop_reason = ""
+        self.signals = 0
+        self.snap: Optional[Dict[str, Any]] = None
+        self.started_at = time.time()
+        self.active_at: Optional[float] = None
+
+    # ---- signals ----------------------------------------------------------------------------
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.signals += 1
+        if not self.stop_reason:
+            self.stop_reason = "signal:" + signal.Signals(signum).name
+        if self.signals >= 3:  # impatient user: stop waiting for a clean tear-down
+            self._kill_all(signal.SIGKILL)
+
+    # ---- supervision ----------------------------------------------------------------------
+    def _read_status(self) -> Optional[Dict[str, Any]]:
+        try:
+            with open(self.status_path, encoding="utf-8") as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return self.snap
+
+    def _check_containers(self, now: float) -> None:
+        for cid, child in self.containers.items():
+            if child.gave_up:
+                continue
+            if child.restart_at is not None:
+                if now >= child.restart_at:
+                    child.restart_at = None
+                    child.restarts += 1
+                    child.start()
+                    self.out(f"\nschnitzel run: restarted container {cid!r} (pid {child.proc.pid}, "
+                             f"restart {child.restarts})")
+                continue
+            code = child.poll()
+            if code is None:
+                continue
+            child.exit_codes.append(code)
+            policy = self.plan.container(cid).restart
+            tail = child.log_tail(8)
+            self.out(f"\nschnitzel run: container {cid!r} exited with code {code}" +
+                     (f"; last lines of {child.log_path}:\n{tail}" if tail else ""))
+            if policy.policy != "on-failure":
+                child.gave_up = f"restart policy is {policy.policy!r}"
+            elif child.restarts >= policy.limit:
+                child.gave_up = f"restart limit {policy.limit} reached"
+            else:
+                delay = min(MAX_BACKOFF_S, policy.backoff_s * (2 ** child.restarts))
+                child.restart_at = now + delay
+            if child.gave_up:
+                self.out(f"schnitzel run: container {cid!r} is not restarted ({child.gave_up})")
+
+    def _bounded(self, snap: Optional[Dict[str, Any]], now: float) -> Optional[str]:
+        if snap and snap.get("state") == "active" and self.active_at is None:
+            self.active_at = now
+        if self.duration is not None and self.active_at is not None and now - self.active_at >= self.duration:
+            return "duration"
+        if self.max_packets is not None and snap:
+            nodes = snap.get("nodes", {})
+            sinks = self.plan.sinks or [n.id for n in self.plan.nodes if not any(
+                n.id in m.upstream for m in self.plan.nodes)]
+            got = sum(int(nodes.get(i, {}).get("packets_in", 0) or 0) for i in sinks)
+            if got >= self.max_packets:
+                return "max-packets"
+        return None
+
+    # ---- stop ---------------------------------------------------------------------------
+    def _kill_all(self, sig: int) -> None:
+        for child in list(self.containers.values()) + ([self.manager] if self.manager else []):
+            if child.proc is not None:
+                _kill_group(child.proc, sig)
+
+    def _wait_groups(self, children: List[Child], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for c in children:
+                if c.proc is not None:
+                    c.proc.poll()
+            if not any(c.group_alive() for c in children):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def _stop(self) -> None:
+        self.out(f"\nschnitzel run: stopping ({self.stop_reason}): sources first, then draining")
+        for c in self.containers.values():
+            c.restart_at = None   # no respawn during tear-down
+        if self.manager is not None and self.manager.alive():
+            _kill_group(self.manager.proc, signal.SIGTERM)
+            deadline = time.monotonic() + STOP_TIMEOUT_S
+            while self.manager.alive() and time.monotonic() < deadline and self.signals < 3:
+                time.sleep(0.1)
+        children = list(self.containers.values()) + ([self.manager] if self.manager else [])
+        for c in children:
+            if c.proc is not None:
+                _kill_group(c.proc, signal.SIGTERM)
+        if not self._wait_groups(children, KILL_TIMEOUT_S):
+            stuck = [c.name for c in children if c.group_alive()]
+            self.out(f"schnitzel run: {', '.join(stuck)} did not exit in {KILL_TIMEOUT_S:.0f} s; killing")
+            self._kill_all(signal.SIGKILL)
+            self._wait_groups(children, KILL_TIMEOUT_S)
+        for c in children:
+            if c.proc is not None:
+                try:
+                    c.proc.wait(timeout=1.0)
+                except subprocess.TimeoutExpired:
+                    pass
+
+    # ---- main --------------------------------------------------------------------------
+    def run(self) -> Dict[str, Any]:
+        """Run until bounded or signalled; returns what the report needs."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for c in self.plan.containers:
+                child = Child(f"container {c.id}", container_command(self.plan, c.id),
+                              self.run_dir / f"container-{c.id}.log")
+                self.containers[c.id] = child
+                child.start()
+            self.manager = Child("manager", manager_command(self.plan_path, self.status_path),
+                                 self.run_dir / "manager.log")
+            self.manager.start()
+            self.out(f"schnitzel run: graph {self.plan.graph!r}: {len(self.plan.containers)} container(s), "
+                     f"{len(self.plan.nodes)} node(s); logs in {self.run_dir}")
+            last_print = 0.0
+            last_count: Optional[tuple] = None
+            rate = 0.0
+            tty = sys.stderr.isatty()
+            while not self.stop_reason:
+                now = time.monotonic()
+                self._check_containers(now)
+                self.snap = self._read_status()
+                if self.manager.poll() is not None:
+                    self.stop_reason = "manager-exited"
+                    if self.manager.proc.returncode not in (0, None):
+                        self.out("\nschnitzel run: the lifecycle manager stopped: "
+                                 + ((self.snap or {}).get("message") or
+                                    f"exit code {self.manager.proc.returncode}:\n{self.manager.log_tail(10)}")
+                                 + f"\n(process logs: {self.run_dir})")
+                        self.stop_reason = "error"
+                    break
+                reason = self._bounded(self.snap, now)
+                if reason:
+                    self.stop_reason = reason
+                    break
+                if self.snap:
+                    produced = sum(int(self.snap["nodes"].get(i, {}).get("packets_out", 0) or 0)
+                                   for i in self.plan.sources)
+                    if last_count is not None and now > last_count[0]:
+                        rate = 0.7 * rate + 0.3 * (produced - last_count[1]) / (now - last_count[0])
+                    last_count = (now, produced)
+                if self.live and now - last_print >= (0.5 if tty else 5.0):
+                    restarts = sum(c.restarts for c in self.containers.values())
+                    line = status_line(self.plan.graph, self.snap, time.time() - self.started_at, rate, restarts)
+                    if tty:  # one line, rewritten in place
+                        sys.stderr.write("\r" + line + "\x1b[K")
+                        sys.stderr.flush()
+                    else:
+                        self.out(line)
+                    last_print = now
+                time.sleep(0.2)
+            self._stop()
+            self.snap = self._read_status()
+        finally:
+            if any(c.group_alive() for c in self.containers.values()) or (self.manager and self.manager.group_alive()):
+                self._kill_all(signal.SIGKILL)
+            for s, h in old.items():
+                signal.signal(s, h)
+        containers = {cid: {"restarts": c.restarts, "exit_codes": c.exit_codes, "pids": c.pids,
+                            "policy": self.plan.container(cid).restart.policy, "gave_up": c.gave_up}
+                      for cid, c in self.containers.items()}
+        return {"status": self.snap, "containers": containers, "stopped_by": self.stop_reason,
+                "started_at": self.started_at, "ended_at": time.time()}

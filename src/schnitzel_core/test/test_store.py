@@ -1,0 +1,323 @@
+"""DurableStore: persistence, ordering, ack/nack/dead-letter/redrive, capacity, ledger,
+fan-out, schema versions, refusal of corrupt/foreign files, write failures."""
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from schnitzel_core.packet import Packet
+from schnitzel_core.store import (APPLICATION_ID, SCHEMA_VERSION, DurableStore, GroupCommitter,
+                                  StoreCorruptError, StoreVersionError, StoreWriteError, _DDL_V1)
+
+
+def pk(i, payload=b"x" * 200, stream="s", **kw):
+    return Packet(stream_id=stream, seq=i, kind="event", payload=payload, **kw)
+
+
+class Clock:
+    def __init__(self, t=1_000_000_000_000):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+    def advance(self, s):
+        self.t += int(s * 1e9)
+
+
+@pytest.fixture
+def db(tmp_path):
+    return str(tmp_path / "q.db")
+
+
+def test_enqueue_is_durable_and_lease_is_oldest_first(db):
+    s = DurableStore(db)
+    packets = [pk(i, meta={"a": str(i)}) for i in range(1, 11)]
+    assert s.enqueue(packets).accepted == 10
+    s.close()
+    s = DurableStore(db)  # reopen: everything is still there, in order, field for field
+    rows = s.lease(4)
+    assert [r.packet.seq for r in rows] == [1, 2, 3, 4]
+    assert rows[0].packet == packets[0]
+    assert [r.packet.seq for r in s.lease(100)] == list(range(5, 11))
+    assert s.lease(10) == []  # everything is leased
+    s.close()
+
+
+def test_ack_removes_and_ledger_makes_reenqueue_a_noop(db):
+    s = DurableStore(db)
+    s.enqueue([pk(i) for i in range(5)])
+    rows = s.lease(5)
+    assert s.ack([r.id for r in rows[:3]]).done == 3
+    st = s.stats()
+    assert st.depth == 2 and st.counters["delivered"] == 3
+    res = s.enqueue([pk(0), pk(1), pk(2), pk(7)])  # 0..2 delivered already, 7 is new
+    assert (res.accepted, res.duplicates) == (1, 3)
+    assert s.in_ledger(pk(0).idempotency_key)
+    # a key still queued is not queued twice either
+    assert s.enqueue([pk(3)]).duplicates == 1
+    assert s.stats().depth == 3
+    s.close()
+
+
+def test_ledger_retention_window(db):
+    clock = Clock()
+    s = DurableStore(db, ledger_retention_s=60, clock_ns=clock)
+    s.enqueue([pk(1)])
+    s.ack([s.lease(1)[0].id])
+    clock.advance(30)
+    assert s.enqueue([pk(1)]).duplicates == 1
+    clock.advance(31)
+    assert s.prune_ledger() == 1
+    assert s.enqueue([pk(1)]).accepted == 1  # past the window: accepted again
+    s.close()
+
+
+def test_lease_expiry_and_nack_backoff(db):
+    clock = Clock()
+    s = DurableStore(db, clock_ns=clock)
+    s.enqueue([pk(1), pk(2)])
+    a, b = s.lease(2, lease_s=10)
+    clock.advance(11)
+    assert [r.id for r in s.lease(5, lease_s=10)] == [a.id, b.id]  # lease expired: offered again
+    s.nack([a.id], "HTTP 503", delay_s=5)
+    clock.advance(1)
+    assert s.lease(5) == []
+    clock.advance(5)
+    r = s.lease(5)
+    assert [x.id for x in r] == [a.id] and r[0].attempts == 1 and r[0].last_error == "HTTP 503"
+    s.close()
+
+
+def test_restart_makes_leased_rows_ready(db):
+    s = DurableStore(db)
+    s.enqueue([pk(1)])
+    assert len(s.lease(1, lease_s=3600)) == 1
+    s.close()
+    s = DurableStore(db)
+    assert len(s.lease(1)) == 1
+    s.close()
+
+
+def test_dead_letter_and_redrive(db):
+    s = DurableStore(db)
+    s.enqueue([pk(i) for i in range(3)])
+    rows = s.lease(3)
+    assert s.dead_letter([rows[1].id], "HTTP 400: bad payload") == 1
+    dead = s.dlq()
+    assert len(dead) == 1 and dead[0].reason == "HTTP 400: bad payload" and dead[0].packet.seq == 1
+    assert s.stats().depth == 2 and s.stats().dead == 1
+    # healthy rows are not blocked by the dead one
+    s.ack([rows[0].id, rows[2].id])
+    assert s.redrive() == 1
+    st = s.stats()
+    assert (st.depth, st.dead, st.counters["redriven"]) == (1, 0, 1)
+    r = s.lease(5)
+    assert [x.packet.seq for x in r] == [1] and r[0].attempts == 0
+    s.close()
+
+
+def test_nack_max_attempts_dead_letters(db):
+    s = DurableStore(db)
+    s.enqueue([pk(1)])
+    for i in range(3):
+        rid = s.lease(1)[0].id
+        n = s.nack([rid], "timeout", 0, max_attempts=3)
+    assert n == 1 and s.stats().dead == 1
+    assert "gave up after 3 attempts: timeout" in s.dlq()[0].reason
+    s.close()
+
+
+def test_fan_out_row_done_only_when_every_sink_confirmed(db):
+    s = DurableStore(db)
+    s.enqueue([pk(1), pk(2)], sinks=lambda p: ["http", "file"] if p.seq == 1 else ["file"])
+    r1, r2 = s.lease(2)
+    assert set(r1.sinks) == {"http", "file"} and r2.sinks == ("file",)
+    res = s.ack([r1.id, r2.id], sink="file")
+    assert (res.done, res.partial) == (1, 1)
+    assert s.stats().depth == 1
+    s.close()
+    s = DurableStore(db)  # the per-sink state survives a restart
+    (r,) = s.lease(5)
+    assert r.sinks == ("http",)
+    assert s.ack([r.id], sink="file").done == 0  # a second confirmation from file changes nothing
+    assert s.ack([r.id], sink="http").done == 1
+    assert s.stats().depth == 0
+    s.close()
+
+
+def test_capacity_reject_new_counts(db):
+    s = DurableStore(db, max_rows=5)
+    res = s.enqueue([pk(i) for i in range(8)])
+    assert (res.accepted, res.rejected) == (5, 3)
+    assert s.stats().counters["rejected_full"] == 3
+    assert [r.packet.seq for r in s.lease(10)] == [0, 1, 2, 3, 4]
+    s.close()
+
+
+def test_capacity_drop_oldest_counts_every_drop(db):
+    s = DurableStore(db, max_rows=5, overflow="drop_oldest")
+    s.enqueue([pk(i) for i in range(5)])
+    res = s.enqueue([pk(i) for i in range(5, 8)])
+    assert (res.accepted, res.dropped) == (3, 3)
+    st = s.stats()
+    assert st.depth == 5 and st.counters["dropped_overflow"] == 3
+    assert [r.packet.seq for r in s.peek(10)] == [3, 4, 5, 6, 7]
+    s.close()
+
+
+def test_capacity_by_bytes(db):
+    s = DurableStore(db, max_bytes=3 * (1000 + 256))
+    res = s.enqueue([pk(i, payload=b"y" * 1000) for i in range(5)])
+    assert (res.accepted, res.rejected) == (3, 2)
+    assert s.stats().bytes <= 3 * 1256
+    s.close()
+
+
+def test_group_committer_bounds_and_callbacks(db):
+    s = DurableStore(db)
+    got = []
+    gc = GroupCommitter(s, max_rows=10, max_ms=50, on_commit=lambda b, r: got.append((len(b), r.accepted)))
+    for i in range(25):
+        gc.submit(pk(i))
+    assert gc.flush(5)
+    assert sum(n for n, _ in got) == 25 and max(n for n, _ in got) <= 10
+    # a single packet is committed within max_ms even though the row bound is not reached
+    got.clear()
+    gc.submit(pk(100))
+    import time
+
+    t0 = time.monotonic()
+    while not got and time.monotonic() - t0 < 2:
+        time.sleep(0.005)
+    assert got == [(1, 1)] and time.monotonic() - t0 < 0.5
+    rows = s.lease(100)
+    gc.submit_ack([r.id for r in rows])
+    gc.close()
+    assert s.stats().depth == 0 and s.stats().counters["delivered"] == 26
+    s.close()
+
+
+def test_synchronous_option(db):
+    s = DurableStore(db, synchronous="normal")
+    assert s._pragma("PRAGMA synchronous") == 1 and s._pragma("PRAGMA journal_mode") == "wal"
+    s.close()
+    s = DurableStore(db)
+    assert s._pragma("PRAGMA synchronous") == 2
+    s.close()
+    with pytest.raises(ValueError, match="synchronous"):
+        DurableStore(db, synchronous="OFF")
+
+
+def test_foreign_and_corrupt_files_are_refused_and_untouched(tmp_path):
+    text = tmp_path / "notes.db"
+    text.write_bytes(b"hello, this is not a database\n" * 10)
+    before = text.read_bytes()
+    with pytest.raises(StoreCorruptError, match="not a SQLite database"):
+        DurableStore(str(text))
+    assert text.read_bytes() == before
+
+    foreign = tmp_path / "app.db"
+    c = sqlite3.connect(foreign)
+    c.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+    c.execute("INSERT INTO users(name) VALUES ('ada')")
+    c.commit()
+    c.close()
+    before = foreign.read_bytes()
+    with pytest.raises(StoreCorruptError, match="belongs to something else"):
+        DurableStore(str(foreign))
+    assert foreign.read_bytes() == before
+    assert not os.path.exists(str(foreign) + "-wal")
+
+    corrupt = tmp_path / "corrupt.db"
+    s = DurableStore(str(corrupt))
+    s.enqueue([pk(i) for i in range(200)])
+    s.close()
+    data = bytearray(corrupt.read_bytes())
+    data[100:4096] = b"\xff" * (4096 - 100)  # garble the schema page, keep the header
+    corrupt.write_bytes(bytes(data))
+    with pytest.raises(StoreCorruptError, match="corrupt|something else"):
+        DurableStore(str(corrupt))
+    assert corrupt.read_bytes() == bytes(data)
+
+
+def test_newer_schema_refused_and_v1_migrated(tmp_path):
+    newer = str(tmp_path / "newer.db")
+    DurableStore(newer).close()
+    c = sqlite3.connect(newer)
+    c.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
+    c.commit()
+    c.close()
+    with pytest.raises(StoreVersionError, match="newer"):
+        DurableStore(newer)
+
+    # a store written by schema v1 (no counters table): migrated, rows kept, counters computed
+    v1 = str(tmp_path / "v1.db")
+    c = sqlite3.connect(v1)
+    for ddl in _DDL_V1:
+        c.execute(ddl)
+    c.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    c.execute(f"PRAGMA application_id={APPLICATION_ID}")
+    for i in range(3):
+        c.execute("INSERT INTO queue(key, stream_id, seq, epoch, kind, payload, size, sinks, enq_ns) "
+                  "VALUES (?, 's', ?, 0, 'event', x'00', 300, '*', 1)", (f"k{i}", i))
+    c.commit()
+    c.close()
+    s = DurableStore(v1)
+    st = s.stats()
+    assert st.schema_version == SCHEMA_VERSION and st.depth == 3 and st.bytes == 900
+    assert [r.key for r in s.lease(5)] == ["k0", "k1", "k2"]
+    s.close()
+
+
+def test_disk_full_is_a_clear_error_and_keeps_accepted_rows(tmp_path):
+    """Run in a child with RLIMIT_FSIZE lowered after 20 rows were accepted: writes fail
+    (EFBIG, what a full disk looks like to SQLite), the error is StoreWriteError, the 20 rows
+    are still there afterwards."""
+    db = str(tmp_path / "full.db")
+    code = textwrap.dedent(f"""
+        import resource, json
+        from schnitzel_core.packet import Packet
+        from schnitzel_core.store import DurableStore, StoreWriteError
+        s = DurableStore({db!r})
+        s.enqueue([Packet(stream_id="s", seq=i, kind="event", payload=b"x" * 200) for i in range(20)])
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1, resource.RLIM_INFINITY))
+        try:
+            s.enqueue([Packet(stream_id="s", seq=i, kind="event", payload=b"x" * 200) for i in range(20, 40)])
+            print(json.dumps({{"error": None}}))
+        except StoreWriteError as e:
+            print(json.dumps({{"error": str(e), "reason": e.reason, "depth": s.depth}}))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    import json
+
+    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    assert doc["error"] and doc["reason"] in ("disk_full", "io_error")
+    assert "Traceback" not in out.stderr
+    assert doc["depth"] == 20
+    s = DurableStore(db)
+    assert [r.packet.seq for r in s.lease(100)] == list(range(20))
+    s.close()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
+def test_read_only_file_is_a_clear_error(tmp_path):
+    db = str(tmp_path / "ro.db")
+    s = DurableStore(db)
+    s.enqueue([pk(1)])
+    s.close()
+    os.chmod(db, stat.S_IRUSR)
+    os.chmod(tmp_path, stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        with pytest.raises(StoreWriteError) as ei:
+            s = DurableStore(db)
+            s.enqueue([pk(2)])
+        assert ei.value.reason in ("read_only", "io_error")
+    finally:
+        os.chmod(tmp_path, stat.S_IRWXU)
+        os.chmod(db, stat.S_IRUSR | stat.S_IWUSR)

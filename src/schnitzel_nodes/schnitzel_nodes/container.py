@@ -1,0 +1,421 @@
+"""schnitzel_container: a process hosting several schnitzel nodes on one executor.
+
+Command line::
+
+    schnitzel_container --graph NAME --container ID [--executor single|multi]
+                        [--log-level info] [--ros-args ...]
+    # also: python -m schnitzel_nodes.container ...;  ros2 run schnitzel_nodes schnitzel_container ...
+
+The container itself is the ROS node ``/<NAME>/_containers/<ID>`` and serves
+(types from schnitzel_msgs/srv):
+
+=====================================================  ==============================
+``/<NAME>/_containers/<ID>/load_node``                 LoadNode
+``/<NAME>/_containers/<ID>/unload_node``               UnloadNode
+``/<NAME>/_containers/<ID>/list_nodes``                ListNodes
+``/<NAME>/_containers/<ID>/_container/load_node``      composition_interfaces/srv/LoadNode
+``/<NAME>/_containers/<ID>/_container/unload_node``    composition_interfaces/srv/UnloadNode
+``/<NAME>/_containers/<ID>/_container/list_nodes``     composition_interfaces/srv/ListNodes
+=====================================================  ==============================
+
+ROS arguments apply to the container node only: launch_ros's ComposableNodeContainer
+passes ``--ros-args -r __node:=NAME -r __ns:=NS``, which renames it (and moves its
+services to ``NS/NAME/...``); give it name ID and namespace ``/<NAME>/_containers``
+to keep the names above. (The ``_container/*`` services only where composition_interfaces is importable:
+``ros2 component load /<NAME>/_containers/<ID> schnitzel_nodes <plugin>`` and
+launch_ros's LoadComposableNodes work against them).
+
+LoadNode request: ``plugin`` (registered name, or "module:Class"), ``node_name``
+(graph node id), ``node_namespace`` (``/<graph>``; default ``/<NAME>``),
+``parameters_json`` (params after defaults and interpolation), ``remappings``
+(from -> to), ``options`` keys:
+
+- ``ports_json``: ports and edges (docs/contracts.md);
+- ``graph``: graph name (default NAME); ``container``: container id (default ID);
+- ``autostart``: ``configure`` or ``activate`` to run those transitions right after
+  loading (default: stay unconfigured; the lifecycle manager drives it);
+- ``max_consecutive_errors``: failures in a row before the node goes to the error state.
+
+Each loaded node is a lifecycle node ``/<graph>/<node>`` with the standard lifecycle
+and parameter services. Once a second the container publishes one
+schnitzel_msgs/NodeStatus per node on ``/<graph>/_status/nodes`` (the nodes'
+heartbeat) and one diagnostic_msgs/DiagnosticArray on ``/diagnostics`` (a status
+per node, name ``<graph>/<node>``).
+
+SIGINT/SIGTERM: every node is shut down (deactivate, cleanup, shutdown), the
+process exits 0. A second signal exits at once.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any, Dict, List, Mapping, Optional
+
+STATUS_PERIOD_S = 1.0
+EXECUTORS = ("single", "multi")
+
+
+def container_node_name(graph: str, container: str) -> str:
+    """The container's fully qualified node name (its services live under it)."""
+    return f"/{graph}/_containers/{container}"
+
+
+class Container:
+    """The container's ROS node, its services and the nodes it hosts."""
+
+    def __init__(self, graph: str, container_id: str, executor: Any, registry: Any = None,
+                 context: Any = None) -> None:
+        from rclpy.node import Node
+        from diagnostic_msgs.msg import DiagnosticArray
+        from schnitzel_msgs.msg import NodeStatus
+        from schnitzel_msgs.srv import ListNodes, LoadNode, UnloadNode
+
+        from .ros.inproc import InprocBus
+        from .ros.qos import to_profile
+
+        self.graph = graph
+        self.id = container_id
+        self.executor = executor
+        self.registry = registry
+        self.context = context
+        self.bus = InprocBus()
+        self.nodes: Dict[int, Any] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.RLock()
+        # Global ROS arguments apply to the container node only (adapters ignore them), so
+        # launch_ros's `-r __node:=NAME -r __ns:=NS` renames it and its services follow.
+        self.node = Node(container_id, namespace=f"/{graph}/_containers", context=context)
+        n = self.node
+        n.create_service(LoadNode, "~/load_node", self._srv_load)
+        n.create_service(UnloadNode, "~/unload_node", self._srv_unload)
+        n.create_service(ListNodes, "~/list_nodes", self._srv_list)
+        self._NodeStatus = NodeStatus
+        self._status_qos = to_profile({"reliability": "reliable", "durability": "volatile",
+                                       "history": "keep_last", "depth": 100})
+        self._status_pubs: Dict[str, Any] = {}
+        self._diag_pub = n.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._DiagnosticArray = DiagnosticArray
+        self._last_errors: Dict[int, int] = {}
+        self._status_timer = n.create_timer(STATUS_PERIOD_S, self.publish_status)
+        self.composition = self._serve_composition()
+        executor.add_node(n)
+
+    # ------------------------------------------------------------------ load
+    def load(self, plugin: str, node_name: str, namespace: str = "", params: Optional[Mapping[str, Any]] = None,
+             remappings: Optional[Mapping[str, str]] = None, options: Optional[Mapping[str, str]] = None) -> Any:
+        """Create a node; returns the adapter. Raises LoadError/PluginError with the reason."""
+        from rclpy.validate_namespace import validate_namespace
+        from rclpy.validate_node_name import validate_node_name
+
+        from .ros.adapter import DEFAULT_MAX_CONSECUTIVE_ERRORS, LoadError, NodeAdapter
+        from .ros.plugins import resolve_plugin
+
+        options = dict(options or {})
+        graph = options.get("graph") or self.graph
+        namespace = namespace or f"/{graph}"
+        try:
+            validate_node_name(node_name)
+            validate_namespace(namespace)
+        except Exception as exc:  # noqa: BLE001 - rclpy's Invalid*Exception carry the reason
+            raise LoadError(f"invalid node name or namespace: {exc}") from None
+        full = namespace.rstrip("/") + "/" + node_name
+        with self._lock:
+            if any(a.get_fully_qualified_name() == full for a in self.nodes.values()):
+                raise LoadError(f"a node named {full} is already loaded in container {self.id!r}")
+        ports = None
+        if options.get("ports_json"):
+            try:
+                ports = json.loads(options["ports_json"])
+            except json.JSONDecodeError as exc:
+                raise LoadError(f"options.ports_json is not valid JSON: {exc}") from None
+        try:
+            max_errors = int(options.get("max_consecutive_errors") or DEFAULT_MAX_CONSECUTIVE_ERRORS)
+        except ValueError:
+            raise LoadError("options.max_consecutive_errors must be an integer") from None
+        autostart = (options.get("autostart") or "").strip().lower()
+        if autostart in ("true", "1", "yes"):
+            autostart = "activate"
+        if autostart not in ("", "none", "false", "0", "no", "configure", "activate"):
+            raise LoadError(f"options.autostart must be configure or activate, got {autostart!r}")
+        cls = resolve_plugin(plugin, self.registry)
+        uid = next(self._ids)
+        adapter = NodeAdapter(cls, node_name, namespace, params or {}, graph=graph,
+                              container=options.get("container") or self.id, ports=ports, bus=self.bus,
+                              remappings=remappings, plugin_name=cls.spec.name, unique_id=uid,
+                              max_consecutive_errors=max_errors, context=self.context)
+        with self._lock:
+            self.nodes[uid] = adapter
+        self.executor.add_node(adapter)
+        if autostart in ("configure", "activate"):
+            from rclpy.lifecycle import TransitionCallbackReturn as T
+            if adapter.trigger_configure() != T.SUCCESS:
+                self.unload(uid)
+                raise LoadError(f"node {full} failed to configure: {adapter.stats.last_error}")
+            if autostart == "activate" and adapter.trigger_activate() != T.SUCCESS:
+                self.unload(uid)
+                raise LoadError(f"node {full} failed to activate: {adapter.stats.last_error}")
+        adapter.get_logger().info(f"loaded plugin {plugin!r} as {full} (id {uid})")
+        return adapter
+
+    def unload(self, unique_id: int = 0, node_name: str = "") -> None:
+        from .ros.adapter import LoadError
+
+        with self._lock:
+            uid = unique_id
+            if not uid:
+                for k, a in self.nodes.items():
+                    if node_name in (a.get_name(), a.get_fully_qualified_name()):
+                        uid = k
+                        break
+            adapter = self.nodes.pop(uid, None)
+        if adapter is None:
+            what = f"id {unique_id}" if unique_id else f"name {node_name!r}"
+            raise LoadError(f"no node with {what} in container {self.id!r}")
+        self._shutdown_node(adapter)
+
+    def _shutdown_node(self, adapter: Any) -> None:
+        try:
+            if adapter.state_label() not in ("finalized",):
+                adapter.trigger_shutdown()
+        except Exception as exc:  # noqa: BLE001 - must still destroy it
+            adapter.get_logger().warning(f"shutdown of {adapter.get_fully_qualified_name()} failed: {exc}")
+        try:
+            self.executor.remove_node(adapter)
+        except Exception:  # noqa: BLE001
+            pass
+        adapter.destroy_node()
+
+    def shutdown_all(self) -> None:
+        with self._lock:
+            adapters = list(self.nodes.values())
+            self.nodes.clear()
+        # Sources first, so downstream nodes see the last packets before they stop.
+        adapters.sort(key=lambda a: 0 if not a.spec.inputs else 1)
+        for a in adapters:
+            self._shutdown_node(a)
+
+    # -------------------------------------------------------------- services
+    def _srv_load(self, req: Any, resp: Any) -> Any:
+        from .ros import params as P
+
+        try:
+            params = P.parse_parameters_json(req.parameters_json)
+            adapter = self.load(req.plugin, req.node_name, req.node_namespace, params,
+                                {kv.key: kv.value for kv in req.remappings},
+                                {kv.key: kv.value for kv in req.options})
+        except Exception as exc:  # noqa: BLE001 - every failure becomes the reply's reason
+            resp.success = False
+            resp.error_message = str(exc) or type(exc).__name__
+            self.node.get_logger().error(f"load_node {req.plugin!r} as {req.node_name!r} failed: {resp.error_message}")
+            return resp
+        resp.success = True
+        resp.full_node_name = adapter.get_fully_qualified_name()
+        resp.unique_id = adapter.unique_id
+        return resp
+
+    def _srv_unload(self, req: Any, resp: Any) -> Any:
+        try:
+            self.unload(int(req.unique_id), req.node_name)
+            resp.success = True
+        except Exception as exc:  # noqa: BLE001
+            resp.success = False
+            resp.error_message = str(exc)
+        return resp
+
+    def _srv_list(self, req: Any, resp: Any) -> Any:
+        with self._lock:
+            items = sorted(self.nodes.items())
+        resp.full_node_names = [a.get_fully_qualified_name() for _, a in items]
+        resp.unique_ids = [uid for uid, _ in items]
+        resp.plugins = [a.plugin_name for _, a in items]
+        resp.states = [a.state_label() for _, a in items]
+        return resp
+
+    # ---------------------------------------------- composition_interfaces
+    def _serve_composition(self) -> bool:
+        try:
+            from composition_interfaces.srv import ListNodes, LoadNode, UnloadNode
+        except ImportError:
+            return False
+        n = self.node
+        n.create_service(LoadNode, "~/_container/load_node", self._comp_load)
+        n.create_service(UnloadNode, "~/_container/unload_node", self._comp_unload)
+        n.create_service(ListNodes, "~/_container/list_nodes", self._comp_list)
+        return True
+
+    def _comp_load(self, req: Any, resp: Any) -> Any:
+        """composition_interfaces/LoadNode: plugin_name -> plugin, parameters -> params,
+        extra_arguments (ports_json, graph, autostart, …) -> options."""
+        from rclpy.parameter import parameter_value_to_python
+
+        try:
+            params = {p.name: parameter_value_to_python(p.value) for p in req.parameters}
+            options = {p.name: str(parameter_value_to_python(p.value)) for p in req.extra_arguments}
+            remaps = {}
+            for rule in req.remap_rules:
+                src, sep, dst = rule.partition(":=")
+                if not sep:
+                    raise ValueError(f"remap rule {rule!r} must read from:=to")
+                remaps[src] = dst
+            adapter = self.load(req.plugin_name, req.node_name or req.plugin_name.split("::")[-1],
+                                req.node_namespace, self._json_params(req.plugin_name, params), remaps, options)
+        except Exception as exc:  # noqa: BLE001
+            resp.success = False
+            resp.error_message = str(exc) or type(exc).__name__
+            return resp
+        resp.success = True
+        resp.full_node_name = adapter.get_fully_qualified_name()
+        resp.unique_id = adapter.unique_id
+        return resp
+
+    def _json_params(self, plugin: str, params: Dict[str, Any]) -> Dict[str, Any]:
+        """ROS parameter values for list/dict params arrive as JSON text: decode them."""
+        from .ros import params as P
+        from .ros.plugins import resolve_plugin
+
+        spec = resolve_plugin(plugin, self.registry).spec
+        out = {}
+        for k, v in params.items():
+            p = spec.param(k)
+            out[k] = P.from_ros(p, v) if p is not None else v
+        return out
+
+    def _comp_unload(self, req: Any, resp: Any) -> Any:
+        try:
+            self.unload(int(req.unique_id))
+            resp.success = True
+        except Exception as exc:  # noqa: BLE001
+            resp.success = False
+            resp.error_message = str(exc)
+        return resp
+
+    def _comp_list(self, req: Any, resp: Any) -> Any:
+        with self._lock:
+            items = sorted(self.nodes.items())
+        resp.full_node_names = [a.get_fully_qualified_name() for _, a in items]
+        resp.unique_ids = [uid for uid, _ in items]
+        return resp
+
+    # ---------------------------------------------------------------- status
+    def publish_status(self) -> None:
+        stamp = self.node.get_clock().now().to_msg()
+        with self._lock:
+            items = list(self.nodes.items())
+        diag = self._DiagnosticArray()
+        diag.header.stamp = stamp
+        for uid, a in items:
+            try:
+                st = a.status_msg(stamp)
+                pub = self._status_pubs.get(a.graph)
+                if pub is None:
+                    pub = self.node.create_publisher(self._NodeStatus, f"/{a.graph}/_status/nodes", self._status_qos)
+                    self._status_pubs[a.graph] = pub
+                pub.publish(st)
+                diag.status.append(a.diagnostic(st, self._last_errors.get(uid, 0)))
+                self._last_errors[uid] = st.errors
+            except Exception as exc:  # noqa: BLE001 - one node's status must not stop the others'
+                self.node.get_logger().warning(f"status of {a.node_id!r} failed: {exc}")
+        if diag.status:
+            self._diag_pub.publish(diag)
+
+    def destroy(self) -> None:
+        self.shutdown_all()
+        try:
+            self.executor.remove_node(self.node)
+        except Exception:  # noqa: BLE001
+            pass
+        self.node.destroy_node()
+
+
+def make_executor(kind: str, context: Any = None) -> Any:
+    """single (default) or multi.
+
+    Not rclpy.experimental.EventsExecutor: with the Kilted wheels its spin() did not
+    dispatch service requests, spin_once() refused guard conditions ("Guard conditions not
+    supported") and a lifecycle node added while spinning never had its services served
+    (measured; see docs/runtime-nodes.md). A container needs all three.
+    """
+    from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+
+    if kind == "multi":
+        return MultiThreadedExecutor(num_threads=max(2, os.cpu_count() or 2), context=context)
+    return SingleThreadedExecutor(context=context)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="schnitzel_container",
+                                 description="Host schnitzel nodes; load them through ~/load_node.")
+    ap.add_argument("--graph", required=True, help="graph name (the ROS namespace of its nodes)")
+    ap.add_argument("--container", required=True, help="container id (its node name)")
+    ap.add_argument("--executor", choices=EXECUTORS, default="single")
+    ap.add_argument("--log-level", default="info", choices=("debug", "info", "warn", "error"))
+    from rclpy.utilities import remove_ros_args
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = ap.parse_args(remove_ros_args(["schnitzel_container", *argv])[1:])
+    from rclpy.validate_namespace import validate_namespace
+    from rclpy.validate_node_name import validate_node_name
+    try:
+        validate_namespace(f"/{args.graph}/_containers")
+        validate_node_name(args.container)
+    except Exception as exc:  # noqa: BLE001
+        print(f"schnitzel_container: invalid --graph or --container: {exc}", file=sys.stderr)
+        return 2
+
+    import rclpy
+    from rclpy.logging import LoggingSeverity, set_logger_level
+    from rclpy.signals import SignalHandlerOptions
+
+    # Our own handlers: rclpy's would shut the context down before the nodes could be
+    # deactivated and cleaned up.
+    rclpy.init(args=["schnitzel_container", *argv], signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    signals_seen = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        signals_seen.append(signum)
+        if len(signals_seen) > 1:
+            os._exit(1)  # second signal: the user insists
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    executor = make_executor(args.executor)
+    try:
+        container = Container(args.graph, args.container, executor)
+    except Exception as exc:  # noqa: BLE001
+        print(f"schnitzel_container: cannot start: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 1
+    level = {"debug": LoggingSeverity.DEBUG, "info": LoggingSeverity.INFO,
+             "warn": LoggingSeverity.WARN, "error": LoggingSeverity.ERROR}[args.log_level]
+    set_logger_level(container.node.get_logger().name, level)
+    container.node.get_logger().info(
+        f"container {container.node.get_fully_qualified_name()} ready (pid {os.getpid()}, "
+        f"executor {args.executor}, composition services {'on' if container.composition else 'off'})")
+    rc = 0
+    try:
+        # Spin in the main thread in short slices, so Python signal handlers run promptly.
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+    except Exception as exc:  # noqa: BLE001
+        container.node.get_logger().error(f"executor failed: {exc}")
+        rc = 1
+    t0 = time.monotonic()
+    container.destroy()
+    if signals_seen:
+        print(f"schnitzel_container {args.container}: stopped all nodes in {time.monotonic() - t0:.2f} s",
+              file=sys.stderr)
+    executor.shutdown()
+    rclpy.try_shutdown()
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

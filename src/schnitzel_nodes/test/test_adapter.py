@@ -1,0 +1,259 @@
+"""NodeAdapter in this process: QoS and parameter mapping, ports_json, lifecycle edge cases,
+threads, acks between a sink and its durable queue, live parameters."""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, List
+
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from rclpy.lifecycle import TransitionCallbackReturn as T  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, ReliabilityPolicy  # noqa: E402
+
+from schnitzel_core.packet import Packet  # noqa: E402
+from schnitzel_core.plugin import Ack, Category, In, NodeLogic, Out, Param, PluginSpec  # noqa: E402
+from schnitzel_nodes.base import SinkLogic, SourceLogic  # noqa: E402
+from schnitzel_nodes.ros import params as P  # noqa: E402
+from schnitzel_nodes.ros.adapter import LoadError, NodeAdapter, parse_ports  # noqa: E402
+from schnitzel_nodes.ros.qos import QosError, to_profile  # noqa: E402
+
+from test_container_support import Scale, unique_graph, wait_for  # noqa: E402
+
+
+# ---------------------------------------------------------------- QoS and params (no DDS)
+def test_qos_presets_and_resolved_mappings_map_to_rclpy_profiles():
+    f = to_profile("frames")
+    assert (f.reliability, f.durability, f.history, f.depth) == (
+        ReliabilityPolicy.BEST_EFFORT, DurabilityPolicy.VOLATILE, HistoryPolicy.KEEP_LAST, 1)
+    s = to_profile("state")
+    assert (s.reliability, s.durability, s.depth) == (ReliabilityPolicy.RELIABLE, DurabilityPolicy.TRANSIENT_LOCAL, 1)
+    m = to_profile({"reliability": "reliable", "durability": "volatile", "history": "keep_all", "depth": 5,
+                    "deadline_ms": 250, "lifespan_ms": None})
+    assert m.history == HistoryPolicy.KEEP_ALL and m.deadline.nanoseconds == 250_000_000
+    assert to_profile(None).depth == 100   # the events preset
+    with pytest.raises(QosError, match="reliability"):
+        to_profile({"reliability": "sometimes"})
+    with pytest.raises(QosError, match="unknown QoS preset"):
+        to_profile("fast")
+
+
+def test_param_schema_checks_say_what_is_wrong():
+    spec = PluginSpec(name="p", category=Category.TRANSFORM, version="1.0.0", params=(
+        Param("n", "int", 1, minimum=0, maximum=10), Param("mode", "str", "a", enum=("a", "b")),
+        Param("names", "list", [], items="str"), Param("need", "float")))
+    assert P.check_params(spec, {"need": 2}) == {"n": 1, "mode": "a", "names": [], "need": 2.0}
+    with pytest.raises(P.ParamError) as e:
+        P.check_params(spec, {"nn": 1, "mode": "c", "names": ["x", 3], "n": True})
+    msg = str(e.value)
+    assert "unknown parameter 'nn'" in msg and "did you mean 'n'" in msg
+    assert "'mode'" in msg and "not one of" in msg
+    assert "'names'[1]" in msg
+    assert "'n' must be of type int" in msg          # a bool is not an int
+    assert "'need' of plugin 'p' is required" in msg
+    d = P.descriptor(spec.param("n"))
+    assert d.integer_range[0].from_value == 0 and d.integer_range[0].to_value == 10
+    lst = spec.param("names")
+    assert P.from_ros(lst, P.to_ros(lst, ["a", "b"])) == ["a", "b"]
+    with pytest.raises(P.ParamError, match="JSON"):
+        P.from_ros(lst, "[oops")
+
+
+def test_ports_json_is_checked_against_the_spec():
+    outs, ins = parse_ports(Scale.spec, None, "/g/sc")
+    assert outs["out"].topic == "/g/sc/out" and outs["out"].dds and not outs["out"].inproc
+    assert [(e.port, e.topic) for e in ins] == [("in", "/g/sc/in")]
+    outs, ins = parse_ports(Scale.spec, {"out": {"out": {"topic": "/g/sc/out", "qos": "frames",
+                                                          "transports": ["inproc"]}},
+                                         "in": {"in": [{"topic": "/g/a/out", "transport": "inproc"},
+                                                       {"topic": "/g/b/out", "transport": "dds"}]}}, "/g/sc")
+    assert outs["out"].inproc and not outs["out"].dds
+    assert [(e.topic, e.transport) for e in ins] == [("/g/a/out", "inproc"), ("/g/b/out", "dds")]
+    with pytest.raises(LoadError, match="has inputs"):
+        parse_ports(Scale.spec, {"in": {"out": [{"topic": "/x"}]}}, "/g/sc")
+    with pytest.raises(LoadError, match="transport"):
+        parse_ports(Scale.spec, {"out": {"out": {"topic": "/x", "transports": ["carrier_pigeon"]}}}, "/g/sc")
+    with pytest.raises(LoadError, match="qos"):
+        parse_ports(Scale.spec, {"out": {"out": {"topic": "/x", "qos": {"depth": 0}}}}, "/g/sc")
+    bad = PluginSpec(name="b", category=Category.SOURCE, version="1.0.0", ports=(Out("transition_event"),))
+    with pytest.raises(LoadError, match="transition_event"):
+        parse_ports(bad, None, "/g/b")
+
+
+# ---------------------------------------------------------------- adapters on a live context
+class Rig:
+    def __init__(self) -> None:
+        from rclpy.executors import SingleThreadedExecutor
+        self.graph = unique_graph("ta")
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.nodes: List[Any] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        while not self._stop.is_set():
+            self.executor.spin_once(timeout_sec=0.02)
+
+    def node(self, cls: type, name: str, params: Any = None, **kw: Any) -> NodeAdapter:
+        a = NodeAdapter(cls, name, f"/{self.graph}", params or {}, graph=self.graph, context=self.context, **kw)
+        self.nodes.append(a)
+        self.executor.add_node(a)
+        return a
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        for a in self.nodes:
+            if a.state_label() in ("active", "inactive", "unconfigured", "error"):
+                a.trigger_shutdown()
+            a.destroy_node()
+        self.executor.shutdown()
+        self.context.try_shutdown()
+
+
+@pytest.fixture
+def rig():
+    r = Rig()
+    yield r
+    r.close()
+
+
+class BadConfigure(NodeLogic):
+    spec = PluginSpec(name="t_badcfg", category=Category.TRANSFORM, version="1.0.0", ports=(In("in"),))
+
+    def configure(self) -> None:
+        raise FileNotFoundError("model.onnx not found")
+
+
+class ThreadSource(SourceLogic):
+    spec = PluginSpec(name="t_thread", category=Category.SOURCE, version="1.0.0", ports=(Out("out"),),
+                      params=(Param("fail_after", "int", 0, minimum=0),))
+    threaded = True
+
+    def run(self, stop: threading.Event) -> None:
+        self.ctx.node_thread = threading.current_thread()
+        while not stop.wait(0.005):
+            if self.params["fail_after"] and self.seq >= self.params["fail_after"]:
+                raise ConnectionError("camera unplugged")
+            self.emit("out", self.next_packet("telemetry"))
+
+
+class Live(NodeLogic):
+    spec = PluginSpec(name="t_live", category=Category.TRANSFORM, version="1.0.0", ports=(In("in"), Out("out")),
+                      params=(Param("fps", "float", 5.0, minimum=0.5, maximum=60.0, live=True),))
+    seen: List[Any] = []
+
+    def on_params(self, changed: Any) -> None:
+        Live.seen.append((dict(changed), threading.current_thread().name))
+        super().on_params(changed)
+
+
+class Queue(NodeLogic):
+    spec = PluginSpec(name="t_queue", category=Category.STATE, version="1.0.0", ports=(Out("out"),),
+                      durable_queue=True)
+    acks: List[Ack] = []
+
+    def on_ack(self, ack: Ack) -> None:
+        Queue.acks.append(ack)
+
+
+class AckSink(SinkLogic):
+    spec = PluginSpec(name="t_acksink", category=Category.SINK, version="1.0.0", ports=(In("in"),))
+
+    def write(self, packet: Packet) -> None:
+        self.ctx.ack(Ack(queue_id=packet.meta["schnitzel.queue"], sink_id=self.ctx.node_id,
+                         idempotency_key=packet.idempotency_key, row_id=int(packet.meta["schnitzel.row_id"])))
+
+
+class WrongPort(SourceLogic):
+    spec = PluginSpec(name="t_wrongport", category=Category.SOURCE, version="1.0.0", ports=(Out("out"),))
+
+    def configure(self) -> None:
+        self.tick_period_s = 0.01
+
+    def tick(self) -> None:
+        self.emit("typo", self.next_packet("telemetry"))
+
+
+def test_configure_failure_keeps_node_unconfigured_with_the_reason(rig):
+    a = rig.node(BadConfigure, "bad")
+    assert a.trigger_configure() == T.FAILURE
+    assert a.state_label() == "unconfigured"
+    st = a.status_msg()
+    assert st.errors == 1 and "model.onnx not found" in st.last_error
+
+
+def test_threaded_source_starts_and_stops_with_lifecycle(rig):
+    a = rig.node(ThreadSource, "th")
+    assert a.trigger_configure() == T.SUCCESS
+    assert a.trigger_activate() == T.SUCCESS
+    assert wait_for(lambda: a.stats.packets_out > 5, 5)
+    t = a.ctx.node_thread
+    assert t.is_alive()
+    assert a.trigger_deactivate() == T.SUCCESS
+    assert not t.is_alive()
+    n = a.stats.packets_out
+    time.sleep(0.05)
+    assert a.stats.packets_out == n
+    assert a.trigger_activate() == T.SUCCESS   # and it starts again
+    assert wait_for(lambda: a.ctx.node_thread is not t and a.ctx.node_thread.is_alive(), 5)
+    assert a.trigger_shutdown() == T.SUCCESS    # from active
+    assert a.state_label() == "finalized" and not a.ctx.node_thread.is_alive()
+
+
+def test_a_dying_source_thread_puts_the_node_in_error(rig):
+    a = rig.node(ThreadSource, "dies", {"fail_after": 3})
+    assert a.trigger_configure() == T.SUCCESS and a.trigger_activate() == T.SUCCESS
+    assert wait_for(lambda: a.state_label() == "error", 5)
+    st = a.status_msg()
+    assert st.state == "error" and "camera unplugged" in st.last_error
+    assert a._state_machine.current_state[1] == "unconfigured"
+    assert a.diagnostic(st).level == b"\x02"     # ERROR
+
+
+def test_emitting_on_an_undeclared_port_is_counted_with_a_clear_message(rig):
+    a = rig.node(WrongPort, "wp", {}, max_consecutive_errors=1000)
+    assert a.trigger_configure() == T.SUCCESS and a.trigger_activate() == T.SUCCESS
+    assert wait_for(lambda: a.stats.errors >= 3, 5)
+    assert "no output port 'typo'" in a.stats.last_error and a.state_label() == "active"
+
+
+def test_live_parameter_reaches_on_params_and_others_are_refused(rig):
+    a = rig.node(Live, "live")
+    Live.seen.clear()
+    assert a.trigger_configure() == T.SUCCESS and a.trigger_activate() == T.SUCCESS
+    res = a.set_parameters([Parameter("fps", value=12)])[0]   # an int for a float param is fine
+    assert res.successful, res.reason
+    assert wait_for(lambda: Live.seen, 3)
+    assert Live.seen[-1][0] == {"fps": 12.0} and a.logic.params["fps"] == 12.0
+    res = a.set_parameters([Parameter("fps", value=100.0)])[0]
+    assert not res.successful and "fps" in res.reason
+    res = a.set_parameters([Parameter(P.RESERVED_PREFIX + "max_consecutive_errors", value=0)])[0]
+    assert not res.successful
+    assert a.logic.params["fps"] == 12.0
+
+
+def test_sink_acks_reach_only_their_durable_queue(rig):
+    Queue.acks.clear()
+    q = rig.node(Queue, "q")
+    other = rig.node(Queue, "q_other")
+    s = rig.node(AckSink, "sink", ports={"in": {"in": [{"topic": f"/{rig.graph}/q/out", "transport": "inproc"}]}})
+    for a in (q, other, s):
+        assert a.trigger_configure() == T.SUCCESS and a.trigger_activate() == T.SUCCESS
+    assert q.ctx.ros_node is q   # escape hatch for ros_topic_source/sink
+    deadline = time.monotonic() + 10
+    while not Queue.acks and time.monotonic() < deadline:   # first acks may precede discovery
+        for i in range(3):
+            s._deliver("in", Packet(stream_id="s", seq=i + 1, kind="event",
+                                    meta={"schnitzel.queue": "q", "schnitzel.row_id": str(i + 1)}))
+        time.sleep(0.2)
+    assert Queue.acks, "no ack reached the queue"
+    assert {a.queue_id for a in Queue.acks} == {"q"} and all(a.outcome == "delivered" for a in Queue.acks)
+    assert all(a.sink_id == "sink" for a in Queue.acks)
+    assert {a.row_id for a in Queue.acks} <= {1, 2, 3}

@@ -11,6 +11,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 scripts/setup.sh
+scripts/install-test-deps.sh
 # shellcheck disable=SC1091
 source scripts/env.sh
 

@@ -262,35 +262,43 @@ def test_apply_invalid_graph_changes_nothing(graph_factory):
 
 
 def test_apply_adds_a_sink_and_removes_another_and_the_rest_keeps_its_rate(graph_factory):
-    extra = """  - id: out_a
+    # an extra delivery branch policy -> queue_a -> out_a becomes policy -> queue_b -> out_b
+    extra = """  - id: queue_a
+    plugin: durable_queue
+    params: {path: "${env:HOT_SWAP_DIR}/a.db", sinks: [out_a]}
+  - id: out_a
     plugin: jsonl_sink
     params: {path: "${env:HOT_SWAP_DIR}/a.jsonl", fsync: never}"""
-    text = _graph("hs_apply", RULES_V1, rate=50.0, sinks="out, out_a", extra_nodes=extra,
-                  extra_edges="  - {from: queue.out, to: out_a.in}")
+    edges = """  - {from: policy.out, to: queue_a.in}
+  - {from: queue_a.out, to: out_a.in}"""
+    text = _graph("hs_apply", RULES_V1, rate=50.0, extra_nodes=extra, extra_edges=edges)
     g = graph_factory(text, "hs_apply")
     g.start()
     out = g.dir / "out.jsonl"
-    assert _wait_for(lambda: len(_lines(out)) >= 50, 30), g.output()
+    assert _wait_for(lambda: len(_lines(out)) >= 50 and len(_lines(g.dir / "a.jsonl")) >= 10, 30), g.output()
     new = g.dir / "hs_apply_v2.yaml"
-    new.write_text(text.replace("out_a", "out_b").replace("a.jsonl", "b.jsonl"))
+    new.write_text(text.replace("_a", "_b").replace("a.db", "b.db").replace("a.jsonl", "b.jsonl"))
     pids = g.container_pids()
     t0 = time.time_ns()
     res = g.cli("apply", "hs_apply", str(new))
     _skip_if_no_manager_service(res, "apply_graph")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "add node out_b" in res.stdout and "remove node out_a" in res.stdout
+    for change in ("add node out_b", "add node queue_b", "remove node out_a", "remove node queue_a"):
+        assert change in res.stdout, res.stdout
     assert _wait_for(lambda: len(_lines(g.dir / "b.jsonl")) >= 20, 15), g.output()
     t1 = time.time_ns()
+    a_after = len(_lines(g.dir / "a.jsonl"))
     time.sleep(1.0)
+    assert len(_lines(g.dir / "a.jsonl")) == a_after, "the removed sink still receives packets"
     assert g.container_pids() == pids
     g.stop()
     records = _lines(out)
     _assert_no_gap_and_same_keys(records)
-    # the untouched sink kept its rate while the graph changed: no 1 s window during the
+    # the untouched branch kept its rate while the graph changed: no 1 s window during the
     # apply with fewer than half the expected packets
     stamps = sorted(r["stamp_ns"] for r in records if t0 - 1e9 <= r["stamp_ns"] <= t1)
     for start in range(t0, t1 - int(1e9), int(2.5e8)):
-        n = sum(1 for s in stamps if start <= s < start + 1e9)
+        n = sum(1 for st in stamps if start <= st < start + 1e9)
         assert n >= 25, f"only {n} packets in the second from {start} (50/s expected)"
 
 

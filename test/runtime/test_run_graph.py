@@ -152,3 +152,44 @@ def test_sigkill_of_a_container_is_restarted_and_packets_flow_again_then_ctrl_c_
     assert report["containers"]["b"]["restarts"] == 1
     assert report["containers"]["b"]["exit_codes"] == [-signal.SIGKILL]
     print(f"restarted in {restarted_in:.2f} s, packets flowing again {flowing_in:.2f} s after the kill")
+
+
+def test_a_node_that_fails_to_configure_stops_the_run_with_its_reason(tmp_path, tagged):
+    d = tmp_path / "failcfg"
+    graph = write_chain(d, "failcfg", "one")
+    graph.write_text(graph.read_text().replace('payload.n % 3 != 0', 'payload.n ==='))
+    res = run_bounded(graph, d / "run", tagged.env, "--duration", "30", "--report", str(d / "report.json"))
+    assert res.returncode == 1, res.stderr
+    assert "pol: configure failed" in res.stderr and "syntax error" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
+    report = json.loads((d / "report.json").read_text())
+    assert report["status"] == "error" and report["stopped_by"] == "error"
+    assert any("syntax error" in p for p in report["problems"])
+    assert report["nodes"]["src"]["packets_out"] == 0  # the source never started
+    assert tagged.processes() == {}
+
+
+def test_restart_never_is_respected_and_sigterm_stops_cleanly(tmp_path, tagged):
+    d = tmp_path / "never"
+    graph = write_chain(d, "nevertest", "four", count=0, rate=20.0, restart="never")
+    run_dir = d / "run"
+    runner = start_run(graph, run_dir, tagged.env, "--report", str(d / "report.json"))
+    try:
+        assert wait_for(lambda: (read_status(run_dir) or {}).get("state") == "active", 90), output(runner)
+        [victim] = _container_pids(tagged, "c")
+        os.kill(victim, signal.SIGKILL)
+        assert wait_for(lambda: "is not restarted (restart policy is 'never')" in output(runner), 10), output(runner)
+        time.sleep(2.0)
+        assert _container_pids(tagged, "c") == []          # policy never: stays down
+        assert len(_container_pids(tagged, "a")) == 1      # the others keep running
+        runner.send_signal(signal.SIGTERM)
+        runner.wait(timeout=60)
+    finally:
+        if runner.poll() is None:
+            os.killpg(runner.pid, signal.SIGKILL)
+    assert wait_for(lambda: tagged.processes() == {}, 5), tagged.processes()
+    assert runner.returncode == 1, output(runner)
+    report = json.loads((d / "report.json").read_text())
+    assert report["stopped_by"] == "signal:SIGTERM"
+    assert report["status"] == "error"
+    assert any("'c'" in p and "never" in p for p in report["problems"]), report["problems"]

@@ -458,7 +458,7 @@ class LifecycleManager:
                     self.tracks[n.id].state = st
                 continue
             if not self._transition(n, Transition.TRANSITION_CONFIGURE, "inactive"):
-                self._fail_node(n.id, "configure failed: " + self._reason(n))
+                self._fail_node(n.id, _prefixed("configure failed", self._reason(n)))
                 with self.lock:
                     self.tracks[n.id].state = self.get_state(n) or "error"
                 return False
@@ -470,7 +470,7 @@ class LifecycleManager:
             if self.tracks[n.id].state == "active":
                 continue
             if not self._transition(n, Transition.TRANSITION_ACTIVATE, "active"):
-                self._fail_node(n.id, "activate failed: " + self._reason(n))
+                self._fail_node(n.id, _prefixed("activate failed", self._reason(n)))
                 with self.lock:
                     self.tracks[n.id].state = self.get_state(n) or "error"
                 return False
@@ -624,6 +624,10 @@ class LifecycleManager:
             pass
         if self._rclpy.ok():
             self._rclpy.shutdown()
+
+
+def _prefixed(prefix: str, reason: str) -> str:
+    return reason if reason.startswith(prefix) else f"{prefix}: {reason}"
 
 
 def _no_signal_handlers() -> Any:

@@ -236,9 +236,14 @@ class _Builder:
         return _ENV_REF.sub(repl, text)
 
     # ---- typed fields ----------------------------------------------------------
-    def want_str(self, node: Node, what: str, example: str, allow_numbers: bool = False) -> Optional[str]:
+    def want_str(self, node: Node, what: str, example: str, allow_numbers: bool = False,
+                 nonempty: bool = False) -> Optional[str]:
         if isinstance(node, ScalarNode) and node.tag == _T_STR:
-            return self.scalar(node) if "${" in node.value else node.value
+            text = self.scalar(node) if "${" in node.value else node.value
+            if nonempty and isinstance(text, str) and not text.strip():
+                self.err("SCH104", f"{what} must not be empty", node, f"write e.g. {example}")
+                return None
+            return text if isinstance(text, str) else str(text)
         if allow_numbers and isinstance(node, ScalarNode) and node.tag in (_T_INT, _T_FLOAT):
             return node.value
         if node.tag not in (_T_NULL, _T_BOOL, _T_INT, _T_FLOAT, _T_TIMESTAMP, _T_MAP, _T_SEQ, _T_STR):
@@ -285,7 +290,7 @@ class _Builder:
             else:
                 g.spec_version = val
         if "name" in by_key:
-            name = self.want_str(by_key["name"][1], "name", "`name: lobby`")
+            name = self.want_str(by_key["name"][1], "name", "`name: lobby`", nonempty=True)
             g.name = name or ""
             raw["name"] = name
         if "description" in by_key:
@@ -329,9 +334,9 @@ class _Builder:
             if "id" not in kv:
                 self.err("SCH102", "missing required key 'id' in a container", item, "add `id: vision`")
             else:
-                c.id = self.want_str(kv["id"], "a container id", "`id: vision`") or ""
+                c.id = self.want_str(kv["id"], "a container id", "`id: vision`", nonempty=True) or ""
             if "host" in kv:
-                c.host = self.want_str(kv["host"], "host", "`host: localhost`") or DEFAULT_HOST
+                c.host = self.want_str(kv["host"], "host", "`host: localhost`", nonempty=True) or DEFAULT_HOST
             if "restart" in kv:
                 r = self.want_str(kv["restart"], "restart", "`restart: on-failure`")
                 if r is not None and r not in RESTART_POLICIES:
@@ -369,19 +374,19 @@ class _Builder:
             n = NodeDecl(id="", plugin="", pos=self.pos(item))
             n.key_pos = {k: self.key_pos(kn, v) for k, kn, v in pairs}
             if "id" in kv:
-                n.id = self.want_str(kv["id"], "a node id", "`id: cam`") or ""
+                n.id = self.want_str(kv["id"], "a node id", "`id: cam`", nonempty=True) or ""
             else:
                 self.err("SCH102", "missing required key 'id' in a node", item, "add `id: <name>`, e.g. `id: cam`")
             label = n.id or None
             self.check_keys(pairs, NODE_KEYS, f"node {n.id!r}" if n.id else "a node", node=label)
             rnode: Dict[str, Any] = {}
             if "plugin" in kv:
-                n.plugin = self.want_str(kv["plugin"], "plugin", "`plugin: video_source`") or ""
+                n.plugin = self.want_str(kv["plugin"], "plugin", "`plugin: video_source`", nonempty=True) or ""
             else:
                 self.err("SCH102", f"missing required key 'plugin' in node {n.id!r}", item,
                          "add `plugin: <name>`; `schnitzel plugins` lists installed plugins", node=label)
             if "container" in kv:
-                n.container = self.want_str(kv["container"], "container", "`container: vision`") or ""
+                n.container = self.want_str(kv["container"], "container", "`container: vision`", nonempty=True) or ""
             elif len(declared) == 1:
                 n.container = declared[0].id   # one declared container: nodes go there by default
             if "params" in kv:
@@ -441,7 +446,7 @@ class _Builder:
                              f"add `{end}: node.port`, e.g. `{end}: {'cam.frames' if end == 'from' else 'det.image'}`")
                     ok = False
                     continue
-                s = self.want_str(kv[end], f"edge {end!r}", f"`{end}: cam.frames`")
+                s = self.want_str(kv[end], f"edge {end!r}", f"`{end}: cam.frames`", nonempty=True)
                 m = _ENDPOINT.match(s) if s is not None else None
                 if s is not None and m is None:
                     self.err("SCH110", f"edge {end!r} is {s!r}; an endpoint is written node.port", kv[end],

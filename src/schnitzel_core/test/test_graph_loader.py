@@ -121,6 +121,8 @@ def test_default_container_and_single_declared_container():
     ("schnitzel: 1\nname: !custom x\nnodes: []\n", [("SCH004", 2)]),
     ("schnitzel: 1\nname: x\nnodes:\n  - &a {id: a, plugin: p}\n  - {<<: *a, id: b}\n", [("SCH004", 5), ("SCH102", 5)]),
     ("schnitzel: 1\nname: x\nnodes:\n  - id: a\n    plugin: p\n    params: [1]\n", [("SCH104", 6)]),
+    ("schnitzel: 1\nname: ''\nnodes:\n  - {id: '', plugin: p}\n", [("SCH104", 2), ("SCH104", 4)]),
+    ("schnitzel: 1\nname: x\nnodes:\n  - {id: a, plugin: p, container: ' '}\n", [("SCH104", 4)]),
 ])
 def test_shape_errors_are_coded_at_their_line(text, expected):
     assert codes(text) == expected

@@ -257,3 +257,60 @@ def test_sink_acks_reach_only_their_durable_queue(rig):
     assert {a.queue_id for a in Queue.acks} == {"q"} and all(a.outcome == "delivered" for a in Queue.acks)
     assert all(a.sink_id == "sink" for a in Queue.acks)
     assert {a.row_id for a in Queue.acks} <= {1, 2, 3}
+
+
+class FrameSource(SourceLogic):
+    """Emits a 4x2 rgb8 frame on an Image-typed port."""
+
+    spec = PluginSpec(name="t_frames", category=Category.SOURCE, version="1.0.0",
+                      ports=(Out("image", ["video.frame"], qos="sensor", msg_type="sensor_msgs/msg/Image"),))
+
+    def configure(self) -> None:
+        self.tick_period_s = 0.02
+
+    def tick(self) -> None:
+        import numpy as np
+        from schnitzel_core.codecs.image import image_packet
+        self.seq += 1
+        arr = np.arange(4 * 2 * 3, dtype=np.uint8).reshape(2, 4, 3)
+        self.emit("image", image_packet(arr, "rgb8", "cam0", self.seq, frame_id="cam0_optical"))
+
+
+class FrameSink(SinkLogic):
+    spec = PluginSpec(name="t_framesink", category=Category.SINK, version="1.0.0",
+                      ports=(In("image", ["video.frame"], qos="sensor", msg_type="sensor_msgs/msg/Image"),))
+    got: List[Packet] = []
+
+    def write(self, packet: Packet) -> None:
+        FrameSink.got.append(packet)
+
+
+def test_image_ports_publish_and_read_sensor_msgs_image(rig):
+    from schnitzel_core.codecs.image import packet_image
+    from sensor_msgs.msg import Image
+
+    FrameSink.got.clear()
+    topic = f"/{rig.graph}/cam/image"
+    src = rig.node(FrameSource, "cam", ports={"out": {"image": {"topic": topic, "qos": "sensor", "transports": ["dds"]}}})
+    sink = rig.node(FrameSink, "view", ports={"in": {"image": [{"topic": topic, "qos": "sensor", "transport": "dds"}]}})
+    seen: List[Any] = []
+    sink.create_subscription(Image, topic, seen.append, 10)
+    for a in (sink, src):
+        assert a.trigger_configure() == T.SUCCESS and a.trigger_activate() == T.SUCCESS
+    assert wait_for(lambda: seen and FrameSink.got, 10)
+    msg = seen[0]
+    assert (msg.width, msg.height, msg.encoding, msg.step) == (4, 2, "rgb8", 12)
+    assert msg.header.frame_id == "cam0_optical" and bytes(msg.data) == bytes(range(24))
+    p = FrameSink.got[0]
+    assert p.kind == "video.frame" and p.stream_id == "cam0_optical"
+    assert packet_image(p).tolist() == [[[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]],
+                                        [[12, 13, 14], [15, 16, 17], [18, 19, 20], [21, 22, 23]]]
+
+
+def test_a_port_type_the_runtime_cannot_convert_is_refused_at_load():
+    odd = PluginSpec(name="t_odd", category=Category.SOURCE, version="1.0.0",
+                     ports=(Out("twist", msg_type="geometry_msgs/msg/Twist"),))
+    with pytest.raises(LoadError, match="ros_topic_sink"):
+        parse_ports(odd, {"out": {"twist": {"topic": "/g/o/twist", "transports": ["dds"]}}}, "/g/o")
+    outs, _ = parse_ports(odd, {"out": {"twist": {"topic": "/g/o/twist", "transports": ["inproc"]}}}, "/g/o")
+    assert outs["twist"].inproc   # inproc hands over the Packet, whatever the declared type

@@ -75,6 +75,18 @@ def test_zones_enter_exit_events_per_track_and_empty_detections():
     assert e.kind == "event" and e.meta["zone"] == "dock" and e.json()["bbox"] == [120, 120, 160, 160]
 
 
+def test_zones_track_missing_for_a_frame_does_not_reenter_but_is_forgotten_later():
+    h = LogicHarness(ZonesLogic, {"zones": ZONES, "emit": ["enter"], "forget_s": 1.0})
+    inside = box(120, 120, 160, 160, tid=3)
+    h.send("in", dets(0, [inside]))
+    h.send("in", dets(1, []))            # detector missed it for a frame (100 ms)
+    h.send("in", dets(2, [inside]))
+    assert len(h.out("events")) == 1
+    h.send("in", dets(30, []))           # 2.8 s later: forgotten
+    h.send("in", dets(31, [inside]))
+    assert [p.seq for p in h.out("events")] == [0, 31]
+
+
 def test_zones_labels_normalized_and_inside_events():
     zones = [{"id": "n", "polygon": [[0, 0], [0.5, 0], [0.5, 0.5], [0, 0.5]], "normalized": True, "labels": ["car"]}]
     h = LogicHarness(ZonesLogic, {"zones": zones, "emit": ["inside"], "drop_outside": True})

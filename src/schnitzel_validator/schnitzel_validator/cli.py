@@ -1,7 +1,8 @@
 """`schnitzel validate` and `schnitzel plugins` (registered into the `schnitzel` CLI).
 
-Exit codes of `validate`: 0 every file valid (warnings allowed), 1 some file
-invalid, 2 some file unreadable or not YAML (or the validator itself failed).
+Exit codes of `validate`: 0 every file valid (warnings allowed unless
+--strict), 1 some file invalid, 2 some file unreadable or not YAML (or the
+validator itself failed).
 No input ever produces a traceback: an unexpected failure is reported as
 SCH000 with the file name.
 """
@@ -18,7 +19,7 @@ import typer
 from schnitzel_core.graph_loader import Issue
 from schnitzel_core.registry import PluginEntry, Registry, load_registry
 
-from . import Report, validate_path
+from . import Report, validate_path, validate_text
 
 
 class OutputFormat(str, enum.Enum):
@@ -39,6 +40,9 @@ def _validate_one(path: str, registry_box: Dict[str, Registry]) -> Report:
     try:
         if "reg" not in registry_box:
             registry_box["reg"] = load_registry()
+        if path == "-":   # the graph on standard input
+            data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+            return validate_text(data, file="<stdin>", registry=registry_box["reg"])
         return validate_path(path, registry_box["reg"])
     except Exception as exc:  # noqa: BLE001 - a bug in a check must not become a traceback
         issue = Issue("SCH000", f"internal error while validating: {type(exc).__name__}: {exc}", path, 0, 0,
@@ -46,8 +50,10 @@ def _validate_one(path: str, registry_box: Dict[str, Registry]) -> Report:
         return Report(None, [issue], path, unreadable=True)
 
 
-def validate_cmd(files: List[str] = typer.Argument(..., metavar="FILE...", help="Graph files to check."),
-                 format: OutputFormat = FORMAT_OPTION) -> None:
+def validate_cmd(files: List[str] = typer.Argument(..., metavar="FILE...",
+                                                  help="Graph files to check ('-' reads standard input)."),
+                 format: OutputFormat = FORMAT_OPTION,
+                 strict: bool = typer.Option(False, "--strict", help="Treat warnings as errors (exit 1).")) -> None:
     """Check graph files: every error with FILE:LINE:COL, its code and a hint."""
     box: Dict[str, Registry] = {}
     reports = [_validate_one(f, box) for f in files]
@@ -66,7 +72,7 @@ def validate_cmd(files: List[str] = typer.Argument(..., metavar="FILE...", help=
         _echo("\n".join(r.format_text() for r in reports))
     if any(r.unreadable for r in reports):
         raise typer.Exit(2)
-    if not all(r.valid for r in reports):
+    if not all(r.valid for r in reports) or (strict and any(r.warnings for r in reports)):
         raise typer.Exit(1)
 
 

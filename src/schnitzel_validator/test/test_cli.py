@@ -146,3 +146,21 @@ def test_real_cli_subprocess_no_traceback(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr and "SCH002" in proc.stdout
+
+
+def test_stdin_and_strict(invoke, monkeypatch):
+    from typer.testing import CliRunner
+    warn = (HERE / "fixtures" / "invalid" / "039_warnings_only.yaml").read_text()
+    app = typer.Typer(add_completion=False)
+    cli.register(app)
+
+    @app.callback()
+    def _root():
+        pass
+    runner = CliRunner()
+    r = runner.invoke(app, ["validate", "-"], input=warn)
+    assert r.exit_code == 0 and "<stdin>:7:10: SCH610 warning:" in r.output
+    r = runner.invoke(app, ["validate", "--strict", "-"], input=warn)
+    assert r.exit_code == 1
+    r = runner.invoke(app, ["validate", "-"], input="schnitzel: [\n")
+    assert r.exit_code == 2 and "<stdin>" in r.output

@@ -106,6 +106,8 @@ class ZonesLogic(Policy):
             Param("rule", "str", "bottom_center", "which point of a box decides membership", enum=("bottom_center", "bbox_center"), live=True),
             Param("emit", "list", ["enter"], "events to emit: enter, exit (tracked boxes), inside (every box in a zone)", items="str", live=True),
             Param("drop_outside", "bool", False, "drop boxes in no zone from the out port", live=True),
+            Param("forget_s", "float", 10.0, "a track unseen for this long (stamp time) is forgotten; seen again "
+                  "later, it enters afresh", minimum=0.0, live=True),
         ),
     )
 
@@ -121,7 +123,7 @@ class ZonesLogic(Policy):
         self.zones_source = "none"
         self._lock = threading.Lock()
         self._mtime: Optional[Tuple[float, int]] = None
-        self.membership: Dict[str, List[str]] = {}
+        self.membership: Dict[str, Dict[str, Any]] = {}  # "stream\x1ftrack" -> {zones, seen}
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         if p["zones"]:
@@ -255,7 +257,6 @@ class ZonesLogic(Policy):
         by_id = {z["id"]: z for z in zones}
         events: List[Tuple[str, Packet]] = []
         kept = []
-        seen_tracks = set()
         for i, b in enumerate(doc["boxes"]):
             zs = self.zones_of(b, zones, doc.get("width"), doc.get("height"))
             b["zones"] = zs
@@ -264,9 +265,8 @@ class ZonesLogic(Policy):
             tid = b.get("track_id")
             if tid is not None:
                 key = f"{packet.stream_id}\x1f{tid}"
-                seen_tracks.add(key)
-                before = self.membership.get(key, [])
-                self.membership[key] = zs
+                before = self.membership.get(key, {}).get("zones", [])
+                self.membership[key] = {"zones": zs, "seen": packet.stamp_ns}
                 if "enter" in emit:
                     for z in zs:
                         if z not in before:
@@ -278,9 +278,11 @@ class ZonesLogic(Policy):
             if "inside" in emit:
                 for z in zs:
                     events.append(self._event(packet, "zone_inside", z, b, by_id, index=i))
-        # tracks that vanished from this stream: forget them (no exit event without a box)
+        # a track missing from a few frames keeps its zones (no spurious re-enter); one unseen
+        # for forget_s of stamp time is forgotten (no exit event without a box)
         prefix = f"{packet.stream_id}\x1f"
-        for key in [k for k in self.membership if k.startswith(prefix) and k not in seen_tracks]:
+        horizon = packet.stamp_ns - int(float(self.params["forget_s"]) * NS)
+        for key in [k for k, m in self.membership.items() if k.startswith(prefix) and m["seen"] < horizon]:
             del self.membership[key]
         doc["boxes"] = kept
         return [("out", with_json(packet, doc))] + events

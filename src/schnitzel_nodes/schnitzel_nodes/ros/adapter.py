@@ -42,11 +42,12 @@ from rclpy.parameter import Parameter
 from schnitzel_core.codecs import ros as codec
 from schnitzel_core.packet import Packet, now_ns
 from schnitzel_core.plugin import Ack, Category, Direction, NodeContext, NodeLogic, PluginSpec
-from schnitzel_msgs.msg import DeliveryAck, KeyValue, NodeStatus, StreamPacket
+from schnitzel_msgs.msg import DeliveryAck, KeyValue, NodeStatus
 
 from . import params as P
 from .inproc import InprocBus
 from .qos import QosError, to_profile
+from .wire import Wire, wire_for
 
 SUCCESS = TransitionCallbackReturn.SUCCESS
 FAILURE = TransitionCallbackReturn.FAILURE
@@ -70,21 +71,23 @@ class LoadError(ValueError):
 # ---------------------------------------------------------------------------
 # ports
 class OutPort:
-    __slots__ = ("name", "topic", "qos", "inproc", "dds", "pub")
+    __slots__ = ("name", "topic", "qos", "inproc", "dds", "pub", "wire")
 
     def __init__(self, name: str, topic: str, qos: Any, transports: List[str]) -> None:
         self.name, self.topic, self.qos = name, topic, qos
         self.inproc = "inproc" in transports
         self.dds = "dds" in transports or "shm" in transports
         self.pub: Any = None
+        self.wire: Optional[Wire] = None   # set for DDS outputs
 
 
 class InEdge:
-    __slots__ = ("port", "topic", "qos", "transport", "handle")
+    __slots__ = ("port", "topic", "qos", "transport", "handle", "wire")
 
     def __init__(self, port: str, topic: str, qos: Any, transport: str) -> None:
         self.port, self.topic, self.qos, self.transport = port, topic, qos, transport
         self.handle: Any = None  # subscription or bus token
+        self.wire: Optional[Wire] = None   # set for DDS inputs
 
 
 def parse_ports(spec: PluginSpec, ports: Optional[Mapping[str, Any]], base: str
@@ -106,7 +109,7 @@ def parse_ports(spec: PluginSpec, ports: Optional[Mapping[str, Any]], base: str
         for port in spec.inputs:
             if port.name not in outs:
                 ins.append(InEdge(port.name, f"{base}/{port.name}", port.qos, "dds"))
-        return outs, ins
+        return outs, _check_ports(spec, outs, ins)
     if not isinstance(ports, Mapping):
         raise LoadError("ports_json must be a JSON object with keys 'in' and 'out'")
     unknown = set(ports) - {"in", "out"}
@@ -143,6 +146,23 @@ def parse_ports(spec: PluginSpec, ports: Optional[Mapping[str, Any]], base: str
     # Outputs with no edge still exist (emit is accepted and goes nowhere).
     for port in spec.outputs:
         outs.setdefault(port.name, OutPort(port.name, f"{base}/{port.name}", port.qos, []))
+    return outs, _check_ports(spec, outs, ins)
+
+
+def _check_ports(spec: PluginSpec, outs: Dict[str, OutPort], ins: List[InEdge]) -> List[InEdge]:
+    """QoS resolvable and a converter for every port that travels over DDS (raises LoadError)."""
+    for o in outs.values():
+        if o.dds:
+            try:
+                o.wire = wire_for(spec.port(o.name).msg_type, o.topic)
+            except ValueError as exc:
+                raise LoadError(f"output {o.name!r}: {exc}") from None
+    for e in ins:
+        if e.transport != "inproc":
+            try:
+                e.wire = wire_for(spec.port(e.port).msg_type, e.topic)
+            except ValueError as exc:
+                raise LoadError(f"input {e.port!r}: {exc}") from None
     for o in outs.values():
         try:
             to_profile(o.qos)
@@ -153,7 +173,7 @@ def parse_ports(spec: PluginSpec, ports: Optional[Mapping[str, Any]], base: str
             to_profile(e.qos)
         except QosError as exc:
             raise LoadError(f"ports_json in.{e.port}: {exc}") from None
-    return outs, ins
+    return ins
 
 
 # ---------------------------------------------------------------------------
@@ -497,14 +517,15 @@ class NodeAdapter(LifecycleNode):
     def _create_io(self) -> None:
         for out in self._outs.values():
             if out.dds:
-                out.pub = self.create_lifecycle_publisher(StreamPacket, out.topic, to_profile(out.qos))
+                out.pub = self.create_lifecycle_publisher(out.wire.msg_cls, out.topic, to_profile(out.qos))
         for edge in self._ins:
             port = edge.port
             if edge.transport == "inproc":
                 edge.handle = self.bus.subscribe(edge.topic, lambda pkt, port=port: self._deliver(port, pkt))
             else:
                 edge.handle = self.create_subscription(
-                    StreamPacket, edge.topic, lambda msg, port=port: self._on_msg(port, msg),
+                    edge.wire.msg_cls, edge.topic,
+                    lambda msg, port=port, conv=edge.wire.from_msg: self._on_msg(port, msg, conv),
                     to_profile(edge.qos))
         if self.spec.durable_queue:
             self._ack_sub = self.create_subscription(DeliveryAck, self.ack_topic, self._on_ack_msg,
@@ -556,7 +577,7 @@ class NodeAdapter(LifecycleNode):
             self.bus.publish(out.topic, packet)
         if out.pub is not None:
             try:
-                out.pub.publish(codec.to_msg(packet))
+                out.pub.publish(out.wire.to_msg(packet))
             except codec.CodecError:
                 raise  # the logic's packet is malformed: counted as its error
             except Exception:  # noqa: BLE001 - RCLError "cannot publish data" under load, or torn down
@@ -565,11 +586,11 @@ class NodeAdapter(LifecycleNode):
                 if self.ctx is not None:
                     self.ctx.count("publish_errors")
 
-    def _on_msg(self, port: str, msg: StreamPacket) -> None:
+    def _on_msg(self, port: str, msg: Any, convert: Callable[[Any], Packet]) -> None:
         try:
-            packet = codec.from_msg(msg)
+            packet = convert(msg)
         except Exception as exc:  # noqa: BLE001
-            self._failed(f"input {port!r}: cannot decode StreamPacket: {exc}", exc)
+            self._failed(f"input {port!r}: cannot decode {type(msg).__name__}: {exc}", exc)
             return
         self._deliver(port, packet)
 

@@ -37,7 +37,7 @@ from typing import Any, Dict, List
 
 HERE = Path(__file__).resolve().parent
 SIZES = {"200 B": 200, "1 MB": 1_000_000}
-RATES = {"200 B": 500.0, "1 MB": 30.0}
+RATES = {"200 B": 200.0, "1 MB": 30.0}
 DEPTH = {"200 B": 100, "1 MB": 5}
 
 

@@ -54,7 +54,8 @@ def register(app: typer.Typer) -> None:
                         live=not quiet)
         result = runner.run()
         rep = build_report(plan, result["status"], started_at=result["started_at"], ended_at=result["ended_at"],
-                           stopped_by=result["stopped_by"], containers=result["containers"])
+                           stopped_by=result["stopped_by"], containers=result["containers"],
+                           timeline=result.get("timeline"))
         if report is not None:
             try:
                 write_report(rep, str(report))

@@ -88,7 +88,8 @@ def compile_graph(graph: Graph, registry: Any, graph_file: Optional[str] = None)
             raise CompileError(f"node {n.id!r}: plugin {n.plugin!r} is not installed "
                                "(run `schnitzel validate` for details)")
         specs[n.id] = entry.spec
-        packages[n.id] = getattr(entry, "dist", "") or CONTAINER_PACKAGE
+        # A ROS package name (ComposableNode.package): distributions spell "-" where ROS has "_".
+        packages[n.id] = (getattr(entry, "dist", "") or CONTAINER_PACKAGE).replace("-", "_")
 
     # Containers: declared ones, in file order, plus any a node names (implicit "main").
     declared = list(graph.containers)

@@ -10,8 +10,9 @@ very same function, so both paths start the same containers and manager.
 Each container becomes a ``launch_ros.actions.ComposableNodeContainer`` running
 ``schnitzel_container`` with its nodes as ``ComposableNode`` descriptions
 (loaded through the container's ``composition_interfaces`` load_node service;
-``extra_arguments`` carry the same ``parameters_json`` / ``ports_json`` /
-``graph`` / ``container`` values as schnitzel's own LoadNode ``options``).
+``parameters`` carry the node's params, lists and mappings as JSON text the way
+schnitzel containers declare them; ``extra_arguments`` carry the same ``ports_json``
+/ ``graph`` / ``container`` values as schnitzel's own LoadNode ``options``).
 The lifecycle manager is a ``launch_ros.actions.Node`` that configures and
 activates the loaded nodes in dependency order (sinks first). Restart policy
 maps to the container action's ``respawn`` / ``respawn_delay`` /
@@ -43,16 +44,13 @@ def actions_from_plan(plan: Dict[str, Any], plan_file: str, loaded_by_launch: bo
     from launch_ros.parameter_descriptions import ParameterValue
 
     def ros_param(value):
-        # Only plain values travel as ROS parameters; strings are pinned to str so
-        # launch_ros does not re-read them as YAML ("1" must stay "1").
+        # As schnitzel containers declare parameters: scalars as such, lists and mappings as
+        # JSON text. Text is pinned to str so launch_ros does not re-read it as YAML ("1" stays "1").
         if isinstance(value, bool) or isinstance(value, (int, float)):
             return value
         if isinstance(value, str):
             return ParameterValue(value, value_type=str)
-        if isinstance(value, list) and value and all(type(v) is type(value[0]) for v in value) \
-                and isinstance(value[0], (bool, int, float)):
-            return value
-        return None  # other values only travel in parameters_json
+        return ParameterValue(json.dumps(value, separators=(",", ":"), sort_keys=True), value_type=str)
 
     nodes = {n["id"]: n for n in plan["nodes"]}
     actions = []
@@ -60,17 +58,17 @@ def actions_from_plan(plan: Dict[str, Any], plan_file: str, loaded_by_launch: bo
         described = []
         for node_id in c["nodes"]:
             n = nodes[node_id]
-            simple = {k: ros_param(v) for k, v in sorted(n["params"].items())}
-            simple = {k: v for k, v in simple.items() if v is not None}
+            params = {k: ros_param(v) for k, v in sorted(n["params"].items()) if v is not None}
             described.append(ComposableNode(
                 package=n["package"],
                 plugin=n["plugin"],
                 name=n["id"],
                 namespace=n["namespace"],
-                parameters=[simple] if simple else [],
+                parameters=[params] if params else [],
                 remappings=[(a, b) for a, b in n["remappings"]],
                 extra_arguments=[{
-                    # The container reads these; parameters_json is authoritative.
+                    # The container's LoadNode options (ports_json, graph, container);
+                    # parameters_json repeats the parameters as one JSON object for tools.
                     "parameters_json": ParameterValue(json.dumps(n["params"], sort_keys=True), value_type=str),
                     "ports_json": ParameterValue(json.dumps(n["ports"], sort_keys=True), value_type=str),
                     "graph": ParameterValue(plan["graph"], value_type=str),

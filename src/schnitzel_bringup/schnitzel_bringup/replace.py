@@ -441,18 +441,40 @@ class RosTransport(ReplaceTransport):
     MultiThreadedExecutor or a background spin) while the protocol runs.
     """
 
+    #: How long a failed transition waits for the node's NodeStatus to say why.
+    REASON_WAIT_S = 1.5
+
     def __init__(self, node: Any, graph: str,
-                 container_service: Optional[Callable[[str, str], str]] = None) -> None:
+                 container_service: Optional[Callable[[str, str], str]] = None,
+                 watch_status: bool = True) -> None:
         self.node = node
         self.graph = graph
         self._svc = container_service or (lambda cid, what: f"/{graph}/_containers/{cid}/{what}")
         self._clients: Dict[Tuple[str, str], Any] = {}
+        # node id -> (last_error, monotonic time received): the reason behind a refused transition
+        self._errors: Dict[str, Tuple[str, float]] = {}
+        self._status_sub = None
+        if watch_status:
+            from schnitzel_msgs.msg import NodeStatus
+
+            self._status_sub = node.create_subscription(NodeStatus, f"/{graph}/_status/nodes", self._on_status, 50,
+                                                        callback_group=self._status_group())
+
+    def _status_group(self) -> Any:
+        from rclpy.callback_groups import ReentrantCallbackGroup
+
+        return ReentrantCallbackGroup()
+
+    def _on_status(self, msg: Any) -> None:
+        self._errors[msg.node_id] = (msg.last_error, time.monotonic())
 
     def _client(self, srv_type: Any, name: str) -> Any:
         key = (srv_type.__name__, name)
         c = self._clients.get(key)
         if c is None:
-            c = self._clients[key] = self.node.create_client(srv_type, name)
+            group = getattr(self, "_callback_group", None)
+            c = self._clients[key] = (self.node.create_client(srv_type, name, callback_group=group) if group
+                                      else self.node.create_client(srv_type, name))
         return c
 
     def _call(self, srv_type: Any, name: str, request: Any, timeout_s: float) -> Any:
@@ -507,10 +529,20 @@ class RosTransport(ReplaceTransport):
             raise StepFailed(f"{transition} refused by the node{self._last_error(full_node_name)}")
 
     def _last_error(self, full_node_name: str) -> str:
-        """The node's own reason, from its NodeStatus if the caller wired one (best effort)."""
-        getter = getattr(self, "last_error_of", None)
-        reason = getter(full_node_name) if callable(getter) else ""
-        return f": {reason}" if reason else ""
+        """The node's own reason, from the next NodeStatus it publishes (best effort; the
+        container publishes one per node and second)."""
+        if self._status_sub is None:
+            return ""
+        node_id = full_node_name.rsplit("/", 1)[-1]
+        since = time.monotonic()
+        deadline = since + self.REASON_WAIT_S
+        while time.monotonic() < deadline:
+            err, at = self._errors.get(node_id, ("", 0.0))
+            if at >= since and err:
+                return f": {err}"
+            time.sleep(0.05)
+        err, _ = self._errors.get(node_id, ("", 0.0))
+        return f": {err}" if err else ""
 
     def set_parameters(self, full_node_name, params, timeout_s):
         from rcl_interfaces.srv import SetParametersAtomically
@@ -635,3 +667,223 @@ def apply_actions(proto: ReplaceProtocol, actions: Sequence[Any], running: Mappi
         done.append(str(a))
     return ApplyResult(True, f"applied {len(done)} action(s)" if done else "no changes", steps, serving,
                        removed, done)
+
+
+# ---------------------------------------------------------------- the manager's services
+class HotSwap:
+    """ReplaceNode / ApplyGraph logic for one running graph (no ROS here; see HotSwapServer).
+
+    Holds the running graph (``Graph``), its compiled ``Plan`` and what runs for each node
+    (``refs``: node id -> NodeRef). ``on_change(event)`` tells the owner (the lifecycle
+    manager) what changed after each request: ``{"plan": new Plan, "serving": {id: NodeRef},
+    "removed": [ids], "added": [ids]}``.
+    """
+
+    def __init__(self, plan: Any, graph: Any, registry: Any, transport: ReplaceTransport, *,
+                 on_change: Optional[Callable[[Dict[str, Any]], None]] = None,
+                 containers: Optional[Mapping[str, Callable[[str], None]]] = None,
+                 log: Optional[Callable[[str], None]] = None, **protocol_options: Any) -> None:
+        self.plan = plan
+        self.graph = graph
+        self.registry = registry
+        self.transport = transport
+        self.on_change = on_change
+        self.containers = containers or {}
+        self.log = log
+        self.protocol_options = protocol_options
+        self._busy = threading.Lock()
+        self.refs: Dict[str, NodeRef] = {}
+        for n in plan.nodes:
+            entry = registry.get(n.plugin) if registry is not None else None
+            spec = getattr(entry, "spec", None)
+            self.refs[n.id] = NodeRef(n.id, n.container, n.id, n.namespace, 0, n.plugin, dict(n.params),
+                                      dict(n.load_options(plan.graph)), bool(getattr(spec, "stateful", False)))
+
+    @property
+    def busy(self) -> bool:
+        """True while a request is being carried out (a manager should not recover nodes then)."""
+        return self._busy.locked()
+
+    def _proto(self, timeout_s: float = 0.0) -> ReplaceProtocol:
+        opts = dict(self.protocol_options)
+        if timeout_s and timeout_s > 0:
+            opts["timeout_s"] = timeout_s
+        return ReplaceProtocol(self.transport, log=self.log, **opts)
+
+    def _spec(self, plugin: str) -> Any:
+        entry = self.registry.get(plugin) if self.registry is not None else None
+        return getattr(entry, "spec", None)
+
+    def _compile(self, graph: Any) -> Any:
+        from .compiler import compile_graph
+
+        return compile_graph(graph, self.registry, graph_file=getattr(self.plan, "graph_file", "") or None)
+
+    def _changed(self, plan: Any, graph: Any, serving: Mapping[str, NodeRef], removed: Sequence[str],
+                 added: Sequence[str]) -> None:
+        self.refs.update(serving)
+        for nid in removed:
+            self.refs.pop(nid, None)
+        if plan is not None:
+            self.plan, self.graph = plan, graph
+        if self.on_change:
+            self.on_change({"plan": self.plan, "serving": dict(serving), "removed": list(removed),
+                            "added": list(added)})
+
+    # -- ReplaceNode ------------------------------------------------------------------
+    def replace_node(self, node_id: str, plugin: str = "", parameters_json: str = "",
+                     timeout_s: float = 0.0) -> ReplaceResult:
+        if not self._busy.acquire(blocking=False):
+            return ReplaceResult(False, "another replacement or apply is in progress; try again when it has "
+                                        "finished", [], "replace", None)
+        try:
+            return self._replace_node(node_id, plugin, parameters_json, timeout_s)
+        finally:
+            self._busy.release()
+
+    def _replace_node(self, node_id: str, plugin: str, parameters_json: str, timeout_s: float) -> ReplaceResult:
+        old = self.refs.get(node_id)
+        decl = self.graph.node(node_id) if self.graph is not None else None
+        if old is None or decl is None:
+            return ReplaceResult(False, f"graph {self.plan.graph!r} has no node {node_id!r} (nodes: "
+                                        f"{', '.join(sorted(self.refs))})", [], "replace", None)
+        given: Optional[Dict[str, Any]] = None
+        if parameters_json.strip():
+            try:
+                given = json.loads(parameters_json)
+            except json.JSONDecodeError as exc:
+                return ReplaceResult(False, f"parameters_json is not valid JSON: {exc}", [], "replace", old)
+            if not isinstance(given, dict):
+                return ReplaceResult(False, "parameters_json must be a JSON object", [], "replace", old)
+        new_plugin = plugin or decl.plugin
+        params = merge_params(decl.params, given, plugin_changed=new_plugin != decl.plugin)
+        new_graph, errors = validate_replacement(self.graph, node_id, new_plugin, params, self.registry)
+        if errors:
+            return ReplaceResult(False, "the change would make the graph invalid; nothing was changed: "
+                                        + "; ".join(errors), [], "replace", old)
+        try:
+            new_plan = self._compile(new_graph)
+        except Exception as exc:  # noqa: BLE001 - reported, nothing changed
+            return ReplaceResult(False, f"cannot compile the changed graph: {exc}", [], "replace", old)
+        load = load_from_plan_node(new_plan.node(node_id), self.plan.graph, self._spec(new_plugin))
+        res = self._proto(timeout_s).update(old, load)
+        if res.success and res.serving is not None:
+            self._changed(new_plan, new_graph, {node_id: res.serving}, [], [])
+        elif res.serving is not None and res.serving is not old:
+            # the new node serves but the old one was not unloaded: track the new one
+            self._changed(new_plan, new_graph, {node_id: res.serving}, [], [])
+        return res
+
+    # -- ApplyGraph --------------------------------------------------------------------
+    def apply_graph(self, graph_yaml: str, graph_path: str = "", dry_run: bool = False
+                    ) -> Tuple[bool, str, List[str], List[str]]:
+        """(success, message, changes, step lines)."""
+        if not self._busy.acquire(blocking=False):
+            return False, "another replacement or apply is in progress; try again when it has finished", [], []
+        try:
+            return self._apply_graph(graph_yaml, graph_path or "<new graph>", dry_run)
+        finally:
+            self._busy.release()
+
+    def _apply_graph(self, text: str, path: str, dry_run: bool) -> Tuple[bool, str, List[str], List[str]]:
+        from schnitzel_core.graph_diff import (GraphDiffError, describe_plan, diff_graphs,
+                                               nodes_with_changed_ports, plan_application)
+        from schnitzel_validator import validate_text
+
+        report = validate_text(text, file=path, registry=self.registry)
+        if not report.valid or report.graph is None:
+            return False, f"{path} is not valid; nothing was changed:\n{report.format_text()}", [], []
+        new_graph = report.graph
+        try:
+            diff = diff_graphs(self.graph, new_graph, self.registry)
+            new_plan = self._compile(new_graph)
+            actions = plan_application(diff, self.registry, nodes_with_changed_ports(self.plan, new_plan))
+        except GraphDiffError as exc:
+            return False, f"{exc}; nothing was changed", [], []
+        except Exception as exc:  # noqa: BLE001
+            return False, f"cannot compile {path}: {exc}; nothing was changed", [], []
+        changes = diff.lines()
+        if dry_run or not actions:
+            what = "\n".join(describe_plan(actions)) if actions else "no changes to apply"
+            return True, ("dry run, nothing was changed:\n" if dry_run else "") + what, changes, []
+        loads = {n.id: load_from_plan_node(n, self.plan.graph, self._spec(n.plugin)) for n in new_plan.nodes}
+        res = apply_actions(self._proto(), actions, self.refs, loads, new_plan.namespace, self.containers)
+        added = [a.target for a in actions if a.action == "load" and a.target in res.serving]
+        if res.success:
+            self._changed(new_plan, new_graph, res.serving, res.removed, added)
+        else:
+            self._changed(None, None, res.serving, res.removed, added)
+        return res.success, res.message, changes, res.step_lines()
+
+
+class HotSwapServer:
+    """Serves ``/<graph>/_manager/replace_node`` and ``/<graph>/_manager/apply_graph``.
+
+    It has its own rclpy node (``/<graph>/_manager``) and executor thread, so a replacement
+    that takes seconds never blocks the lifecycle manager's own executor (heartbeats keep
+    being processed)::
+
+        server = HotSwapServer(plan, registry, on_change=manager_callback, log=manager.log)
+        ...
+        server.close()
+    """
+
+    def __init__(self, plan: Any, registry: Any = None, graph: Any = None, *, context: Any = None,
+                 container_service: Optional[Callable[[str, str], str]] = None,
+                 on_change: Optional[Callable[[Dict[str, Any]], None]] = None,
+                 containers: Optional[Mapping[str, Callable[[str], None]]] = None,
+                 log: Optional[Callable[[str], None]] = None, **protocol_options: Any) -> None:
+        from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.node import Node
+        from schnitzel_msgs.srv import ApplyGraph, ReplaceNode
+
+        if registry is None:
+            from schnitzel_core.registry import load_registry
+
+            registry = load_registry()
+        if graph is None:
+            from schnitzel_core.graph_loader import load_graph
+
+            if not getattr(plan, "graph_file", ""):
+                raise ReplaceError("the plan names no graph file; hot replacement needs the running graph")
+            graph = load_graph(plan.graph_file)
+        self.log = log or (lambda _m: None)
+        self.node = Node("_manager", namespace=f"/{plan.graph}", context=context)
+        self._serve_group = MutuallyExclusiveCallbackGroup()   # one request at a time
+        self._io_group = ReentrantCallbackGroup()              # transport replies while a request waits
+        transport = RosTransport(self.node, plan.graph, container_service=container_service)
+        transport._callback_group = self._io_group
+        self.hotswap = HotSwap(plan, graph, registry, transport, on_change=on_change, containers=containers,
+                               log=self.log, **protocol_options)
+        self.node.create_service(ReplaceNode, "~/replace_node", self._on_replace, callback_group=self._serve_group)
+        self.node.create_service(ApplyGraph, "~/apply_graph", self._on_apply, callback_group=self._serve_group)
+        self.executor = MultiThreadedExecutor(num_threads=3, context=context)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self.executor.spin, name="hotswap-executor", daemon=True)
+        self._thread.start()
+
+    def _on_replace(self, req: Any, resp: Any) -> Any:
+        self.log(f"replace_node {req.node_id!r} plugin={req.plugin or '(same)'} params={req.parameters_json or '(same)'}")
+        try:
+            res = self.hotswap.replace_node(req.node_id, req.plugin, req.parameters_json, req.timeout_s)
+            resp.success, resp.message, resp.steps = bool(res.success), res.message, res.step_lines()
+        except Exception as exc:  # noqa: BLE001 - a reply with the reason, never a dead service
+            resp.success, resp.message, resp.steps = False, f"replace failed: {type(exc).__name__}: {exc}", []
+        self.log(resp.message)
+        return resp
+
+    def _on_apply(self, req: Any, resp: Any) -> Any:
+        self.log(f"apply_graph {req.graph_path or '(text)'} dry_run={req.dry_run}")
+        try:
+            ok, message, changes, steps = self.hotswap.apply_graph(req.graph_yaml, req.graph_path, req.dry_run)
+            resp.success, resp.changes = bool(ok), changes
+            resp.message = message + ("\n" + "\n".join(steps) if steps else "")
+        except Exception as exc:  # noqa: BLE001
+            resp.success, resp.message, resp.changes = False, f"apply failed: {type(exc).__name__}: {exc}", []
+        self.log(resp.message.splitlines()[0] if resp.message else "")
+        return resp
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=2.0)
+        self.node.destroy_node()

@@ -41,7 +41,8 @@ def graph_info(plan: Plan) -> Dict[str, Any]:
 
 def build_report(plan: Plan, status: Optional[Dict[str, Any]], *, started_at: float, ended_at: float,
                  stopped_by: str, containers: Dict[str, Dict[str, Any]],
-                 problems: Optional[List[str]] = None) -> Dict[str, Any]:
+                 problems: Optional[List[str]] = None,
+                 timeline: Optional[List[Dict[str, Any]]] = None) -> Dict[str, Any]:
     """The report from the manager's last status (None when the manager never wrote one)."""
     problems = list(problems or [])
     status = status or {}
@@ -95,6 +96,9 @@ def build_report(plan: Plan, status: Optional[Dict[str, Any]], *, started_at: fl
         "nodes": nodes,
         "containers": containers,
         "events": status.get("events", []) or [],
+        # periodic samples from the runner (schnitzel report --html plots them):
+        # [{"t": s since start, "state", "nodes": {id: {in, out, drops, errors, p50, p99, depth?, oldest_age_ms?}}}]
+        "timeline": list(timeline or []),
     }
 
 

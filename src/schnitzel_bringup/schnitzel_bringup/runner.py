@@ -30,6 +30,7 @@ from typing import Any, Callable, Dict, List, Optional
 from .plan import Plan
 
 MAX_BACKOFF_S = 30.0
+TIMELINE_MAX = 3600       # run report time series: samples kept (the interval doubles when full)
 STOP_TIMEOUT_S = 30.0     # manager's ordered tear-down
 KILL_TIMEOUT_S = 5.0      # SIGTERM -> SIGKILL for containers
 
@@ -118,6 +119,26 @@ class Child:
         return "\n".join(lines[-n:])
 
 
+def timeline_sample(snap: Dict[str, Any], t: float) -> Dict[str, Any]:
+    """One point of the run report's ``timeline``: cumulative per-node counts at ``t`` s after start,
+    latency percentiles over the node's recent window, and the queue gauges (depth, oldest age)."""
+    nodes: Dict[str, Any] = {}
+    for nid, s in (snap.get("nodes") or {}).items():
+        d = {"in": int(s.get("packets_in", 0) or 0), "out": int(s.get("packets_out", 0) or 0),
+             "drops": int(s.get("drops", 0) or 0), "errors": int(s.get("errors", 0) or 0),
+             "p50": round(float(s.get("latency_p50_ms", 0.0) or 0.0), 3),
+             "p99": round(float(s.get("latency_p99_ms", 0.0) or 0.0), 3)}
+        counters = s.get("counters") or {}
+        for k in ("depth", "oldest_age_ms"):
+            if k in counters:
+                try:
+                    d[k] = int(float(counters[k]))
+                except (TypeError, ValueError):
+                    pass
+        nodes[nid] = d
+    return {"t": round(t, 3), "state": snap.get("state", "?"), "nodes": nodes}
+
+
 def status_line(graph: str, snap: Optional[Dict[str, Any]], elapsed: float, rate: float,
                 restarts: int) -> str:
     if not snap:
@@ -149,6 +170,8 @@ class Runner:
         self.snap: Optional[Dict[str, Any]] = None
         self.started_at = time.time()
         self.active_at: Optional[float] = None
+        self.timeline: List[Dict[str, Any]] = []
+        self.timeline_every_s = 1.0
 
     # ---- signals ----------------------------------------------------------------------------
     def _on_signal(self, signum: int, _frame: Any) -> None:
@@ -209,6 +232,12 @@ class Runner:
             if got >= self.max_packets:
                 return "max-packets"
         return None
+
+    def _sample(self) -> None:
+        self.timeline.append(timeline_sample(self.snap or {}, time.time() - self.started_at))
+        if len(self.timeline) > TIMELINE_MAX:   # long runs: halve the resolution, keep the span
+            self.timeline = self.timeline[::2]
+            self.timeline_every_s *= 2
 
     # ---- stop ---------------------------------------------------------------------------
     def _kill_all(self, sig: int) -> None:
@@ -289,6 +318,9 @@ class Runner:
                 if reason:
                     self.stop_reason = reason
                     break
+                if self.snap and (not self.timeline or time.time() - self.started_at
+                                  >= self.timeline[-1]["t"] + self.timeline_every_s):
+                    self._sample()
                 if self.snap:
                     produced = sum(int(self.snap["nodes"].get(i, {}).get("packets_out", 0) or 0)
                                    for i in self.plan.sources)
@@ -307,6 +339,8 @@ class Runner:
                 time.sleep(0.2)
             self._stop()
             self.snap = self._read_status()
+            if self.snap:
+                self._sample()
         finally:
             if any(c.group_alive() for c in self.containers.values()) or (self.manager and self.manager.group_alive()):
                 self._kill_all(signal.SIGKILL)
@@ -316,4 +350,4 @@ class Runner:
                             "policy": self.plan.container(cid).restart.policy, "gave_up": c.gave_up}
                       for cid, c in self.containers.items()}
         return {"status": self.snap, "containers": containers, "stopped_by": self.stop_reason,
-                "started_at": self.started_at, "ended_at": time.time()}
+                "started_at": self.started_at, "ended_at": time.time(), "timeline": self.timeline}

@@ -192,24 +192,32 @@ def test_actions_match_the_plan(text, tmp_path, fake_launch):
             assert json.loads(extra["parameters_json"]) == n["params"]
             assert json.loads(extra["ports_json"]) == n["ports"]
             assert extra["graph"] == plan.graph and extra["container"] == c["id"]
-            # strings are pinned to str so launch_ros does not YAML-parse them
-            for k, v in (d.kwargs["parameters"][0] if d.kwargs["parameters"] else {}).items():
-                if isinstance(n["params"][k], str):
-                    assert v.value_type is str and v.value == n["params"][k]
+            # every param travels: text pinned to str (launch_ros would re-read it as YAML),
+            # lists and mappings as JSON text (how schnitzel containers declare them)
+            ros = d.kwargs["parameters"][0] if d.kwargs["parameters"] else {}
+            assert set(ros) == set(n["params"])
+            for k, v in ros.items():
+                want = n["params"][k]
+                if isinstance(want, (list, dict)):
+                    assert v.value_type is str and json.loads(v.value) == want
+                elif isinstance(want, str):
+                    assert v.value_type is str and v.value == want
                 else:
-                    assert v == n["params"][k]
+                    assert v == want
     m = managers[0].kwargs
     assert (m["package"], m["executable"], m["namespace"]) == ("schnitzel_bringup", "schnitzel_manager",
                                                                f"/{plan.graph}")
     assert m["arguments"][:2] == ["--plan", str(out["plan"].resolve())]
 
 
-def test_nested_params_travel_only_as_json(tmp_path, fake_launch):
+def test_nested_params_travel_as_json_text(tmp_path, fake_launch):
     plan, out = _compile(ONE, tmp_path)
     ld = runpy.run_path(str(out["launch"]))["generate_launch_description"]()
     cont = next(e for e in ld.entities if type(e).__name__ == "ComposableNodeContainer")
     mapn = next(d for d in cont.kwargs["composable_node_descriptions"] if d.kwargs["name"] == "map")
-    assert set(mapn.kwargs["parameters"][0]) == {"factor"}  # tags (str list) and table (dict) skipped
+    ros = mapn.kwargs["parameters"][0]
+    assert ros["factor"] == 7
+    assert ros["table"].value == '{"k":[1,2]}' and ros["tags"].value == '["a","b"]'
     assert json.loads(mapn.kwargs["extra_arguments"][0]["parameters_json"].value)["table"] == {"k": [1, 2]}
 
 

@@ -94,6 +94,67 @@ def satisfies(version: str, constraint: str) -> bool:
     return True
 
 
+_PARAM_TYPES = ("int", "float", "number", "str", "bool", "list", "dict", "any")
+
+
+def _value_ok(ptype: str, value: object) -> bool:
+    if ptype == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if ptype in ("float", "number"):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ptype == "any":
+        return True
+    return isinstance(value, {"str": str, "bool": bool, "list": (list, tuple), "dict": dict}[ptype])
+
+
+def spec_problems(spec: PluginSpec) -> List[str]:
+    """Inconsistencies in a plugin's own declaration (shown by `schnitzel plugins`; they do not refuse it).
+
+    These are the plugin author's mistakes: a graph cannot fix them, so they are reported
+    once per plugin instead of as confusing errors in every graph that uses it.
+    """
+    from .plugin import Category, Direction, REQUIRED
+    from .qos import PRESETS
+
+    out: List[str] = []
+    try:
+        parse_version(spec.version)
+    except ValueError as exc:
+        out.append(f"version: {exc}")
+    seen: set = set()
+    for port in spec.ports:
+        if port.name in seen:
+            out.append(f"port {port.name!r} is declared twice")
+        seen.add(port.name)
+        if not port.kinds:
+            out.append(f"port {port.name!r} declares no kinds (use ('*',) for any)")
+        if port.qos not in PRESETS:
+            out.append(f"port {port.name!r} names an unknown QoS preset {port.qos!r} ({', '.join(PRESETS)})")
+        if spec.category == Category.SOURCE and port.direction == Direction.IN:
+            out.append(f"a source declares input port {port.name!r}")
+        if spec.category == Category.SINK and port.direction == Direction.OUT:
+            out.append(f"a sink declares output port {port.name!r}")
+    seen = set()
+    for p in spec.params:
+        if p.name in seen:
+            out.append(f"param {p.name!r} is declared twice")
+        seen.add(p.name)
+        if p.type not in _PARAM_TYPES:
+            out.append(f"param {p.name!r} has unknown type {p.type!r} ({', '.join(_PARAM_TYPES)})")
+            continue
+        if p.default is REQUIRED or p.default is None:
+            continue
+        if not _value_ok(p.type, p.default):
+            out.append(f"param {p.name!r}: default {p.default!r} is not of type {p.type}")
+        elif p.enum is not None and p.default not in p.enum and not p.secret_env:
+            out.append(f"param {p.name!r}: default {p.default!r} is not one of {list(p.enum)}")
+        elif isinstance(p.default, (int, float)) and not isinstance(p.default, bool) and (
+                (p.minimum is not None and p.default < p.minimum) or
+                (p.maximum is not None and p.default > p.maximum)):
+            out.append(f"param {p.name!r}: default {p.default!r} is outside [{p.minimum}, {p.maximum}]")
+    return out
+
+
 @dataclasses.dataclass
 class PluginEntry:
     name: str
@@ -103,6 +164,7 @@ class PluginEntry:
     error: Optional[str] = None           # why it cannot be used; None when usable
     value: str = ""                       # "module:Class" as registered
     api_incompatible: bool = False        # refused because of its plugin API version
+    warnings: List[str] = dataclasses.field(default_factory=list)  # spec_problems(); not a refusal
 
     @property
     def ok(self) -> bool:
@@ -177,7 +239,8 @@ class Registry:
             where = f"{getattr(c, '__module__', '?')}:{getattr(c, '__qualname__', '?')}"
             spec, error, api_bad = _check_class(name, c, where)
             entries.append(PluginEntry(name=name, spec=spec, cls=c, dist=dist, error=error,
-                                       value=where, api_incompatible=api_bad))
+                                       value=where, api_incompatible=api_bad,
+                                       warnings=spec_problems(spec) if spec is not None else []))
         return cls(entries)
 
 
@@ -215,6 +278,7 @@ def load_registry(group: str = ENTRY_POINT_GROUP) -> Registry:
             continue
         spec, error, api_bad = _check_class(ep.name, obj, ep.value)
         entry.spec, entry.error, entry.api_incompatible = spec, error, api_bad
+        entry.warnings = spec_problems(spec) if spec is not None else []
         entry.cls = obj if isinstance(obj, type) else None
         entries[ep.name] = entry
     return Registry(entries.values())

@@ -111,3 +111,22 @@ def test_entry_points_group_is_the_contract():
     # every installed entry is either usable or says why not
     for e in load_registry().entries():
         assert e.ok or e.error
+
+
+def test_spec_problems_are_listed_not_refused():
+    from schnitzel_core.plugin import Param
+
+    class Sloppy(NodeLogic):
+        spec = PluginSpec(name="sloppy", category=Category.SOURCE, version="one",
+                          ports=(In("in"), Out("out", qos="fast"), Out("out"), Out("x", kinds=())),
+                          params=(Param("n", "int", 1.5), Param("m", "float", 5, maximum=2),
+                                  Param("e", "str", "c", enum=("a", "b")), Param("t", "text", ""),
+                                  Param("n", "int", 1)))
+    e = Registry.from_classes([Sloppy]).get("sloppy")
+    assert e.ok     # still usable: graphs cannot fix these, the plugin author can
+    text = "\n".join(e.warnings)
+    for fragment in ("version:", "input port 'in'", "unknown QoS preset 'fast'", "port 'out' is declared twice",
+                     "declares no kinds", "default 1.5 is not of type int", "outside [None, 2]",
+                     "not one of ['a', 'b']", "unknown type 'text'", "param 'n' is declared twice"):
+        assert fragment in text, fragment
+    assert Registry.from_classes([Good]).get("good").warnings == []

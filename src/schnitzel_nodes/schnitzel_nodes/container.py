@@ -34,7 +34,15 @@ LoadNode request: ``plugin`` (registered name, or "module:Class"), ``node_name``
 - ``graph``: graph name (default NAME); ``container``: container id (default ID);
 - ``autostart``: ``configure`` or ``activate`` to run those transitions right after
   loading (default: stay unconfigured; the lifecycle manager drives it);
-- ``max_consecutive_errors``: failures in a row before the node goes to the error state.
+- ``max_consecutive_errors``: failures in a row before the node goes to the error state;
+- ``node_id``: the graph node id when the ROS name differs (hot replacement loads
+  ``<id>__r<N>``): status, diagnostics, acks and ``ctx.node_id`` use it;
+- ``handover``: ``1`` for a stateful replacement: inputs are held from configure to
+  activate; activate restores the old node's state from the blackboard and replays the
+  held inputs newer than its watermarks (docs/hot-replacement.md).
+
+Blackboard: one per container (``--state-backend memory`` by default, or ``sqlite`` with
+``--state-path FILE``), given to every node as ``ctx.blackboard``.
 
 Each loaded node is a lifecycle node ``/<graph>/<node>`` with the standard lifecycle
 and parameter services. Once a second the container publishes one
@@ -70,7 +78,7 @@ class Container:
     """The container's ROS node, its services and the nodes it hosts."""
 
     def __init__(self, graph: str, container_id: str, executor: Any, registry: Any = None,
-                 context: Any = None) -> None:
+                 context: Any = None, blackboard: Any = None) -> None:
         from rclpy.node import Node
         from diagnostic_msgs.msg import DiagnosticArray
         from schnitzel_msgs.msg import NodeStatus
@@ -85,6 +93,11 @@ class Container:
         self.registry = registry
         self.context = context
         self.bus = InprocBus()
+        if blackboard is None:
+            from schnitzel_core.blackboard import MemoryBackend
+            blackboard = MemoryBackend()
+        # One blackboard per container: every node's ctx.blackboard, and hot-replacement hand-over.
+        self.blackboard = blackboard
         self.nodes: Dict[int, Any] = {}
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
@@ -145,10 +158,17 @@ class Container:
             raise LoadError(f"options.autostart must be configure or activate, got {autostart!r}")
         cls = resolve_plugin(plugin, self.registry)
         uid = next(self._ids)
+        node_id = options.get("node_id") or node_name
+        try:
+            validate_node_name(node_id)
+        except Exception as exc:  # noqa: BLE001
+            raise LoadError(f"options.node_id: {exc}") from None
         adapter = NodeAdapter(cls, node_name, namespace, params or {}, graph=graph,
                               container=options.get("container") or self.id, ports=ports, bus=self.bus,
                               remappings=remappings, plugin_name=cls.spec.name, unique_id=uid,
-                              max_consecutive_errors=max_errors, context=self.context)
+                              max_consecutive_errors=max_errors, context=self.context, node_id=node_id,
+                              blackboard=self.blackboard,
+                              handover=str(options.get("handover", "")).strip().lower() in ("1", "true", "yes"))
         with self._lock:
             self.nodes[uid] = adapter
         self.executor.add_node(adapter)
@@ -355,6 +375,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--container", required=True, help="container id (its node name)")
     ap.add_argument("--executor", choices=EXECUTORS, default="single")
     ap.add_argument("--log-level", default="info", choices=("debug", "info", "warn", "error"))
+    ap.add_argument("--state-backend", default="memory",
+                    help="blackboard backend shared by the container's nodes (memory, sqlite, or an installed one)")
+    ap.add_argument("--state-path", default="", help="file of a durable blackboard backend (sqlite)")
     from rclpy.utilities import remove_ros_args
 
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -386,11 +409,20 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    from schnitzel_core.blackboard import BlackboardError, open_backend
+
+    try:
+        board = open_backend(args.state_backend, **({"path": args.state_path} if args.state_path else {}))
+    except BlackboardError as exc:
+        print(f"schnitzel_container: cannot open the blackboard: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
     executor = make_executor(args.executor)
     try:
-        container = Container(args.graph, args.container, executor)
+        container = Container(args.graph, args.container, executor, blackboard=board)
     except Exception as exc:  # noqa: BLE001
         print(f"schnitzel_container: cannot start: {exc}", file=sys.stderr)
+        board.close()
         rclpy.try_shutdown()
         return 1
     level = {"debug": LoggingSeverity.DEBUG, "info": LoggingSeverity.INFO,
@@ -413,6 +445,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"schnitzel_container {args.container}: stopped all nodes in {time.monotonic() - t0:.2f} s",
               file=sys.stderr)
     executor.shutdown()
+    board.close()
     rclpy.try_shutdown()
     return rc
 

@@ -294,7 +294,7 @@ def test_image_ports_publish_and_read_sensor_msgs_image(rig):
     src = rig.node(FrameSource, "cam", ports={"out": {"image": {"topic": topic, "qos": "sensor", "transports": ["dds"]}}})
     sink = rig.node(FrameSink, "view", ports={"in": {"image": [{"topic": topic, "qos": "sensor", "transport": "dds"}]}})
     seen: List[Any] = []
-    sink.create_subscription(Image, topic, seen.append, 10)
+    sink.create_subscription(Image, topic, seen.append, to_profile("sensor"))
     for a in (sink, src):
         assert a.trigger_configure() == T.SUCCESS and a.trigger_activate() == T.SUCCESS
     assert wait_for(lambda: seen and FrameSink.got, 10)
@@ -314,3 +314,71 @@ def test_a_port_type_the_runtime_cannot_convert_is_refused_at_load():
         parse_ports(odd, {"out": {"twist": {"topic": "/g/o/twist", "transports": ["dds"]}}}, "/g/o")
     outs, _ = parse_ports(odd, {"out": {"twist": {"topic": "/g/o/twist", "transports": ["inproc"]}}}, "/g/o")
     assert outs["twist"].inproc   # inproc hands over the Packet, whatever the declared type
+
+
+class Seen(NodeLogic):
+    """Stateful: remembers every seq it processed."""
+
+    spec = PluginSpec(name="t_seen", category=Category.STATE, version="1.0.0", stateful=True,
+                      ports=(In("in"), Out("out")))
+
+    def configure(self) -> None:
+        self.seen: List[int] = []
+
+    def on_packet(self, port: str, packet: Packet) -> None:
+        self.seen.append(packet.seq)
+
+    def get_state(self) -> Any:
+        return {"seen": self.seen}
+
+    def set_state(self, state: Any) -> None:
+        self.seen = list(state["seen"])
+
+
+def test_stateful_handover_processes_every_packet_exactly_once(rig):
+    """docs/hot-replacement.md: the replacement holds inputs from configure, takes the old node's
+    state and watermarks on activate, and replays only what the old node had not processed."""
+    from schnitzel_core.blackboard import MemoryBackend
+    from schnitzel_nodes.ros import InprocBus
+
+    bus, board = InprocBus(), MemoryBackend()
+    topic = f"/{rig.graph}/src/out"
+    ports = {"in": {"in": [{"topic": topic, "transport": "inproc"}]}}
+    seq = iter(range(1, 1000))
+
+    def feed(n: int) -> None:
+        for _ in range(n):
+            bus.publish(topic, Packet(stream_id="cam", seq=next(seq), kind="telemetry"))
+
+    old = rig.node(Seen, "seen", ports=ports, bus=bus, blackboard=board)
+    assert old.trigger_configure() == T.SUCCESS and old.trigger_activate() == T.SUCCESS
+    feed(10)
+    new = rig.node(Seen, "seen__r1", ports=ports, bus=bus, blackboard=board, node_id="seen", handover=True)
+    assert new.trigger_configure() == T.SUCCESS
+    feed(10)                                   # 11..20: old processes them, new holds them
+    assert old.trigger_deactivate() == T.SUCCESS   # saves state + watermark (cam: 20)
+    feed(5)                                    # 21..25: only the new node holds them
+    assert new.trigger_activate() == T.SUCCESS
+    feed(5)                                    # 26..30: processed directly
+    assert old.logic.seen == list(range(1, 21))
+    assert new.logic.seen == list(range(1, 31))    # state 1..20 + replay 21..25 + live 26..30
+    st = new.status_msg()
+    assert st.node_id == "seen" and {kv.key: kv.value for kv in st.counters}["handover_skipped"] == "10"
+    assert new.ctx.node_id == "seen"
+
+
+def test_a_failed_handover_activate_drops_the_held_inputs_and_says_why(rig):
+    from schnitzel_core.blackboard import MemoryBackend, handover_namespace
+    from schnitzel_nodes.ros import InprocBus
+
+    bus, board = InprocBus(), MemoryBackend()
+    board.put(handover_namespace(rig.graph), "seen", {"state": {"wrong": "shape"}, "watermarks": {}})
+    topic = f"/{rig.graph}/src2/out"
+    new = rig.node(Seen, "seen__r2", ports={"in": {"in": [{"topic": topic, "transport": "inproc"}]}},
+                   bus=bus, blackboard=board, node_id="seen", handover=True)
+    assert new.trigger_configure() == T.SUCCESS
+    for i in range(3):
+        bus.publish(topic, Packet(stream_id="cam", seq=i + 1, kind="telemetry"))
+    assert new.trigger_activate() == T.FAILURE
+    assert new.state_label() == "inactive" and "KeyError" in new.stats.last_error
+    assert new.stats.drops == 3

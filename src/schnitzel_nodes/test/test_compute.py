@@ -75,6 +75,22 @@ def test_detector_bad_input_and_bad_params(model, tmp_path):
         LogicHarness(OnnxModelLogic, {"model": model, "provider": "tensorrt"})
 
 
+def test_detector_batches_frames_by_count_and_by_stamp_age(tmp_path):
+    model = brightest_spot_detector(str(tmp_path / "dyn.onnx"), 64, 48, box=20, dynamic_batch=True)
+    h = LogicHarness(OnnxModelLogic, {"model": model, "batch": 3, "max_wait_ms": 500, "class_map": ["a", "b"]})
+    frames = [fpkt(frame_with_square(64, 48, 4 * i, 10), i) for i in range(5)]  # 41.7 ms apart
+    assert h.send("in", frames[0]) == [] and h.send("in", frames[1]) == []
+    out = h.send("in", frames[2])  # batch full: three results, each for its own frame
+    assert [p.seq for p in out] == [0, 1, 2]
+    assert [p.json()["boxes"][0]["x1"] for p in out] == [0, 4, 8]
+    assert h.ctx.counters["inferences"] == 1
+    assert h.send("in", frames[3]) == []
+    late = fpkt(frame_with_square(64, 48, 40, 20), 20)  # 700 ms after frame 3: run what waits
+    assert [p.seq for p in h.send("in", late)] == [3, 20]
+    h.send("in", frames[4])
+    assert [p.seq for p in h.tick()] == [4]  # a timer tick flushes a partial batch too
+
+
 def test_decode_yolo_nms_per_class_and_formats():
     rows = np.array([
         [50, 50, 20, 20, 0.9, 1.0, 0.0],   # person

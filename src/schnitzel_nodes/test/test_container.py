@@ -21,12 +21,18 @@ CID = "c1"
 
 
 @pytest.fixture(scope="module")
-def env():
+def client():
+    # One client participant for the module: a fresh one per test costs seconds of rediscovery.
+    c = RosClient()
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def env(client):
     graph = unique_graph("tc")
     proc = start_container(graph, CID)
-    client = RosClient()
     yield graph, client, proc
-    client.close()
     stop_process(proc)
 
 
@@ -190,11 +196,11 @@ def test_bad_load_requests_fail_with_the_reason(env):
     assert not res.success and "x6" in res.error_message
 
 
-def test_sigterm_shuts_every_node_down_and_exits_zero(tmp_path):
+def test_sigterm_shuts_every_node_down_and_exits_zero(tmp_path, client):
     marks = tmp_path / "marks.txt"
     graph = unique_graph("ts")
     proc = start_container(graph, "c9")
-    c = RosClient()
+    c = client
     try:
         assert c.load(graph, "c9", ref(Ticker), "s", {"period_s": 0.005},
                       {"ports_json": ports_json(out_edge(graph, "s", transports=("inproc",))),
@@ -212,7 +218,6 @@ def test_sigterm_shuts_every_node_down_and_exits_zero(tmp_path):
         # the logic was deactivated and cleaned up, not just killed
         assert marks.read_text().split() == ["configure", "activate", "deactivate", "cleanup"]
     finally:
-        c.close()
         stop_process(proc)
 
 
@@ -224,12 +229,12 @@ def test_cli_rejects_bad_arguments_without_traceback():
     assert r.returncode == 2 and "invalid --graph" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_composition_interfaces_services():
+def test_composition_interfaces_services(client):
     ci = pytest.importorskip("composition_interfaces.srv",
                              reason="composition_interfaces is not installed (not in the ROS 2 PyPI wheels)")
     graph = unique_graph("tcomp")
     proc = start_container(graph, "cc")
-    c = RosClient()
+    c = client
     try:
         from rclpy.parameter import Parameter
         req = ci.LoadNode.Request(package_name="schnitzel_nodes", plugin_name=ref(Scale), node_name="sc",
@@ -247,7 +252,6 @@ def test_composition_interfaces_services():
                     ci.UnloadNode.Request(unique_id=res.unique_id))
         assert un.success
     finally:
-        c.close()
         stop_process(proc)
 
 
@@ -286,12 +290,12 @@ def test_composition_request_mapping_without_composition_interfaces():
         box.close()
 
 
-def test_container_honours_launch_ros_node_renaming():
+def test_container_honours_launch_ros_node_renaming(client):
     """launch_ros starts a container with `--ros-args -r __node:=NAME -r __ns:=NS` and then
     calls NS/NAME/_container/*; our services must follow the renamed node."""
     graph = unique_graph("tr")
     proc = start_container(graph, "c0", "--ros-args", "-r", "__node:=renamed", "-r", f"__ns:=/{graph}/launch")
-    c = RosClient()
+    c = client
     try:
         from schnitzel_msgs.srv import LoadNode
         req = LoadNode.Request(plugin=ref(Scale), node_name="sc", node_namespace=f"/{graph}")
@@ -299,7 +303,6 @@ def test_container_honours_launch_ros_node_renaming():
         assert res.success, res.error_message
         assert res.full_node_name == f"/{graph}/sc"   # loaded nodes keep their own names
     finally:
-        c.close()
         stop_process(proc)
 
 

@@ -162,11 +162,11 @@ class _Checker:
             # A graph built in code (not loaded) may omit containers: the loader's default applies.
             self.containers[DEFAULT_CONTAINER] = ContainerDecl(DEFAULT_CONTAINER, implicit=True)
         for c in self.g.containers:
-            if c.implicit or not c.id:
-                if not c.implicit:
-                    continue
+            if c.implicit:
                 self.containers.setdefault(c.id, c)
                 continue
+            if not c.id:
+                continue  # a missing id is reported by the loader
             where = c.key_pos.get("id", c.pos)
             if c.id in self.containers:
                 self.add("SCH205", f"container id {c.id!r} is declared twice (first at line "

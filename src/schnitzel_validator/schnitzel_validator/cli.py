@@ -11,8 +11,7 @@ from __future__ import annotations
 import enum
 import json
 import sys
-from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import typer
 
@@ -83,7 +82,8 @@ def _port_dict(p: Any) -> Dict[str, Any]:
 
 def _entry_dict(e: PluginEntry, full: bool = False) -> Dict[str, Any]:
     spec = e.spec
-    d: Dict[str, Any] = {"name": e.name, "ok": e.ok, "error": e.error, "dist": e.dist, "entry_point": e.value}
+    d: Dict[str, Any] = {"name": e.name, "ok": e.ok, "error": e.error, "dist": e.dist, "entry_point": e.value,
+                         "warnings": list(e.warnings)}
     if spec is not None:
         d.update({"category": spec.category.value, "version": spec.version, "api_version": spec.api_version,
                   "description": spec.description, "ports": [_port_dict(p) for p in spec.ports]})
@@ -124,7 +124,8 @@ def plugins_cmd(ctx: typer.Context, format: OutputFormat = FORMAT_OPTION) -> Non
         ins = ",".join(p.name for p in s.inputs) or "-"
         outs = ",".join(p.name for p in s.outputs) or "-"
         _echo(f"{e.name:<{width}}  {s.category.value:<9}  {s.version:<8}  in: {ins}  out: {outs}"
-              f"{'  [' + e.dist + ']' if e.dist else ''}")
+              f"{'  [' + e.dist + ']' if e.dist else ''}"
+              f"{'  (' + str(len(e.warnings)) + ' spec problems: schnitzel plugins show ' + e.name + ')' if e.warnings else ''}")
 
 
 def _runtime_api() -> str:
@@ -154,6 +155,8 @@ def show_cmd(name: str = typer.Argument(..., help="Plugin name (see `schnitzel p
           f"{', from ' + e.dist if e.dist else ''}")
     if e.error:
         _echo(f"REFUSED: {e.error}")
+    for w in e.warnings:
+        _echo(f"spec problem: {w}")
     if s.description:
         _echo(f"  {s.description}")
     flags = [f for f in ("external", "delay", "durable_queue", "stateful") if getattr(s, f)]

@@ -41,3 +41,16 @@ def test_every_code_the_sources_emit_is_defined():
     assert emitted - set(CODES) == set()
     # and every defined code is emitted somewhere (no dead documentation)
     assert set(CODES) - emitted == set()
+
+
+def test_graph_spec_documents_every_key_with_an_example():
+    """docs/graph-spec.md shows every key the loader accepts in a YAML example."""
+    from schnitzel_core import graph_loader as gl
+    from schnitzel_core.qos import KEYS, PRESETS
+
+    spec = (DOC.parent / "graph-spec.md").read_text(encoding="utf-8")
+    examples = "\n".join(block.split("```", 1)[0] for block in spec.split("```yaml\n")[1:])
+    for key in set(gl.TOP_KEYS) | set(gl.CONTAINER_KEYS) | set(gl.NODE_KEYS) | set(gl.EDGE_KEYS) | set(KEYS):
+        assert re.search(rf"(^|[\s{{,-]){re.escape(key)}:", examples, re.M), f"no example of {key!r}"
+    for value in list(gl.TRANSPORTS) + list(gl.RESTART_POLICIES) + list(PRESETS):
+        assert value in spec, value

@@ -96,6 +96,33 @@ def test_mutated_valid_graphs(data):
     check(validate_text(text, file="mut.yaml", registry=REG, env={}), text)
 
 
+LOBBY_TEXT = (Path(__file__).parent / "fixtures" / "valid" / "lobby.yaml").read_text()
+
+
+@SETTINGS
+@given(st.data())
+def test_text_level_edits_of_a_valid_graph(data):
+    """Typos as people make them: a deleted line, a stray character, a swapped pair of lines."""
+    lines = LOBBY_TEXT.splitlines()
+    for _ in range(data.draw(st.integers(1, 3))):
+        i = data.draw(st.integers(0, len(lines) - 1))
+        op = data.draw(st.sampled_from(["delete", "insert_char", "swap", "dedent", "duplicate"]))
+        if op == "delete" and len(lines) > 1:
+            del lines[i]
+        elif op == "insert_char":
+            col = data.draw(st.integers(0, len(lines[i])))
+            ch = data.draw(st.sampled_from(list(":-{}[]'\"#&*!|>%@` \t.x1")))
+            lines[i] = lines[i][:col] + ch + lines[i][col:]
+        elif op == "swap" and i + 1 < len(lines):
+            lines[i], lines[i + 1] = lines[i + 1], lines[i]
+        elif op == "dedent":
+            lines[i] = lines[i].lstrip()
+        elif op == "duplicate":
+            lines.insert(i, lines[i])
+    text = "\n".join(lines) + "\n"
+    check(validate_text(text, file="edit.yaml", registry=REG, env={}), text)
+
+
 def test_the_unmutated_graph_is_valid():
     report = validate_text(yaml.safe_dump(VALID, sort_keys=False), file="v.yaml", registry=REG, env={})
     assert report.valid and report.warnings == [], report.format_text()

@@ -236,6 +236,9 @@ class OnnxModelLogic(Compute):
         self._labels = self._class_map(p.get("class_map"))
         self._pending: List[Tuple[Packet, Any, Tuple[int, int, float, int, int]]] = []
         self.last_latency_s = 0.0
+        if int(p["batch"]) > 1:
+            # a partial batch never waits longer than max_wait_ms of wall time either
+            self.tick_period_s = max(0.01, float(p["max_wait_ms"]) / 1000.0)
 
     @staticmethod
     def _class_map(cm: Any) -> Dict[int, str]:

@@ -39,6 +39,7 @@ from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParameters
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 
+from schnitzel_core import blackboard as bb
 from schnitzel_core.codecs import ros as codec
 from schnitzel_core.packet import Packet, now_ns
 from schnitzel_core.plugin import Ack, Category, Direction, NodeContext, NodeLogic, PluginSpec
@@ -259,7 +260,8 @@ class NodeAdapter(LifecycleNode):
                  bus: Optional[InprocBus] = None, remappings: Optional[Mapping[str, str]] = None,
                  plugin_name: str = "", unique_id: int = 0,
                  max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
-                 context: Any = None) -> None:
+                 context: Any = None, node_id: str = "", blackboard: Any = None,
+                 handover: bool = False) -> None:
         spec: PluginSpec = logic_cls.spec
         given = dict(params or {})
         # Check before creating anything, so a bad request fails the load with the reason.
@@ -281,7 +283,13 @@ class NodeAdapter(LifecycleNode):
         self.logic_cls = logic_cls
         self.spec = spec
         self.plugin_name = plugin_name or spec.name
-        self.node_id = node_name
+        # The graph node id; differs from the ROS name while a replacement runs as <id>__r<N>.
+        self.node_id = node_id or node_name
+        self.blackboard = blackboard if blackboard is not None else bb.MemoryBackend()
+        self.watermarks = bb.Watermarks()
+        self._handover = handover           # hold inputs between configure and activate
+        self._hold: Optional[bb.InputHold] = None
+        self._hold_lock = threading.Lock()
         self.graph = graph
         self.container = container
         self.unique_id = unique_id
@@ -397,7 +405,9 @@ class NodeAdapter(LifecycleNode):
         self._consecutive = 0
         self.stats.last_error = ""
         ctx = AdapterContext(self.node_id, params, graph=self.graph, emit=self._emit,
-                             logger=_logic_logger(self.graph, self.node_id, self.get_logger()), clock=None)
+                             logger=_logic_logger(self.graph, self.node_id, self.get_logger()), clock=None,
+                             blackboard=self.blackboard)
+        self.watermarks = bb.Watermarks()
         ctx._ack = self._publish_ack
         ctx.ros_node = self
         self.ctx = ctx
@@ -417,6 +427,9 @@ class NodeAdapter(LifecycleNode):
             self._destroy_io()
             self._release_logic()
             return FAILURE
+        if self._handover:
+            with self._hold_lock:
+                self._hold = bb.InputHold()
         return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -424,16 +437,22 @@ class NodeAdapter(LifecycleNode):
         if logic is None:
             return FAILURE
         ret = super().on_activate(state)  # enables the lifecycle publishers
+        record = None
         try:
             with self._run_lock:
+                if self._hold is not None:
+                    # hot replacement: take over the old node's state before starting
+                    record = bb.restore_handover(self.blackboard, self.graph, self.node_id, logic)
                 logic.activate()
         except Exception as exc:  # noqa: BLE001
             self._note_error(f"activate failed: {type(exc).__name__}: {exc}", exc)
             super().on_deactivate(state)
+            self._drop_hold()
             return FAILURE
         self.stats.reset()
         self._stop = threading.Event()
         self._active = True
+        self._release_hold(record)
         period = getattr(logic, "tick_period_s", None)
         if period:
             self._timer = self.create_timer(float(period), self._on_timer)
@@ -445,23 +464,28 @@ class NodeAdapter(LifecycleNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_activity()
+        if self.spec.stateful and self.logic is not None and not self._fault:
+            self._save_handover()
         ret = super().on_deactivate(state)
         if self._fault:
             return ERROR  # -> ErrorProcessing -> on_error -> unconfigured
         return ret
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._drop_hold()
         self._destroy_io()
         self._release_logic()
         return super().on_cleanup(state)
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._drop_hold()
         self._stop_activity()
         self._destroy_io()
         self._release_logic()
         return super().on_shutdown(state)
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._drop_hold()
         self._stop_activity()
         self._destroy_io()
         self._release_logic()
@@ -596,10 +620,18 @@ class NodeAdapter(LifecycleNode):
 
     def _deliver(self, port: str, packet: Packet) -> None:
         """An input packet (DDS or inproc, any thread)."""
+        if self._hold is not None:
+            with self._hold_lock:
+                if self._hold is not None:   # a replacement waiting for activate: keep it
+                    self._hold.hold(port, packet)
+                    return
         if not self._active:
             with self.stats.lock:
                 self.stats.drops += 1
             return
+        self._deliver_now(port, packet)
+
+    def _deliver_now(self, port: str, packet: Packet) -> None:
         self.stats.received(packet.stamp_ns)
         if self.compute:
             with self._latest_cv:
@@ -611,7 +643,7 @@ class NodeAdapter(LifecycleNode):
             return
         logic = self.logic
         if logic is not None:
-            self._submit(logic.on_packet, port, packet, packet=True)
+            self._submit(self._run_on_packet, logic, port, packet, packet=True)
 
     def _submit(self, fn: Callable[..., Any], *args: Any, packet: bool = False) -> None:
         """Run ``fn(*args)`` as a logic callback, serialised with the node's others.
@@ -641,9 +673,17 @@ class NodeAdapter(LifecycleNode):
             with self._run_lock:
                 fn(*args)
         except Exception as exc:  # noqa: BLE001 - isolate the plugin's failure
-            self._failed(f"{getattr(fn, '__name__', 'callback')} raised {type(exc).__name__}: {exc}", exc)
+            name = getattr(fn, "__name__", "callback")
+            name = "on_packet" if name == "_run_on_packet" else name
+            self._failed(f"{name} raised {type(exc).__name__}: {exc}", exc)
         else:
             self._consecutive = 0
+
+    def _run_on_packet(self, logic: NodeLogic, port: str, packet: Packet) -> None:
+        try:
+            logic.on_packet(port, packet)
+        finally:
+            self.watermarks.note(packet)   # processed (its effect, if any, is in the state)
 
     def _on_timer(self) -> None:
         logic = self.logic
@@ -674,7 +714,7 @@ class NodeAdapter(LifecycleNode):
                 packet = self._latest.pop(port)
             logic = self.logic
             if logic is not None and self._active:
-                self._submit(logic.on_packet, port, packet)
+                self._submit(self._run_on_packet, logic, port, packet)
 
     def _on_ack_msg(self, msg: DeliveryAck) -> None:
         if msg.queue_id != self.node_id or self.logic is None:
@@ -690,6 +730,47 @@ class NodeAdapter(LifecycleNode):
                           idempotency_key=ack.idempotency_key, row_id=int(ack.row_id),
                           outcome=_OUTCOME[ack.outcome], reason=ack.reason or "")
         self._ensure_ack_pub().publish(msg)
+
+    # ------------------------------------------------------ hot replacement
+    def _save_handover(self) -> None:
+        try:
+            with self._run_lock:
+                bb.save_handover(self.blackboard, self.graph, self.node_id, self.logic, self.watermarks.as_dict())
+        except Exception as exc:  # noqa: BLE001 - e.g. state that is not JSON: the new node starts empty
+            self._note_error(f"could not save state for hand-over: {type(exc).__name__}: {exc}", exc)
+
+    def _release_hold(self, record: Any) -> None:
+        """Deliver held inputs newer than the old node's watermarks, in arrival order.
+
+        Inputs arriving meanwhile are held too until the hold is empty, so order is kept.
+        """
+        if self._hold is None:
+            return
+        while True:
+            with self._hold_lock:
+                hold = self._hold
+                if hold is None:
+                    return
+                items = hold.release(record)
+                if not items:
+                    skipped, dropped = hold.skipped, hold.dropped
+                    self._hold = None
+                    break
+            for port, packet in items:
+                self._deliver_now(port, packet)
+        if dropped:
+            with self.stats.lock:
+                self.stats.drops += dropped
+        if self.ctx is not None and (skipped or dropped):
+            self.ctx.count("handover_skipped", skipped)
+
+    def _drop_hold(self) -> None:
+        with self._hold_lock:
+            hold, self._hold = self._hold, None
+        if hold is not None and len(hold):
+            n = len(hold.release())
+            with self.stats.lock:
+                self.stats.drops += n
 
     # --------------------------------------------------------------- failures
     def _note_error(self, message: str, exc: Optional[BaseException] = None) -> None:

@@ -84,11 +84,16 @@ def live(tmp_path):
     name = f"hsl{os.getpid()}"
     reg = load_registry()
 
+    def graph_for(policy: str):
+        text = GRAPH.format(name=name, policy=policy, dir=tmp_path)
+        (tmp_path / "g.yaml").write_text(text)
+        return load_graph(text, file=str(tmp_path / "g.yaml"))
+
     def plan_for(policy: str):
-        g = load_graph(GRAPH.format(name=name, policy=policy, dir=tmp_path), file=str(tmp_path / "g.yaml"))
-        return compile_graph(g, reg)
+        return compile_graph(graph_for(policy), reg)
 
     plan = plan_for(RULES)
+    graph = graph_for(RULES)
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1")
     log = open(tmp_path / "container.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "schnitzel_nodes.container", "--graph", name,
@@ -112,7 +117,7 @@ def live(tmp_path):
         for tr in ("configure", "activate"):
             for n in plan.nodes:
                 transport.change_state(n.full_name, tr, 30)
-        yield {"transport": transport, "refs": refs, "plan_for": plan_for, "proc": proc, "dir": tmp_path,
+        yield {"plan": plan, "graph": graph, "ctx": ctx, "env": env, "transport": transport, "refs": refs, "plan_for": plan_for, "proc": proc, "dir": tmp_path,
                "name": name, "proto": ReplaceProtocol(transport, timeout_s=15), "reg": reg,
                "load": lambda pn: load_from_plan_node(pn, name, reg.get(pn.plugin).spec)}
     finally:
@@ -180,3 +185,57 @@ def test_replacement_whose_configure_raises_keeps_the_old_node(live):
     records = _records(out)
     _check_stream(records)
     assert all(r["meta"].get("policy") == "v1" for r in records)
+
+
+def test_cli_replace_and_apply_through_the_hot_swap_server(live):
+    """The same services the manager will serve (HotSwapServer), driven by the real CLI."""
+    from schnitzel_bringup.replace import HotSwapServer
+
+    out = live["dir"] / "out.jsonl"
+    assert _wait(lambda: len(_records(out)) >= 50, 30)
+    changes = []
+    server = HotSwapServer(live["plan"], live["reg"], graph=live["graph"], context=live["ctx"],
+                           on_change=changes.append)
+    name = live["name"]
+    cli = [sys.executable, "-m", "schnitzel_bringup.cli"]
+    try:
+        res = subprocess.run(cli + ["replace", name, "policy", "--plugin", "map", "--params",
+                                    'constants={"policy": "v2"}'],
+                             capture_output=True, text=True, timeout=120, env=live["env"])
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert " load /%s/policy__r1: ok" % name in res.stdout and " unload /%s/policy: ok" % name in res.stdout
+        assert changes and changes[-1]["serving"]["policy"].node_name == "policy__r1"
+        assert _wait(lambda: any(r["payload"].get("policy") == "v2" for r in _records(out)), 10)
+        # a live-parameter change through the same service: set in place, no new node
+        res = subprocess.run(cli + ["replace", name, "policy", "--params", 'constants={"policy": "v3"}'],
+                             capture_output=True, text=True, timeout=120, env=live["env"])
+        assert res.returncode == 0 and "in place" in res.stdout, res.stdout + res.stderr
+        assert " set_parameters /%s/policy__r1: ok" % name in res.stdout
+        assert _wait(lambda: any(r["payload"].get("policy") == "v3" for r in _records(out)), 10)
+        # apply: add a second delivery branch while the first keeps running
+        new = live["dir"] / "v2.yaml"
+        text = (live["dir"] / "g.yaml").read_text().replace("plugin: rules", "plugin: map").replace(
+            """    params:
+      rules: [{when: "payload.n >= 0", action: emit, set_meta: {policy: v1}}]
+      default: drop""", """    params: {constants: {policy: v3}}""")
+        text = text.replace("edges:", f"""  - id: queue_b
+    plugin: durable_queue
+    params: {{path: "{live['dir']}/b.db", sinks: [out_b]}}
+  - id: out_b
+    plugin: jsonl_sink
+    params: {{path: "{live['dir']}/b.jsonl", fsync: never}}
+edges:
+  - {{from: policy.out, to: queue_b.in}}
+  - {{from: queue_b.out, to: out_b.in}}""")
+        new.write_text(text)
+        res = subprocess.run(cli + ["apply", name, str(new)], capture_output=True, text=True, timeout=120,
+                             env=live["env"])
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "add node out_b" in res.stdout and "add node queue_b" in res.stdout
+        assert _wait(lambda: len(_records(live["dir"] / "b.jsonl")) >= 20, 15)
+        assert live["proc"].poll() is None
+    finally:
+        server.close()
+    live["transport"].change_state(f"/{name}/counter", "deactivate", 10)
+    time.sleep(1.5)
+    _check_stream(_records(out))

@@ -51,6 +51,7 @@ HEARTBEAT_TIMEOUT_S = 3.0
 SERVICE_WAIT_S = 60.0
 CALL_TIMEOUT_S = 10.0
 DRAIN_TIMEOUT_S = 5.0
+MATCH_WAIT_S = 10.0
 
 
 #: lifecycle_msgs/Transition ids -> the verb recorded in the manager's events.
@@ -464,6 +465,7 @@ class LifecycleManager:
                 return False
         if self.state != MState.RECOVERING:
             self._set_state(MState.ACTIVATING)
+        self._wait_matched(ids)
         for n in nodes:
             if self.stop_requested.is_set():
                 return False
@@ -475,6 +477,26 @@ class LifecycleManager:
                     self.tracks[n.id].state = self.get_state(n) or "error"
                 return False
         return True
+
+    def _wait_matched(self, ids: List[str], timeout: float = MATCH_WAIT_S) -> None:
+        """Before activating, wait until DDS discovery has matched every DDS edge touching
+        ``ids`` (a reader per edge, a writer per topic): a packet published before its reader
+        is matched is lost on a volatile topic."""
+        want: Dict[str, int] = {}
+        for e in self.plan.edges:
+            if e.transport == "dds" and (e.src.split(".")[0] in ids or e.dst.split(".")[0] in ids):
+                want[e.topic] = want.get(e.topic, 0) + 1
+        deadline = time.monotonic() + timeout
+        while want and time.monotonic() < deadline and not self.stop_requested.is_set():
+            missing = {t: n for t, n in want.items()
+                       if self.node.count_subscribers(t) < n or self.node.count_publishers(t) < 1}
+            if not missing:
+                return
+            time.sleep(0.05)
+        if want and not self.stop_requested.is_set():
+            self._event("DDS discovery still incomplete after %.0f s (going on): %s"
+                        % (timeout, ", ".join(sorted(t for t in want if self.node.count_subscribers(t) < want[t]
+                                                      or self.node.count_publishers(t) < 1))))
 
     def start(self) -> bool:
         """Ordered bring-up of the whole plan. True when every node is active."""

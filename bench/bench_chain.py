@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,6 +40,8 @@ HERE = Path(__file__).resolve().parent
 SIZES = {"200 B": 200, "1 MB": 1_000_000}
 RATES = {"200 B": 200.0, "1 MB": 30.0}
 DEPTH = {"200 B": 100, "1 MB": 5}
+MODES = ("raw", "dds", "inproc")
+FLOOD = {"200 B": 20000.0, "1 MB": 1000.0}   # offered far above what any chain carries
 
 
 # ---- schnitzel plugins used by the bench (loaded as "bench_chain:BenchSource") ----------------
@@ -166,8 +169,9 @@ def raw_role(role: str, topic_in: str, topic_out: str, size: int, rate: float, s
         pass
 
 
-def run_raw(size_name: str, seconds: float, tmp: Path, env: Dict[str, str]) -> Dict[str, Any]:
-    size, rate, depth = SIZES[size_name], RATES[size_name], DEPTH[size_name]
+def run_raw(size_name: str, seconds: float, tmp: Path, env: Dict[str, str], rate: float = 0.0) -> Dict[str, Any]:
+    size, depth = SIZES[size_name], DEPTH[size_name]
+    rate = rate or RATES[size_name]
     base = f"/bench_raw_{os.getpid()}"
     out = tmp / "raw.json"
     roles = [("sink", f"{base}/t3", "", ), ("relay", f"{base}/t2", f"{base}/t3"),
@@ -207,14 +211,15 @@ edges:
 """
 
 
-def run_schnitzel(size_name: str, mode: str, seconds: float, tmp: Path) -> Dict[str, Any]:
+def run_schnitzel(size_name: str, mode: str, seconds: float, tmp: Path, rate: float = 0.0) -> Dict[str, Any]:
     from schnitzel_core.graph_loader import load_graph
     from schnitzel_core.registry import load_registry
 
     from schnitzel_bringup.compiler import compile_graph
     from schnitzel_bringup.runner import Runner
 
-    size, rate, depth = SIZES[size_name], RATES[size_name], DEPTH[size_name]
+    size, depth = SIZES[size_name], DEPTH[size_name]
+    rate = rate or RATES[size_name]
     cs = ["a", "b", "c", "d"] if mode == "dds" else ["main"] * 4
     q = "{reliability: reliable, durability: volatile, history: keep_last, depth: %d}" % depth
     name = f"bench_{mode}_{os.getpid()}"
@@ -264,6 +269,8 @@ def main() -> int:
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=6.0, help="measured seconds per case")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; figures are medians")
+    ap.add_argument("--flood", action="store_true", help="also measure throughput with the source unpaced")
     ap.add_argument("--sizes", default=",".join(SIZES), help="comma-separated: " + ", ".join(SIZES))
     ap.add_argument("--append-results", action="store_true", help="append the table to bench/RESULTS.md")
     a = ap.parse_args()
@@ -272,22 +279,39 @@ def main() -> int:
     env["_BENCH_PLUGINS"] = "1"
     os.environ.update({"PYTHONPATH": env["PYTHONPATH"], "_BENCH_PLUGINS": "1"})
     rows = []
+    sizes = [x.strip() for x in a.sizes.split(",")]
+    runs: Dict[str, Dict[str, List[Dict[str, Any]]]] = {sz: {m: [] for m in MODES} for sz in sizes}
     with tempfile.TemporaryDirectory(prefix="bench-chain-") as td:
-        for size_name in [s.strip() for s in a.sizes.split(",")]:
-            figs = {}
-            for mode in ("raw", "dds", "inproc"):
-                d = Path(td) / f"{size_name.replace(' ', '')}-{mode}"
-                d.mkdir()
-                figs[mode] = run_raw(size_name, a.seconds, d, env) if mode == "raw" \
-                    else run_schnitzel(size_name, mode, a.seconds, d)
-                f = figs[mode]
-                print(f"{size_name:>6} {mode:<7} n={f['n']:<6} {f['pps']:9.1f} pkt/s  p50 {f['p50_ms']:8.3f} ms"
-                      f"  p99 {f['p99_ms']:8.3f} ms", flush=True)
-            rows.append((size_name, figs))
+        # Rounds interleave the chains, so a burst of load from elsewhere on the machine hits
+        # all of them alike; each figure is the median over the rounds.
+        for rnd in range(a.rounds):
+            for size_name in sizes:
+                for mode in MODES:
+                    d = Path(td) / f"{rnd}-{size_name.replace(' ', '')}-{mode}"
+                    d.mkdir()
+                    f = run_raw(size_name, a.seconds, d, env) if mode == "raw" \
+                        else run_schnitzel(size_name, mode, a.seconds, d)
+                    runs[size_name][mode].append(f)
+                    print(f"round {rnd + 1}: {size_name:>6} {mode:<7} n={f['n']:<6} {f['pps']:9.1f} pkt/s  "
+                          f"p50 {f['p50_ms']:8.3f} ms  p99 {f['p99_ms']:8.3f} ms", flush=True)
+        flood: Dict[str, Dict[str, Dict[str, Any]]] = {}
+        if a.flood:
+            for size_name in sizes:
+                flood[size_name] = {}
+                for mode in MODES:
+                    d = Path(td) / f"flood-{size_name.replace(' ', '')}-{mode}"
+                    d.mkdir()
+                    f = run_raw(size_name, a.seconds, d, env, FLOOD[size_name]) if mode == "raw" \
+                        else run_schnitzel(size_name, mode, a.seconds, d, FLOOD[size_name])
+                    flood[size_name][mode] = f
+                    print(f"flood:   {size_name:>6} {mode:<7} {f['pps']:9.1f} pkt/s received", flush=True)
+    for size_name in sizes:
+        rows.append((size_name, {m: {k: statistics.median(r[k] for r in runs[size_name][m])
+                                     for k in ("n", "pps", "p50_ms", "p99_ms")} for m in MODES}))
     lines = [f"### bench_chain.py ({_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC)", "",
              f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
              f"{platform.python_version()}, {os.environ.get('RMW_IMPLEMENTATION', 'default rmw')}, "
-             f"{a.seconds:g} s per case, reliable keep_last QoS; latency from the source stamp to the sink "
+             f"median of {a.rounds} interleaved rounds of {a.seconds:g} s per case, reliable keep_last QoS; latency from the source stamp to the sink "
              "(3 hops); first 10 % dropped as warm-up.", "",
              "| payload | chain | offered pkt/s | received pkt/s | p50 ms | p99 ms | p50 / raw |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
@@ -298,6 +322,11 @@ def main() -> int:
             f = figs[mode]
             lines.append(f"| {size_name} | {label} | {RATES[size_name]:g} | {f['pps']:.1f} | {f['p50_ms']:.3f} | "
                          f"{f['p99_ms']:.3f} | {f['p50_ms'] / raw50:.2f}x |")
+    if flood:
+        lines += ["", "Throughput (source sending as fast as it can; packets/s reaching the sink, one round):", "",
+                  "| payload | raw rclpy | schnitzel DDS | schnitzel inproc |", "| --- | ---: | ---: | ---: |"]
+        for size_name, f in flood.items():
+            lines.append(f"| {size_name} | {f['raw']['pps']:.0f} | {f['dds']['pps']:.0f} | {f['inproc']['pps']:.0f} |")
     lines.append("")
     for size_name, figs in rows:
         dds, raw, inp = figs["dds"], figs["raw"], figs["inproc"]

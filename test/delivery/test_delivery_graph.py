@@ -109,6 +109,7 @@ def test_graph_backend_outage_and_queue_container_sigkill_lose_nothing(tmp_path,
         report = json.loads((tmp_path / "report.json").read_text())
         assert report["nodes"]["src"]["packets_out"] == count
         assert report["containers"]["q"]["restarts"] == 1
+        print({k: v.get("counters") for k, v in report["nodes"].items()})
         print(f"\ngraph: {count} produced, {pending} pending at the queue kill, "
               f"{be.stats()['unique_keys']} unique at the backend, duplicates {be.stats()['duplicates']}")
     finally:

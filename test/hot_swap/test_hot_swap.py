@@ -4,6 +4,10 @@ Each test runs a real graph (containers + lifecycle manager) and calls `schnitze
 `schnitzel apply`. Where the running manager does not serve `/<graph>/_manager/replace_node`
 (or `apply_graph`) yet, the test is skipped with that reason, detected at run time: the graph
 is up and active, and the CLI exits 3 ("no lifecycle manager answers").
+
+``SCHNITZEL_HOTSWAP_SIDECAR=1`` serves the services beside the manager
+(``python -m schnitzel_bringup.replace --plan ...``, the code the manager uses) so these tests
+can be checked before the manager serves them itself; CI never sets it.
 """
 from __future__ import annotations
 
@@ -91,6 +95,14 @@ class Graph:
                                          stdin=subprocess.DEVNULL, start_new_session=True)
         ok = _wait_for(lambda: (self.status() or {}).get("state") == "active", 120)
         assert ok, f"graph {self.name} did not become active\n{self.output()}"
+        if os.environ.get("SCHNITZEL_HOTSWAP_SIDECAR") == "1":
+            # checks these tests before the manager serves the services itself: the same
+            # HotSwapServer beside the manager (never set in CI)
+            plan = next(self.run_dir.glob("*.plan.json"))
+            with open(self.dir / "sidecar.log", "wb") as fh:
+                subprocess.Popen([sys.executable, "-m", "schnitzel_bringup.replace", "--plan", str(plan)],
+                                 env=self.env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+            assert _wait_for(lambda: "serving" in (self.dir / "sidecar.log").read_text(), 30)
 
     def status(self) -> Optional[dict]:
         try:
@@ -277,7 +289,10 @@ def test_apply_adds_a_sink_and_removes_another_and_the_rest_keeps_its_rate(graph
     out = g.dir / "out.jsonl"
     assert _wait_for(lambda: len(_lines(out)) >= 50 and len(_lines(g.dir / "a.jsonl")) >= 10, 30), g.output()
     new = g.dir / "hs_apply_v2.yaml"
-    new.write_text(text.replace("_a", "_b").replace("a.db", "b.db").replace("a.jsonl", "b.jsonl"))
+    v2 = text
+    for a, b in (("queue_a", "queue_b"), ("out_a", "out_b"), ("/a.db", "/b.db"), ("/a.jsonl", "/b.jsonl")):
+        v2 = v2.replace(a, b)
+    new.write_text(v2)
     pids = g.container_pids()
     t0 = time.time_ns()
     res = g.cli("apply", "hs_apply", str(new))

@@ -887,3 +887,45 @@ class HotSwapServer:
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=2.0)
         self.node.destroy_node()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m schnitzel_bringup.replace --plan PLAN.json``: serve replace_node/apply_graph
+    for a running graph whose manager does not (e.g. one started by ``ros2 launch``), until
+    SIGINT/SIGTERM."""
+    import argparse
+    import signal
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m schnitzel_bringup.replace", description=main.__doc__)
+    ap.add_argument("--plan", required=True, help="the running graph's <name>.plan.json")
+    args = ap.parse_args(argv)
+    import rclpy
+    from rclpy.signals import SignalHandlerOptions
+
+    from .plan import Plan, PlanError
+
+    try:
+        plan = Plan.read(args.plan)
+    except PlanError as exc:
+        print(f"hot swap: {exc}", file=sys.stderr)
+        return 2
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_a: stop.set())
+    try:
+        server = HotSwapServer(plan, log=lambda m: print(m, flush=True))
+    except Exception as exc:  # noqa: BLE001 - one clear line, no traceback
+        print(f"hot swap: cannot serve graph {plan.graph!r}: {exc}", file=sys.stderr)
+        rclpy.shutdown()
+        return 1
+    print(f"hot swap: serving /{plan.graph}/_manager/replace_node and apply_graph", flush=True)
+    stop.wait()
+    server.close()
+    rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -112,7 +112,7 @@ def headline(rep: Dict[str, Any]) -> List[Tuple[str, str]]:
     ]
     delivered = [_counter(nodes[s], "delivered") for s in sinks]
     if any(d is not None for d in delivered):
-        out.append(("delivered (all sinks)", f"{int(sum(d or 0 for d in delivered))}"))
+        out.append(("delivered (sum over sinks)", f"{int(sum(d or 0 for d in delivered))}"))
     for q in queues(rep):
         depth = _counter(nodes[q], "depth")
         out.append((f"{q} depth at end", "?" if depth is None else f"{int(depth)}"))
@@ -276,7 +276,7 @@ h2{font-size:16px;margin:2px 0 8px}
 table{border-collapse:collapse;width:100%;font-size:13px}
 th,td{border-bottom:1px solid #e2e8f0;padding:4px 6px;text-align:right;white-space:nowrap}
 th:first-child,td:first-child,td.l,th.l{text-align:left}
-td.err{color:#b91c1c;font-weight:600} code{font-size:12px}
+td.err{color:#b91c1c;font-weight:600} code{font-size:12px} td.wrap{white-space:normal;max-width:360px}
 svg.plot{max-width:100%;height:auto;display:block;margin:6px 0}
 svg .frame{fill:#fff;stroke:#cbd5e1} svg .grid{stroke:#eef2f7} svg .axis{stroke:#94a3b8}
 svg .tick{font-size:11px;fill:#475569} svg .legend{font-size:12px;fill:#0f172a}
@@ -308,7 +308,7 @@ def _node_table(rep: Dict[str, Any]) -> str:
             f'<td>{int(_num(n.get("packets_in")))}</td><td>{int(_num(n.get("packets_out")))}</td>'
             f'<td>{int(_num(n.get("drops")))}</td><td class="{"err" if err else ""}">{err}</td>'
             f'<td>{_num(lat.get("p50")):.1f}</td><td>{_num(lat.get("p95")):.1f}</td><td>{_num(lat.get("p99")):.1f}</td>'
-            f'<td class="l"><code>{_esc(ctext)}</code>'
+            f'<td class="l wrap"><code>{_esc(ctext)}</code>'
             + (f'<br><span class="muted">last error: {_esc(n.get("last_error"))}</span>' if n.get("last_error") else "")
             + "</td></tr>")
     return ('<table id="nodes"><thead><tr><th>node</th><th class="l">plugin</th><th class="l">container</th>'

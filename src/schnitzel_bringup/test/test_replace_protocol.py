@@ -8,7 +8,6 @@ the protocol, as it does on a robot.
 """
 import json
 
-import pytest
 from schnitzel_core.blackboard import InputHold, MemoryBackend, Watermarks, restore_handover, save_handover
 from schnitzel_core.graph_loader import load_graph
 from schnitzel_core.packet import Packet

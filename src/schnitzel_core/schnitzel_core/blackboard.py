@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import sqlite3
 import threading
 import time
 from importlib import metadata as importlib_metadata

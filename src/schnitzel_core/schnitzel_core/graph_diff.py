@@ -348,7 +348,6 @@ def plan_application(diff: GraphDiff, registry: Any = None,
     applied to a running graph (a container moved to another host while keeping nodes).
     """
     old, new = diff.old, diff.new
-    registry = registry
     new_nodes = {n.id: n for n in new.nodes}
     old_nodes = {n.id: n for n in old.nodes}
     actions: List[Action] = []

@@ -296,7 +296,11 @@ class DurableStore:
         existed = _check_file(self.path)
         d = os.path.dirname(self.path)
         if d and not os.path.isdir(d):
-            raise StoreWriteError(f"durable store {self.path}: directory {d} does not exist", "io_error")
+            try:  # like the JSONL sink: a fresh checkout has no runs/ directory yet
+                os.makedirs(d, exist_ok=True)
+            except OSError as exc:
+                raise StoreWriteError(f"durable store {self.path}: directory {d} does not exist and cannot be "
+                                      f"created ({exc.strerror or exc})", "io_error") from None
         self.engine = create_engine(f"sqlite:///{self.path}", poolclass=StaticPool,
                                     connect_args={"check_same_thread": False, "timeout": 30})
 

@@ -1,6 +1,5 @@
 """Blackboard: namespaced, versioned, JSON-only state behind the state_backend boundary."""
 import multiprocessing
-import os
 import sqlite3
 
 import pytest
@@ -188,3 +187,34 @@ def test_handover_moves_state_from_old_logic_to_new_logic(board):
     assert save_handover(board, "g", "other", _Counter(0)) is None
     fresh = _Counter()
     assert restore_handover(board, "g", "other", fresh) is None and fresh.n == 0
+
+
+def test_input_hold_replays_only_what_the_old_node_had_not_processed():
+    from schnitzel_core.blackboard import InputHold, Watermarks
+    from schnitzel_core.packet import Packet
+
+    def pk(stream, seq, epoch=0):
+        return Packet(stream_id=stream, seq=seq, kind="telemetry", epoch=epoch)
+
+    wm = Watermarks()
+    for p in (pk("a", 1), pk("a", 3), pk("a", 2), pk("b", 7)):
+        wm.note(p)
+    assert wm.as_dict() == {"a": [0, 3], "b": [0, 7]}
+    hold = InputHold(limit=10)
+    for p in (pk("a", 3), pk("a", 4), pk("b", 7), pk("c", 1), pk("a", 1, epoch=1)):
+        hold.hold("in", p)
+    out = hold.release({"watermarks": wm.as_dict()})
+    # a/3 and b/7 were processed by the old node; a new epoch restarts the numbering
+    assert [(p.stream_id, p.seq, p.epoch) for _, p in out] == [("a", 4, 0), ("c", 1, 0), ("a", 1, 1)]
+    assert hold.skipped == 2 and len(hold) == 0
+
+
+def test_input_hold_is_bounded_and_counts_what_it_dropped():
+    from schnitzel_core.blackboard import InputHold
+    from schnitzel_core.packet import Packet
+
+    hold = InputHold(limit=3)
+    for i in range(1, 6):
+        hold.hold("in", Packet(stream_id="s", seq=i, kind="k"))
+    assert hold.dropped == 2
+    assert [p.seq for _, p in hold.release(None)] == [3, 4, 5]

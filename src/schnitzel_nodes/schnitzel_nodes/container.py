@@ -56,6 +56,7 @@ process exits 0. A second signal exits at once.
 from __future__ import annotations
 
 import argparse
+import copy
 import itertools
 import json
 import os
@@ -67,6 +68,9 @@ from typing import Any, Dict, List, Mapping, Optional
 
 STATUS_PERIOD_S = 1.0
 EXECUTORS = ("single", "multi")
+#: LoadNode option keys this container understands ("replaces" is informational).
+KNOWN_OPTIONS = {"ports_json", "graph", "container", "autostart", "max_consecutive_errors", "node_id",
+                 "handover", "replaces"}
 
 
 def container_node_name(graph: str, container: str) -> str:
@@ -116,6 +120,8 @@ class Container:
         self._DiagnosticArray = DiagnosticArray
         self._last_errors: Dict[int, int] = {}
         self._status_timer = n.create_timer(STATUS_PERIOD_S, self.publish_status)
+        self._status_pending: set = set()
+        self._status_gc = n.create_guard_condition(self._publish_pending)
         self.composition = self._serve_composition()
         executor.add_node(n)
 
@@ -130,6 +136,9 @@ class Container:
         from .ros.plugins import resolve_plugin
 
         options = dict(options or {})
+        unknown = sorted(set(options) - KNOWN_OPTIONS)
+        if unknown:  # not an error: a newer manager may send options this container ignores
+            self.node.get_logger().warning(f"load_node {node_name!r}: ignoring unknown options {unknown}")
         graph = options.get("graph") or self.graph
         namespace = namespace or f"/{graph}"
         try:
@@ -169,6 +178,7 @@ class Container:
                               max_consecutive_errors=max_errors, context=self.context, node_id=node_id,
                               blackboard=self.blackboard,
                               handover=str(options.get("handover", "")).strip().lower() in ("1", "true", "yes"))
+        adapter.status_hook = lambda uid=uid: self.request_status(uid)
         with self._lock:
             self.nodes[uid] = adapter
         self.executor.add_node(adapter)
@@ -270,8 +280,9 @@ class Container:
         return True
 
     def _comp_load(self, req: Any, resp: Any) -> Any:
-        """composition_interfaces/LoadNode: plugin_name -> plugin, parameters -> params,
-        extra_arguments (ports_json, graph, autostart, …) -> options."""
+        """composition_interfaces/LoadNode: plugin_name -> plugin, parameters -> params
+        (or extra argument parameters_json when given), extra_arguments (ports_json, graph,
+        autostart, …) -> options."""
         from rclpy.parameter import parameter_value_to_python
 
         try:
@@ -283,8 +294,14 @@ class Container:
                 if not sep:
                     raise ValueError(f"remap rule {rule!r} must read from:=to")
                 remaps[src] = dst
+            if options.get("parameters_json"):
+                # schnitzel's own launch files repeat the params as exact JSON (types kept)
+                from .ros import params as P
+                params = P.parse_parameters_json(options.pop("parameters_json"))
+            else:
+                params = self._json_params(req.plugin_name, params)
             adapter = self.load(req.plugin_name, req.node_name or req.plugin_name.split("::")[-1],
-                                req.node_namespace, self._json_params(req.plugin_name, params), remaps, options)
+                                req.node_namespace, params, remaps, options)
         except Exception as exc:  # noqa: BLE001
             resp.success = False
             resp.error_message = str(exc) or type(exc).__name__
@@ -323,6 +340,36 @@ class Container:
         return resp
 
     # ---------------------------------------------------------------- status
+    def request_status(self, uid: int) -> None:
+        """Publish node ``uid``'s status on the next executor cycle (any thread)."""
+        with self._lock:
+            self._status_pending.add(uid)
+        self._status_gc.trigger()
+
+    def _publish_pending(self) -> None:
+        with self._lock:
+            pending, self._status_pending = self._status_pending, set()
+            items = [(uid, self.nodes[uid]) for uid in sorted(pending) if uid in self.nodes]
+        stamp = self.node.get_clock().now().to_msg()
+        for _, a in items:
+            try:
+                self._publish_node_status(a, a.status_msg(stamp))
+            except Exception as exc:  # noqa: BLE001
+                self.node.get_logger().warning(f"status of {a.node_id!r} failed: {exc}")
+
+    def _publish_node_status(self, a: Any, st: Any) -> None:
+        pub = self._status_pubs.get(a.graph)
+        if pub is None:
+            pub = self.node.create_publisher(self._NodeStatus, f"/{a.graph}/_status/nodes", self._status_qos)
+            self._status_pubs[a.graph] = pub
+        pub.publish(st)
+        if a.get_name() != a.node_id:
+            # A replacement (<id>__r<N>) also reports under its ROS name, so a watcher can tell it
+            # from the node it replaces (the manager tracks the graph id and ignores this one).
+            twin = copy.copy(st)
+            twin.node_id = a.get_name()
+            pub.publish(twin)
+
     def publish_status(self) -> None:
         stamp = self.node.get_clock().now().to_msg()
         with self._lock:
@@ -332,11 +379,7 @@ class Container:
         for uid, a in items:
             try:
                 st = a.status_msg(stamp)
-                pub = self._status_pubs.get(a.graph)
-                if pub is None:
-                    pub = self.node.create_publisher(self._NodeStatus, f"/{a.graph}/_status/nodes", self._status_qos)
-                    self._status_pubs[a.graph] = pub
-                pub.publish(st)
+                self._publish_node_status(a, st)
                 diag.status.append(a.diagnostic(st, self._last_errors.get(uid, 0)))
                 self._last_errors[uid] = st.errors
             except Exception as exc:  # noqa: BLE001 - one node's status must not stop the others'

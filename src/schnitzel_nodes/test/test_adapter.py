@@ -60,6 +60,10 @@ def test_param_schema_checks_say_what_is_wrong():
     assert P.from_ros(lst, P.to_ros(lst, ["a", "b"])) == ["a", "b"]
     with pytest.raises(P.ParamError, match="JSON"):
         P.from_ros(lst, "[oops")
+    assert P.from_ros(lst, "[a, b]") == ["a", "b"]          # YAML flow style, as ros2 param set users type it
+    assert P.from_ros(lst, ["a", "b"]) == ["a", "b"]        # a ROS string array
+    anyp = Param("x", "any", None)
+    assert P.from_ros(anyp, "plain text") == "plain text" and P.from_ros(anyp, "[1]") == [1]
 
 
 def test_ports_json_is_checked_against_the_spec():

@@ -14,7 +14,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from schnitzel_msgs.msg import NodeStatus, StreamPacket  # noqa: E402
 from schnitzel_msgs.srv import ListNodes, UnloadNode  # noqa: E402
 
-from test_container_support import (Boom, Marker, RosClient, Scale, Ticker, ports_json, ref,  # noqa: E402
+from test_container_support import (Boom, FailConfigure, Marker, RosClient, Scale, Ticker, ports_json, ref,  # noqa: E402
                                     start_container, stop_process, unique_graph, wait_for)
 
 CID = "c1"
@@ -170,6 +170,26 @@ def test_failing_node_goes_to_error_and_does_not_stop_others(env):
     assert c.state(f"/{graph}/boom") == "inactive"
 
 
+def test_refused_transition_reason_is_published_at_once_also_under_the_ros_name(env):
+    """A replacement runs as <id>__r<N> with option node_id=<id>: its status carries the graph id
+    (what the manager tracks) and, as a twin, its ROS name; a refused configure publishes the
+    reason right after the reply instead of at the next 1 Hz tick."""
+    graph, c, _ = env
+    statuses = c.subscribe(NodeStatus, f"/{graph}/_status/nodes", 100)
+    r = c.load(graph, CID, ref(FailConfigure), "fc__r1", {}, {"node_id": "fc"})
+    assert r.success, r.error_message
+    time.sleep(0.2)
+    n = len(statuses)
+    assert not c.transition(f"/{graph}/fc__r1", "configure")
+    t0 = time.monotonic()
+    assert wait_for(lambda: any(s.node_id == "fc__r1" and "model.onnx not found" in s.last_error
+                                for s in statuses[n:]), 5)
+    assert time.monotonic() - t0 < 0.9
+    mine = [s for s in statuses[n:] if s.node_id in ("fc", "fc__r1")]
+    assert {s.node_id for s in mine} == {"fc", "fc__r1"}
+    assert all(s.state == "unconfigured" and "FileNotFoundError" in s.last_error for s in mine)
+
+
 def test_bad_load_requests_fail_with_the_reason(env):
     graph, c, _ = env
     r = c.load(graph, CID, "no_such_plugin_xyz", "x1")
@@ -229,6 +249,19 @@ def test_cli_rejects_bad_arguments_without_traceback():
     assert r.returncode == 2 and "invalid --graph" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_cli_reports_a_bad_blackboard_without_traceback(tmp_path):
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "schnitzel_nodes.container", "--graph", "g", "--container", "c",
+                        "--state-backend", "sqlite", "--state-path", str(tmp_path / "missing" / "s.db")],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "blackboard" in r.stderr and "does not exist" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "schnitzel_nodes.container", "--graph", "g", "--container", "c",
+                        "--state-backend", "etcd"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "no state backend named 'etcd'" in r.stderr
+
+
 def test_composition_interfaces_services(client):
     ci = pytest.importorskip("composition_interfaces.srv",
                              reason="composition_interfaces is not installed (not in the ROS 2 PyPI wheels)")
@@ -281,11 +314,17 @@ def test_composition_request_mapping_without_composition_interfaces():
         assert a.logic.params["factor"] == 4 and a.logic.params["tags"] == ["a", "b"]
         # the remap rule moved the default input topic
         assert a.count_subscribers(f"/{box.graph}/elsewhere") == 1
+        # schnitzel's launch files also pass the params as exact JSON in extra_arguments
+        exact = SimpleNamespace(**{**req.__dict__, "node_name": "sc3", "remap_rules": [], "extra_arguments": [
+            Parameter("parameters_json", value='{"factor": 9, "tags": ["z"]}').to_parameter_msg()]})
+        res3 = box.container._comp_load(exact, SimpleNamespace())
+        assert res3.success, res3.error_message
+        assert box.container.nodes[res3.unique_id].get_parameter("factor").value == 9
         bad = SimpleNamespace(**{**req.__dict__, "node_name": "sc2", "remap_rules": ["nonsense"]})
         res = box.container._comp_load(bad, SimpleNamespace())
         assert not res.success and "from:=to" in res.error_message
         lst = box.container._comp_list(None, SimpleNamespace())
-        assert list(lst.full_node_names) == [f"/{box.graph}/sc"]
+        assert list(lst.full_node_names) == [f"/{box.graph}/sc", f"/{box.graph}/sc3"]
     finally:
         box.close()
 

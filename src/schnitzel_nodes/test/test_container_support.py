@@ -114,6 +114,16 @@ class Collect(SinkLogic):
         self.received.append(packet)
 
 
+class FailConfigure(TransformLogic):
+    """configure always raises (a missing model file)."""
+
+    spec = PluginSpec(name="t_failcfg", category=Category.TRANSFORM, version="1.0.0",
+                      ports=(In("in"), Out("out")))
+
+    def configure(self) -> None:
+        raise FileNotFoundError("model.onnx not found")
+
+
 class Marker(SinkLogic):
     """Appends each lifecycle hook it sees to the file ``path`` (shutdown tests)."""
 

@@ -63,8 +63,9 @@ class DurableQueueLogic(StateLogic):
             Param("overflow", "str", "reject_new", "what happens when full", enum=("reject_new", "drop_oldest")),
             Param("ledger_retention_s", "float", 7 * 24 * 3600.0, "how long delivered keys are remembered",
                   minimum=0),
-            Param("max_inflight", "int", 1000, "rows sent and not yet acknowledged", minimum=1),
-            Param("forward_batch", "int", 200, "rows read per poll", minimum=1),
+            Param("max_inflight", "int", 100, "rows sent and not yet acknowledged (keep it <= the QoS depth of "
+                  "the queue->sink and ack topics, 100 for 'events', so a burst never overruns it)", minimum=1),
+            Param("forward_batch", "int", 100, "rows read per poll", minimum=1),
             Param("lease_s", "float", 30.0, "an unacknowledged row is re-sent after this", minimum=0.1),
             Param("max_attempts", "int", 0, "dead-letter after this many failed attempts (0 = never)", minimum=0),
             Param("poll_s", "float", 0.02, "how often ready rows are looked for", minimum=0.001),
@@ -163,10 +164,10 @@ class DurableQueueLogic(StateLogic):
     def tick(self) -> None:
         self._apply_outcomes()
         if self.active:
-            room = int(self.params.get("max_inflight", 1000)) - self.store.leased
+            room = int(self.params.get("max_inflight", 100)) - self.store.leased
             if room > 0:
                 try:
-                    rows = self.store.lease(min(room, int(self.params.get("forward_batch", 200))),
+                    rows = self.store.lease(min(room, int(self.params.get("forward_batch", 100))),
                                             float(self.params.get("lease_s", 30.0)))
                 except StoreError as exc:
                     self.last_error = str(exc)

@@ -316,12 +316,20 @@ class NodeAdapter(LifecycleNode):
         self._ack_sub: Any = None
         self._pending_live: Dict[str, Any] = {}
         self._declaring = True
-        self._declare_params(checked, int(max_consecutive_errors))
-        self._declaring = False
-        self.add_on_set_parameters_callback(self._on_set_params)
-        self.add_post_set_parameters_callback(self._after_set_params)
-        # Executor-thread hook: a fault seen on any thread is acted on here.
-        self._fault_gc = self.create_guard_condition(self._on_fault_signal)
+        try:
+            self._declare_params(checked, int(max_consecutive_errors))
+            self.add_on_set_parameters_callback(self._on_set_params)
+            self.add_post_set_parameters_callback(self._after_set_params)
+            # Executor-thread hook: a fault seen on any thread is acted on here.
+            self._fault_gc = self.create_guard_condition(self._on_fault_signal)
+        except Exception as exc:  # noqa: BLE001 - never leave a half-made node behind
+            self.destroy_node()
+            raise LoadError(f"node {node_name!r}: cannot declare its parameters: {exc}") from None
+        finally:
+            self._declaring = False
+        #: Set by the container: publish this node's status soon (after the current callback,
+        #: so a watcher sees the reason right after a refused transition's reply).
+        self.status_hook: Optional[Callable[[], None]] = None
 
     # ------------------------------------------------------------------ params
     def _declare_params(self, values: Mapping[str, Any], max_errors: int) -> None:
@@ -382,8 +390,7 @@ class NodeAdapter(LifecycleNode):
     def _after_set_params(self, parameters: List[Parameter]) -> None:
         changed, self._pending_live = self._pending_live, {}
         if changed and self._active and self.logic is not None:
-            logic = self.logic
-            self._submit(lambda: logic.on_params(changed))
+            self._submit(self.logic.on_params, changed)   # serialised with the logic's other callbacks
 
     # --------------------------------------------------------------- lifecycle
     def state_label(self) -> str:
@@ -399,6 +406,7 @@ class NodeAdapter(LifecycleNode):
             params = self.current_params()
         except P.ParamError as exc:
             self._note_error(f"configure refused: {exc}")
+            self._status_soon()
             return FAILURE
         self._in_error = False
         self._fault = False
@@ -419,6 +427,7 @@ class NodeAdapter(LifecycleNode):
             self._note_error(f"configure failed: {type(exc).__name__}: {exc}", exc)
             self.logic = None
             self.ctx = None
+            self._status_soon()
             return FAILURE
         try:
             self._create_io()
@@ -426,6 +435,7 @@ class NodeAdapter(LifecycleNode):
             self._note_error(f"configure failed creating topics: {exc}", exc)
             self._destroy_io()
             self._release_logic()
+            self._status_soon()
             return FAILURE
         if self._handover:
             with self._hold_lock:
@@ -448,6 +458,7 @@ class NodeAdapter(LifecycleNode):
             self._note_error(f"activate failed: {type(exc).__name__}: {exc}", exc)
             super().on_deactivate(state)
             self._drop_hold()
+            self._status_soon()
             return FAILURE
         self.stats.reset()
         self._stop = threading.Event()
@@ -491,6 +502,7 @@ class NodeAdapter(LifecycleNode):
         self._release_logic()
         self._in_error = True
         self.get_logger().error(f"node {self.node_id!r} is in the error state: {self.stats.last_error}")
+        self._status_soon()
         return SUCCESS  # -> unconfigured; a manager may configure it again
 
     def _stop_activity(self) -> None:
@@ -761,8 +773,8 @@ class NodeAdapter(LifecycleNode):
         if dropped:
             with self.stats.lock:
                 self.stats.drops += dropped
-        if self.ctx is not None and (skipped or dropped):
-            self.ctx.count("handover_skipped", skipped)
+        if self.ctx is not None and skipped:
+            self.ctx.count("handover_skipped", skipped)   # the old node had processed them
 
     def _drop_hold(self) -> None:
         with self._hold_lock:
@@ -773,6 +785,14 @@ class NodeAdapter(LifecycleNode):
                 self.stats.drops += n
 
     # --------------------------------------------------------------- failures
+    def _status_soon(self) -> None:
+        hook = self.status_hook
+        if hook is not None:
+            try:
+                hook()
+            except Exception:  # noqa: BLE001 - status is best effort
+                pass
+
     def _note_error(self, message: str, exc: Optional[BaseException] = None) -> None:
         with self.stats.lock:
             self.stats.errors += 1

@@ -140,6 +140,16 @@ def from_ros(p: Param, value: Any) -> Any:
         try:
             return json.loads(value)
         except json.JSONDecodeError as exc:
+            if p.type == "any":
+                return value   # plain text is a fine value for an "any" parameter
+            try:
+                # YAML flow style too, as ROS users write it: ros2 param set /g/n zones '{a: 1}'
+                import yaml
+                loaded = yaml.safe_load(value)
+            except Exception:  # noqa: BLE001 - report the JSON error, the documented form
+                loaded = None
+            if isinstance(loaded, (list, dict)):
+                return loaded
             raise ParamError(f"parameter {p.name!r} must be JSON text ({p.type}): {exc}") from None
     if p.type in _JSON_TYPES and isinstance(value, (list, tuple)):
         return list(value)  # a ROS array given for a list parameter

@@ -324,7 +324,7 @@ def soak(args: argparse.Namespace) -> Dict[str, Any]:
             state = st.get("state", "?")
             if state == "active" and active_at is None:
                 active_at = now
-            if active_at is not None and state == "active" and now - active_at <= duration + 1:
+            if active_at is not None and state in ("active", "recovering") and now - active_at <= duration + 1:
                 groups = classify(proc.pid)
                 procs: Dict[str, Dict[str, int]] = {}
                 for name, pids in groups.items():
@@ -541,15 +541,15 @@ loop through sampler -> model -> sink grows RSS by < 50 MB after warm-up). A gen
 (moving shapes) loops through `video_source` (realtime) -> `sampler` (fps) -> `onnx_model` (a generated
 brightest-spot detector, CPU) in container `vision`, detections over DDS to `stdout_sink` (or, with
 `--sink queue`, `durable_queue` -> `jsonl_sink`) in container `sink`, under `schnitzel run --duration`.
-RSS is `VmRSS` of each container process, sampled every few seconds; warm-up is the first 60 s after the graph became active; growth = RSS at the end - RSS at
-warm-up end, each the median over a 30 s window (single readings swing by a 6 MB frame buffer),
-summed over the containers (the lifecycle manager is shown, not counted). Plot of the latest entry:
-[soak_rss.svg](soak_rss.svg).
+RSS is `VmRSS` of each container process, sampled every few seconds; warm-up is the first 60 s after
+the graph became active; growth = RSS at the end - RSS at warm-up end, each the median over a 30 s
+window (single readings swing by a 6 MB frame buffer), summed over the containers (the lifecycle
+manager is shown, not counted). Plot of the latest entry: [soak_rss.svg](soak_rss.svg).
 """
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--minutes", type=float, default=10.0, help="soak length after the graph became active (default 10)")
     ap.add_argument("--model", choices=("onnx", "motion"), default="onnx",
                     help="onnx_model with a generated detector (default) or motion_detector")
@@ -582,7 +582,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             + f"{a.minutes:g} min soak ({an['measured_s'] / 60:.1f} min sampled), `{'onnx_model' if a.model == 'onnx' else 'motion_detector'}`, "
             f"{WIDTH}x{HEIGHT} @ {a.video_fps} fps loop, sampler {a.sample_fps:g} fps, RSS every {res['interval_s']:g} s, "
             f"warm-up {res['warmup_s']:g} s; run status {an['status']}; {date}; {mach['cpu']}, nproc {mach['nproc']}, "
-            f"{mach['mem']} RAM, load average {mach['loadavg_start']:.1f} at start, Python {mach['python']}, "
+            f"{mach['mem']} RAM, load average {mach['loadavg_start']:.1f} at start and {os.getloadavg()[0]:.1f} at the end "
+            f"(shared machine), Python {mach['python']}, "
             f"Linux {mach['kernel']}")
     verdict_line = (f"**{verdict}**: containers' RSS grew by {t['growth']:+.1f} MB after warm-up "
                     f"(target < {a.target_mb:g} MB), slope {t['slope']:+.2f} MB/min."

@@ -33,8 +33,9 @@ def packets(n: int, tag: str):
             for i in range(n)]
 
 
-def bench_store(d: str, sync: str, batch: int, pk):
-    s = DurableStore(os.path.join(d, f"store-{sync}-{batch}.db"), synchronous=sync)
+def bench_store(d: str, sync: str, batch: int, pk, ledger: bool = True):
+    s = DurableStore(os.path.join(d, f"store-{sync}-{batch}-{int(ledger)}.db"), synchronous=sync,
+                     ledger_retention_s=7 * 24 * 3600 if ledger else 0)
     prev = []
     t0 = time.perf_counter()
     for i in range(0, len(pk), batch):
@@ -102,22 +103,26 @@ def main() -> int:
                 raw_del = bench_raw(d, sync, b, pk, True)
                 ours = bench_store(d, sync, b, pk)
                 sep = bench_store_separate(d, sync, b, packets(n, f"sep{sync}{b}"))
-                rows.append((sync, b, n, ours, sep, raw, raw_del))
-                print(f"{sync:6} batch {b:5}: store {ours:9.0f}/s  (separate commits {sep:9.0f}/s)  "
+                nol = bench_store(d, sync, b, packets(n, f"nol{sync}{b}"), ledger=False)
+                rows.append((sync, b, n, ours, sep, nol, raw, raw_del))
+                print(f"{sync:6} batch {b:5}: store {ours:9.0f}/s  (separate commits {sep:9.0f}/s, no ledger "
+                      f"{nol:9.0f}/s)  "
                       f"raw insert {raw:9.0f}/s  raw insert+delete {raw_del:9.0f}/s", flush=True)
-    lines = ["| synchronous | batch | packets | store enqueue+ack pkt/s | store, 2 commits | raw insert pkt/s | "
-             "raw insert+delete pkt/s | store / raw insert | store / raw insert+delete |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for sync, b, n, ours, sep, raw, raw_del in rows:
-        lines.append(f"| {sync} | {b} | {n} | {ours:,.0f} | {sep:,.0f} | {raw:,.0f} | {raw_del:,.0f} | "
+    lines = ["| synchronous | batch | packets | store enqueue+lease+ack pkt/s | store, 2 commits | store, ledger off | "
+             "raw insert pkt/s | raw insert+delete pkt/s | store / raw insert | store / raw insert+delete |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for sync, b, n, ours, sep, nol, raw, raw_del in rows:
+        lines.append(f"| {sync} | {b} | {n} | {ours:,.0f} | {sep:,.0f} | {nol:,.0f} | {raw:,.0f} | {raw_del:,.0f} | "
                      f"{ours / raw:.2f}x | {ours / raw_del:.2f}x |")
     full100 = next((r for r in rows if r[0] == "FULL" and r[1] == 100), None)
     if full100:
-        ratio, pps = full100[3] / full100[5], full100[3]
+        ratio, pps = full100[3] / full100[6], full100[3]
         lines += ["", f"Targets at batch 100, FULL: >= 0.5x raw insert -> {ratio:.2f}x "
                       f"({'met' if ratio >= 0.5 else 'NOT met'}); >= 100,000 packets/s -> {pps:,.0f}/s "
-                      f"({'met' if pps >= 100_000 else 'NOT met'}: at FULL every commit waits for an fsync, "
-                      f"so packets/s = batch / fsync latency; the raw baseline is bounded the same way)."]
+                      f"({'met' if pps >= 100_000 else 'NOT met'}).",
+                  "The store does per packet what raw does not: a unique index on the idempotency key "
+                  "(random B-tree inserts), the delivered-key ledger (a second one), the lease read and "
+                  "decoding back to a Packet; 'ledger off' shows the ledger's share."]
     print()
     print("\n".join(lines))
     if not a.no_record:

@@ -88,7 +88,9 @@ trap 'exit 130' INT TERM
 if [ -z "${SCHNITZEL_BACKEND_URL:-}" ]; then
   step "[3/5] starting the reference backend on 127.0.0.1"
   PORT=$(python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  schnitzel backend --host 127.0.0.1 --port "$PORT" --db "$RUN/backend.db" >"$RUN/backend.log" 2>&1 &
+  # its own session: a Ctrl-C meant for the run must not stop the backend before the queue drained
+  SETSID=""; command -v setsid >/dev/null 2>&1 && SETSID=setsid
+  $SETSID schnitzel backend --host 127.0.0.1 --port "$PORT" --db "$RUN/backend.db" >"$RUN/backend.log" 2>&1 &
   BACKEND_PID=$!
   for _ in $(seq 1 100); do
     grep -q "listening on" "$RUN/backend.log" 2>/dev/null && break
@@ -105,9 +107,19 @@ fi
 
 # ---- 4. run -----------------------------------------------------------------------------
 step "[4/5] schnitzel run $GRAPH --duration $DURATION (start-up takes a few seconds; a status line follows)"
+echo "    (Ctrl-C stops it early: the graph shuts down in order and the summary still follows)"
 set +e
-schnitzel run "$GRAPH" --duration "$DURATION" --report "$RUN/report.json" --run-dir "$RUN/logs"
+schnitzel run "$GRAPH" --duration "$DURATION" --report "$RUN/report.json" --run-dir "$RUN/logs" &
+RUN_CHILD=$!
+trap 'kill -INT "$RUN_CHILD" 2>/dev/null' INT
+trap 'kill -TERM "$RUN_CHILD" 2>/dev/null' TERM
+wait "$RUN_CHILD"
 RUN_RC=$?
+while kill -0 "$RUN_CHILD" 2>/dev/null; do   # a signal interrupted `wait`: the run is still stopping
+  wait "$RUN_CHILD"
+  RUN_RC=$?
+done
+trap 'exit 130' INT TERM
 set -e
 
 # ---- 5. summary -------------------------------------------------------------------------
@@ -142,7 +154,6 @@ def counter(n, name, default=0):
 
 cam, det = node("video_source"), (node("motion_detector") or node("onnx_model"))
 events, queue, http, jsonl = node("event_builder"), node("durable_queue"), node("http_sink"), node("jsonl_sink")
-zones = node("zones")
 jsonl_path = os.path.join(run, "events.jsonl")
 keys_jsonl = []
 try:
@@ -164,11 +175,13 @@ if ref:   # the reference backend answers /stats and /keys; a real backend need 
 depths = [s["nodes"].get("queue", {}).get("depth") for s in rep.get("timeline", [])]
 depths = [d for d in depths if isinstance(d, int)]
 lat = http.get("latency_ms", {})
-tracks = set()
+tracks, types = set(), {}
 try:
     with open(jsonl_path, encoding="utf-8") as f:
         for line in f:
-            tracks.add(json.loads(line)["payload"].get("track_id"))
+            ev = json.loads(line)["payload"]
+            tracks.add(ev.get("track_id"))
+            types[ev.get("event_type")] = types.get(ev.get("event_type"), 0) + 1
 except (OSError, ValueError, KeyError, AttributeError):
     pass
 tracks.discard(None)
@@ -183,8 +196,8 @@ rows = [
     ("frames in", f"{cam.get('packets_out', 0)} from {camera}"),
     ("detections", f"{det.get('packets_out', 0)} detector outputs ({det.get('drops', 0)} frames skipped "
                    f"latest-only), {len(tracks)} tracks crossed the dock zone"),
-    ("events", f"{events.get('packets_out', 0)} zone events built (zones emitted {zones.get('packets_out', 0)} "
-               f"detection packets)"),
+    ("events", f"{events.get('packets_out', 0)} zone events built ({types.get('zone_enter', 0)} enter, "
+               f"{types.get('zone_exit', 0)} exit), {queue.get('packets_in', 0)} handed to the durable queue"),
     ("delivered", f"{counter(http, 'delivered')} to the backend, {counter(jsonl, 'delivered')} to the JSONL file"
                   + (f"; backend stores {stats.get('unique_keys')} unique events" if stats else "")),
     ("duplicates absorbed", f"{stats.get('duplicates', 0) + counter(queue, 'duplicates')} "
@@ -192,8 +205,12 @@ rows = [
                             + (")" if stats else "; a real backend reports its own)")),
     ("queue depth", f"{counter(queue, 'depth')} rows waiting at the end (max {max(depths) if depths else 0} "
                     f"during the run), {counter(queue, 'dead')} dead-lettered"),
-    ("latency p50 / p99", f"{lat.get('p50', 0):.1f} / {lat.get('p99', 0):.1f} ms from capture to the HTTP sink"),
+    ("latency p50 / p99", (f"{lat.get('p50', 0):.1f} / {lat.get('p99', 0):.1f} ms from capture to the HTTP sink"
+                           if http.get("packets_in") else "n/a (no event reached the HTTP sink)")),
 ]
+if not events.get("packets_out"):
+    rows.append(("note", "no event this run: nothing entered the dock zone. With your own camera or model, "
+                         "edit the zone polygon (pixels) and the detector's classes in " + graph))
 agree = None
 if keys_backend is not None:
     agree = keys_backend == set(keys_jsonl) and len(keys_jsonl) == len(set(keys_jsonl))

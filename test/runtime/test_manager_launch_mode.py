@@ -8,9 +8,8 @@ import json
 import os
 import signal
 import sys
-import time
 
-from conftest import read_lines, wait_for
+from rt_helpers import read_lines, wait_for
 
 from schnitzel_bringup.compiler import validate_and_compile
 from schnitzel_bringup.runner import container_command

@@ -5,9 +5,8 @@ import json
 import os
 import signal
 
-import pytest
 
-from conftest import output, read_lines, read_status, start_run, wait_for
+from rt_helpers import output, read_lines, read_status, start_run, wait_for
 
 GRAPH = """\
 schnitzel: 1

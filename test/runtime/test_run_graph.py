@@ -12,9 +12,8 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
 
-from conftest import output, read_lines, read_status, schnitzel_cmd, start_run, wait_for
+from rt_helpers import output, read_lines, read_status, schnitzel_cmd, start_run, wait_for
 
 CHAIN = """\
 schnitzel: 1
@@ -193,3 +192,65 @@ def test_restart_never_is_respected_and_sigterm_stops_cleanly(tmp_path, tagged):
     assert report["stopped_by"] == "signal:SIGTERM"
     assert report["status"] == "error"
     assert any("'c'" in p and "never" in p for p in report["problems"]), report["problems"]
+
+
+def test_sigkill_of_the_runner_itself_leaves_no_process_behind(tmp_path, tagged):
+    d = tmp_path / "orphans"
+    graph = write_chain(d, "orphans", "four", count=0, rate=20.0)
+    run_dir = d / "run"
+    runner = start_run(graph, run_dir, tagged.env)
+    try:
+        assert wait_for(lambda: (read_status(run_dir) or {}).get("state") == "active", 90), output(runner)
+        assert len([c for c in tagged.processes().values() if "schnitzel_container" in c]) == 4
+        os.kill(runner.pid, signal.SIGKILL)  # no chance to clean up: the children must go by themselves
+        runner.wait(timeout=10)
+        gone_in = time.monotonic()
+        assert wait_for(lambda: tagged.processes() == {}, 15), tagged.processes()
+        print(f"children gone {time.monotonic() - gone_in:.1f} s after the runner was killed")
+    finally:
+        if runner.poll() is None:
+            os.killpg(runner.pid, signal.SIGKILL)
+
+
+def test_a_frozen_container_shows_as_degraded_and_recovers_when_it_answers_again(tmp_path, tagged):
+    d = tmp_path / "frozen"
+    graph = write_chain(d, "frozen", "four", count=0, rate=20.0)
+    run_dir = d / "run"
+    runner = start_run(graph, run_dir, tagged.env, "--report", str(d / "report.json"))
+    [victim] = [None]
+    try:
+        assert wait_for(lambda: (read_status(run_dir) or {}).get("status") == "ok"
+                        and read_status(run_dir).get("state") == "active", 90), output(runner)
+        # every node has been heard from
+        assert wait_for(lambda: all(n["age_s"] is not None for n in read_status(run_dir)["nodes"].values()), 10)
+        [victim] = _container_pids(tagged, "b")
+        os.kill(victim, signal.SIGSTOP)  # alive but silent: no heartbeat, no service answers
+        assert wait_for(lambda: (read_status(run_dir) or {}).get("status") == "degraded", 15), read_status(run_dir)
+        st = read_status(run_dir)
+        assert st["nodes"]["xf"]["age_s"] > 3.0 or st["containers"]["b"]["state"] == "down", st
+        assert st["nodes"]["src"]["age_s"] < 3.0  # the other containers keep their heartbeat
+        os.kill(victim, signal.SIGCONT)
+        assert wait_for(lambda: (read_status(run_dir) or {}).get("status") == "ok"
+                        and read_status(run_dir)["nodes_active"] == 5, 20), read_status(run_dir)
+        assert _container_pids(tagged, "b") == [victim]  # the same process: nothing was restarted
+        mark = len(read_lines(d / "out.jsonl"))
+        assert wait_for(lambda: len(read_lines(d / "out.jsonl")) >= mark + 5, 30), read_status(run_dir)
+        runner.send_signal(signal.SIGINT)
+        runner.wait(timeout=60)
+    finally:
+        if victim:
+            try:
+                os.kill(victim, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        if runner.poll() is None:
+            os.killpg(runner.pid, signal.SIGKILL)
+    report = json.loads((d / "report.json").read_text())
+    # it recovered without a restart, but the outage shows in the report
+    assert report["status"] == "degraded", report["problems"]
+    assert report["containers"]["b"]["restarts"] == 0
+    assert any("degraded 1 time" in p for p in report["problems"]), report["problems"]
+    events = [e["event"] for e in report["events"]]
+    assert "graph status ok -> degraded" in events and "graph status degraded -> ok" in events
+    assert report["nodes"]["xf"]["state"] == "finalized"      # and was shut down in order
+    assert wait_for(lambda: tagged.processes() == {}, 5)

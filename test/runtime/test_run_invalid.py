@@ -4,7 +4,7 @@ import stat
 import subprocess
 import time
 
-from conftest import schnitzel_cmd
+from rt_helpers import schnitzel_cmd
 
 BAD = """\
 schnitzel: 1

@@ -29,7 +29,11 @@ def register(app: typer.Typer) -> None:
                                                help="where the plan, status and process logs go (default: a temporary directory)"),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="no live status line"),
     ) -> None:
-        """Validate, compile and run GRAPH: one process per container plus the lifecycle manager."""
+        """Validate, compile and run GRAPH: one process per container plus the lifecycle manager.
+
+        Ctrl-C or SIGTERM stop it in order (sources first, then drain). Exit code: 0 ok,
+        1 invalid graph or run ended in error, 3 run ended degraded.
+        """
         if not graph.is_file():
             print(f"schnitzel run: graph file {graph} does not exist", file=sys.stderr)
             raise typer.Exit(2)
@@ -50,6 +54,10 @@ def register(app: typer.Typer) -> None:
         except OSError as exc:
             print(f"schnitzel run: cannot write to {rdir}: {exc.strerror or exc}", file=sys.stderr)
             raise typer.Exit(1)
+        remote = [f"{c.id} ({c.host})" for c in plan.containers if c.host not in ("localhost", "127.0.0.1", "")]
+        if remote:
+            print("schnitzel run: note: the built-in runner starts every container on this machine; "
+                  f"declared elsewhere: {', '.join(remote)}", file=sys.stderr)
         runner = Runner(plan, str(plan_path), str(rdir), duration=duration, max_packets=max_packets,
                         live=not quiet)
         result = runner.run()

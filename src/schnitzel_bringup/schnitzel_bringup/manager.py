@@ -52,6 +52,7 @@ SERVICE_WAIT_S = 60.0
 CALL_TIMEOUT_S = 10.0
 DRAIN_TIMEOUT_S = 5.0
 MATCH_WAIT_S = 10.0
+STOP_CALL_S = 3.0        # per transition while stopping
 
 
 #: lifecycle_msgs/Transition ids -> the verb recorded in the manager's events.
@@ -92,6 +93,7 @@ class NodeTrack:
         self.failures = 0
         self.last_error = ""
         self.ros_name = node.id         # <id>, or <id>__r<N> after a hot replacement
+        self.active_since = 0.0         # monotonic time of the last activation
 
     @property
     def full_name(self) -> str:
@@ -117,6 +119,11 @@ class NodeTrack:
     def age(self, now: float) -> float:
         return (now - self.last_rx) if self.last_rx else float("inf")
 
+    def stale(self, now: float) -> bool:
+        """No heartbeat for HEARTBEAT_TIMEOUT_S (counted from activation for a node that has
+        not sent its first one yet)."""
+        return now - max(self.last_rx, self.active_since) > HEARTBEAT_TIMEOUT_S
+
     def summary(self, now: float) -> Dict[str, Any]:
         last = self.last
         return {
@@ -141,7 +148,7 @@ def graph_health(tracks: Dict[str, NodeTrack], state: MState, now: float) -> str
     if any(t.state == "error" for t in tracks.values()):
         return "error"
     if state in (MState.ACTIVE, MState.STOPPING, MState.FINISHED):
-        stale = state == MState.ACTIVE and any(t.age(now) > HEARTBEAT_TIMEOUT_S for t in tracks.values())
+        stale = state == MState.ACTIVE and any(t.stale(now) for t in tracks.values())
         not_active = state == MState.ACTIVE and any(t.state != "active" for t in tracks.values())
         if stale or not_active:
             return "degraded"
@@ -187,6 +194,8 @@ class LifecycleManager:
         self.events: List[Dict[str, Any]] = []
         self.started_at = time.time()
         self.ever_active = False        # the whole graph reached active at least once
+        self._last_health = "ok"
+        self.degraded_episodes = 0      # times the running graph left "ok" (stale, down, restarting)
 
         if not rclpy.ok():
             rclpy.init(args=None, signal_handler_options=_no_signal_handlers())
@@ -282,7 +291,8 @@ class LifecycleManager:
                 "nodes_total": len(self.tracks), "nodes": nodes,
                 "containers": {cid: {"state": self.container_state[cid], "pid": self.container_pid[cid],
                                      "restarts": self.restarts[cid]} for cid in self.container_state},
-                "ever_active": self.ever_active, "events": list(self.events), "time": time.time(), "manager_pid": os.getpid(),
+                "ever_active": self.ever_active, "degraded_episodes": self.degraded_episodes,
+                "events": list(self.events), "time": time.time(), "manager_pid": os.getpid(),
             }
 
     def _write_status(self) -> None:
@@ -299,6 +309,13 @@ class LifecycleManager:
 
     def _publish_status(self) -> None:
         snap = self.snapshot()
+        health = snap["status"]
+        if self.ever_active and self.state in (MState.ACTIVE, MState.RECOVERING) and health != self._last_health:
+            if health != "ok":
+                self.degraded_episodes += 1
+            self._event(f"graph status {self._last_health} -> {health}")
+            self._last_health = health
+            snap = self.snapshot()
         msg = self._GraphStatus()
         msg.stamp = self.node.get_clock().now().to_msg()
         msg.graph = snap["graph"]
@@ -406,11 +423,18 @@ class LifecycleManager:
         from lifecycle_msgs.srv import ChangeState
         req = ChangeState.Request()
         req.transition = Transition(id=transition_id)
-        res = self._call(ChangeState, f"{self.tracks[n.id].full_name}/change_state", req, timeout=timeout, wait=5.0)
+        res = self._call(ChangeState, f"{self.tracks[n.id].full_name}/change_state", req, timeout=timeout,
+                         wait=min(5.0, timeout))
+        if res is None and self.state == MState.STOPPING:
+            # no answer while stopping: its container is going down too; skip its other nodes
+            with self.lock:
+                self.container_state[n.container] = "down"
         if res is None or not res.success:
             return False
         with self.lock:
             self.tracks[n.id].state = label
+            if label == "active":
+                self.tracks[n.id].active_since = time.monotonic()
         self._event(f"{TRANSITION_NAMES.get(transition_id, transition_id)} {n.id}")
         return True
 
@@ -565,6 +589,13 @@ class LifecycleManager:
                 self._recover(missing)
             elif was_down:
                 self._event(f"container {c.id!r} answers again")
+            # States marked unknown while it did not answer: take them from its list again.
+            for nid in c.nodes:
+                t = self.tracks[nid]
+                if nid in listed and t.state == "unknown" and t.loaded:
+                    label = (listed.get(nid) or "").lower() or (self.get_state(t.node) or "unknown")
+                    with self.lock:
+                        t.state = label
         # A node that reports the error state is reloaded within its container's limit.
         for t in list(self.tracks.values()):
             if t.state == "error" and self.container_state.get(t.node.container) == "up":
@@ -615,23 +646,36 @@ class LifecycleManager:
         from lifecycle_msgs.msg import Transition
         failed = self.state == MState.ERROR
         self._set_state(MState.STOPPING, self.message)
-        reachable = {c.id for c in self.plan.containers if self.container_state.get(c.id) == "up"}
+        # Only containers that still answer get an ordered tear-down (the runner may be
+        # going down with them); a dead one would cost a timeout per transition.
+        reachable = set()
+        for c in self.plan.containers:
+            if self.container_state.get(c.id) == "up" and self._list(c.id, timeout=1.0) is not None:
+                reachable.add(c.id)
+            else:
+                with self.lock:
+                    self.container_state[c.id] = "down"
         order = [self.plan.node(i) for i in self.plan.stop_order]
         order = [n for n in order if n.container in reachable and self.tracks[n.id].loaded]
         sources = [n for n in order if n.is_source]
+
+        def up(n: PlanNode) -> bool:
+            return self.container_state.get(n.container) == "up"
+
         for n in sources:
-            if self.tracks[n.id].state == "active":
-                self._transition(n, Transition.TRANSITION_DEACTIVATE, "inactive", timeout=5.0)
-        self._drain()
+            if up(n) and self.tracks[n.id].state == "active":
+                self._transition(n, Transition.TRANSITION_DEACTIVATE, "inactive", timeout=STOP_CALL_S)
+        if any(up(n) for n in order):
+            self._drain()
         for n in order:
-            if self.tracks[n.id].state == "active":
-                self._transition(n, Transition.TRANSITION_DEACTIVATE, "inactive", timeout=5.0)
+            if up(n) and self.tracks[n.id].state == "active":
+                self._transition(n, Transition.TRANSITION_DEACTIVATE, "inactive", timeout=STOP_CALL_S)
         time.sleep(0.3)  # let the final heartbeats (with the final counters) arrive
         for n in order:
-            if self.tracks[n.id].state == "inactive":
-                self._transition(n, Transition.TRANSITION_CLEANUP, "unconfigured", timeout=5.0)
-            if self.tracks[n.id].state == "unconfigured":
-                self._transition(n, Transition.TRANSITION_UNCONFIGURED_SHUTDOWN, "finalized", timeout=5.0)
+            if up(n) and self.tracks[n.id].state == "inactive":
+                self._transition(n, Transition.TRANSITION_CLEANUP, "unconfigured", timeout=STOP_CALL_S)
+            if up(n) and self.tracks[n.id].state == "unconfigured":
+                self._transition(n, Transition.TRANSITION_UNCONFIGURED_SHUTDOWN, "finalized", timeout=STOP_CALL_S)
         self._set_state(MState.ERROR if failed else MState.FINISHED)
         self._event("graph shut down")
         self._write_status()

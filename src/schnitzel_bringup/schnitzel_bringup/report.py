@@ -3,7 +3,8 @@
 Status rules (docs/runtime.md):
 - ``error``: the graph never came up, a node ended in the error state, or a
   container died and was not (or could no longer be) restarted;
-- ``degraded``: it ran, but a container was restarted or a node raised errors;
+- ``degraded``: it ran, but a container was restarted, a node raised errors, or the
+  running graph was degraded for a while (stale heartbeats, a container not answering);
 - ``ok``: everything else. Drops alone do not degrade a run: live streams are
   latest-only by design and their drops are counted, not failures.
 """
@@ -80,8 +81,17 @@ def build_report(plan: Plan, status: Optional[Dict[str, Any]], *, started_at: fl
         result = "error"
         if not reached_active and not problems:
             problems.append("the graph never became active")
-    elif restarts or totals["errors"]:
+    elif restarts or totals["errors"] or status.get("degraded_episodes"):
         result = "degraded"
+        for cid, c in containers.items():
+            if int(c.get("restarts", 0)):
+                problems.append(f"container {cid!r} was restarted {c['restarts']} time(s)")
+        if totals["errors"]:
+            problems.append(f"nodes raised {totals['errors']} error(s): "
+                            + ", ".join(f"{i} ({v['errors']})" for i, v in nodes.items() if v["errors"]))
+        if status.get("degraded_episodes"):
+            problems.append(f"the running graph was degraded {status['degraded_episodes']} time(s) "
+                            "(a node's heartbeat went stale or a container stopped answering; see events)")
     else:
         result = "ok"
     return {

@@ -285,6 +285,7 @@ class Runner:
     def run(self) -> Dict[str, Any]:
         """Run until bounded or signalled; returns what the report needs."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        Path(self.status_path).unlink(missing_ok=True)  # a previous run's status must not be read as ours
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             for c in self.plan.containers:

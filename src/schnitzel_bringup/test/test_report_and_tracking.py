@@ -79,7 +79,10 @@ def test_report_degraded_on_restart_or_errors_and_error_when_broken():
     st["nodes"]["map"]["errors"] = 2
     assert _report(st)["status"] == "degraded"
     restarted = {c.id: {"restarts": 1 if c.id == "b" else 0, "gave_up": ""} for c in PLAN.containers}
-    assert _report(_status(), restarted)["status"] == "degraded"
+    rep = _report(_status(), restarted)
+    assert rep["status"] == "degraded" and rep["problems"] == ["container 'b' was restarted 1 time(s)"]
+    rep = _report(_status(degraded_episodes=2))
+    assert rep["status"] == "degraded" and "degraded 2 time(s)" in rep["problems"][0]
     gave_up = {c.id: {"restarts": 0, "gave_up": "restart policy is 'never'" if c.id == "c" else ""}
                for c in PLAN.containers}
     rep = _report(_status(), gave_up)

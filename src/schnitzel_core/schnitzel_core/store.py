@@ -122,8 +122,9 @@ queue_t = Table("queue", metadata, Column("id", Integer, primary_key=True, autoi
 dead_t = Table("dead", metadata, Column("id", Integer, primary_key=True),
                *_packet_cols(),
                Column("reason", Text, nullable=False), Column("dead_ns", BigInteger, nullable=False))
-ledger_t = Table("ledger", metadata, Column("key", String, primary_key=True),
-                 Column("delivered_ns", BigInteger, nullable=False), sqlite_with_rowid=False)
+ledger_t = Table("ledger", metadata, Column("id", Integer, primary_key=True),
+                 Column("h1", BigInteger, nullable=False), Column("h2", BigInteger, nullable=False),
+                 Column("delivered_ns", BigInteger, nullable=False))
 
 _DDL_V1 = [
     "CREATE TABLE meta (key VARCHAR PRIMARY KEY, value TEXT)",
@@ -140,8 +141,10 @@ _DDL_V1 = [
         meta TEXT, payload_ref TEXT, size INTEGER NOT NULL, sinks VARCHAR NOT NULL,
         enq_ns BIGINT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT,
         reason TEXT NOT NULL, dead_ns BIGINT NOT NULL)""",
-    # keyed by the idempotency key alone (one B-tree per delivered key)
-    """CREATE TABLE ledger (key VARCHAR PRIMARY KEY, delivered_ns BIGINT NOT NULL) WITHOUT ROWID""",
+    # append-only (rowid order = delivery order): the 128-bit key hash (h1, h2) of each
+    # delivered row; looked up in memory (_KeySet), so no random-key B-tree is written
+    """CREATE TABLE ledger (id INTEGER PRIMARY KEY, h1 BIGINT NOT NULL, h2 BIGINT NOT NULL,
+        delivered_ns BIGINT NOT NULL)""",
 ]
 
 
@@ -164,14 +167,118 @@ COUNTER_NAMES = ("depth", "bytes", "dead", "accepted", "delivered", "duplicates"
 _INSERT_COLS = ("key", "stream_id", "seq", "epoch", "kind", "schema", "content_type", "stamp_ns",
                 "frame_id", "packet_id", "payload", "meta", "payload_ref", "size", "sinks", "enq_ns",
                 "attempts", "state", "avail_ns")
-_ENQUEUE_SQL = (
-    f"INSERT OR IGNORE INTO queue ({', '.join(_INSERT_COLS)}) "
-    f"SELECT {', '.join('?' * len(_INSERT_COLS))} WHERE NOT EXISTS (SELECT 1 FROM ledger WHERE key = ?)"
+_ENQUEUE_NO_LEDGER_SQL = (
+    f"INSERT OR IGNORE INTO queue ({', '.join(_INSERT_COLS)}) VALUES ({', '.join('?' * len(_INSERT_COLS))})"
 )
 _ROW_COLS = ("id", "key", "stream_id", "seq", "epoch", "kind", "schema", "content_type", "stamp_ns",
              "frame_id", "packet_id", "payload", "meta", "payload_ref", "size", "sinks", "enq_ns",
              "attempts", "last_error")
 _COPY_COLS = ", ".join(_ROW_COLS)
+_LEASE_SQL = f"SELECT {_COPY_COLS} FROM queue WHERE id > ? AND avail_ns <= ? ORDER BY id LIMIT ?"
+
+
+# ---------------------------------------------------------------- ledger in memory
+_HEX = frozenset("0123456789abcdef")
+
+
+def key_hash(key: str) -> Tuple[int, int]:
+    """128 bits of an idempotency key as two signed 64-bit ints. Keys made by derive_key
+    (32 hex digits) are used as they are; any other key is hashed (blake2b-128)."""
+    v = -1
+    if len(key) == 32:
+        try:
+            v = int(key, 16)
+        except ValueError:
+            pass
+        if v >= 0 and format(v, "032x") != key:  # only canonical lower-case hex is used as is
+            v = -1
+    if v >= 0:
+        a, b = v >> 64, v & 0xFFFFFFFFFFFFFFFF
+    else:
+        import hashlib
+
+        d = hashlib.blake2b(key.encode("utf-8"), digest_size=16).digest()
+        a, b = int.from_bytes(d[:8], "big"), int.from_bytes(d[8:], "big")
+    return (a - (1 << 64) if a >= 1 << 63 else a, b - (1 << 64) if b >= 1 << 63 else b)
+
+
+class _KeySet:
+    """Delivered-key hashes in memory: sorted numpy arrays (hi, lo) plus a set of recent
+    additions merged in batches. Without numpy, a sorted list of 128-bit ints (bisect)."""
+
+    MERGE_AT = 65536
+
+    def __init__(self) -> None:
+        try:
+            import numpy as np
+        except ImportError:  # pragma: no cover - numpy is a dependency; keep working without it
+            np = None
+        self._np = np
+        self.hi: Any = np.empty(0, np.int64) if np is not None else None
+        self.lo: Any = np.empty(0, np.int64) if np is not None else None
+        self.sorted: List[int] = []  # fallback: (hi << 64) | (lo & mask), sorted
+        self.recent: set = set()
+
+    def __len__(self) -> int:
+        base = len(self.hi) if self._np is not None else len(self.sorted)
+        return base + len(self.recent)
+
+    @staticmethod
+    def _as_int(h: Tuple[int, int]) -> int:
+        return (h[0] << 64) | (h[1] & 0xFFFFFFFFFFFFFFFF)
+
+    def load(self, pairs: Sequence[Tuple[int, int]]) -> None:
+        np = self._np
+        self.recent = set()
+        if np is None:
+            self.sorted = sorted(self._as_int(h) for h in pairs)
+            return
+        arr = np.array(pairs, dtype=np.int64).reshape(-1, 2)
+        order = np.lexsort((arr[:, 1], arr[:, 0]))
+        self.hi, self.lo = arr[order, 0].copy(), arr[order, 1].copy()
+
+    def add(self, hs: Iterable[Tuple[int, int]]) -> None:
+        self.recent.update(hs)
+        if len(self.recent) < self.MERGE_AT:
+            return
+        np = self._np
+        if np is None:
+            self.sorted = sorted(self.sorted + [self._as_int(h) for h in self.recent])
+        else:
+            arr = np.array(list(self.recent), dtype=np.int64).reshape(-1, 2)
+            hi, lo = np.concatenate((self.hi, arr[:, 0])), np.concatenate((self.lo, arr[:, 1]))
+            order = np.lexsort((lo, hi))
+            self.hi, self.lo = hi[order], lo[order]
+        self.recent = set()
+
+    def contains(self, hs: Sequence[Tuple[int, int]]) -> List[bool]:
+        if not hs:
+            return []
+        out = [h in self.recent for h in hs]
+        np = self._np
+        if np is None:
+            import bisect
+
+            for i, h in enumerate(hs):
+                if not out[i]:
+                    v = self._as_int(h)
+                    j = bisect.bisect_left(self.sorted, v)
+                    out[i] = j < len(self.sorted) and self.sorted[j] == v
+            return out
+        n = len(self.hi)
+        if n:
+            q = np.array(hs, dtype=np.int64).reshape(-1, 2)
+            idx = np.searchsorted(self.hi, q[:, 0])
+            hit = idx < n
+            hit[hit] &= self.hi[idx[hit]] == q[hit, 0]
+            for i in np.flatnonzero(hit).tolist():
+                j = int(idx[i])
+                while j < n and self.hi[j] == q[i, 0]:  # equal high halves: check the low half
+                    if self.lo[j] == q[i, 1]:
+                        out[i] = True
+                        break
+                    j += 1
+        return out
 
 
 # ---------------------------------------------------------------- records
@@ -238,12 +345,11 @@ def _decode(r: Sequence[Any]) -> Packet:
     # r follows _ROW_COLS. The stored fields are complete (written from a Packet), so the
     # dataclass __init__/__post_init__ defaulting is skipped: decoding is on the hot path.
     p = _new_packet(Packet)
-    p.__dict__.update(stream_id=r[2] or "", seq=r[3] or 0, epoch=r[4] or 0, kind=r[5] or "",
-                      schema=r[6] or "", content_type=r[7] or "", stamp_ns=r[8] or 0, frame_id=r[9] or "",
-                      packet_id=r[10] or "", payload=bytes(r[11] or b""),
-                      meta=json.loads(r[12]) if r[12] else {},
-                      payload_ref=PayloadRef(**json.loads(r[13])) if r[13] else None,
-                      idempotency_key=r[1])
+    p.__dict__ = {"stream_id": r[2] or "", "seq": r[3] or 0, "kind": r[5] or "", "payload": r[11] or b"",
+                  "epoch": r[4] or 0, "stamp_ns": r[8] or 0, "frame_id": r[9] or "", "schema": r[6] or "",
+                  "content_type": r[7] or "", "packet_id": r[10] or "", "idempotency_key": r[1],
+                  "payload_ref": PayloadRef(**json.loads(r[13])) if r[13] else None,
+                  "meta": json.loads(r[12]) if r[12] else {}}
     return p
 
 
@@ -288,6 +394,9 @@ class DurableStore:
         self.max_bytes = int(max_bytes or 0)
         self.overflow = overflow
         self.ledger_retention_s = float(ledger_retention_s)
+        #: ledger_retention_s <= 0 turns the delivered-key ledger off (a re-sent, already
+        #: delivered key is then queued again; keys still queued are still de-duplicated)
+        self.ledger_on = self.ledger_retention_s > 0
         self.ledger_max_rows = int(ledger_max_rows)
         self.clock_ns = clock_ns
         self._lock = threading.RLock()
@@ -387,6 +496,7 @@ class DurableStore:
             for n in COUNTER_NAMES:
                 c.exec_driver_sql("INSERT OR IGNORE INTO counters(name, value) VALUES (?, 0)", (n,))
         self._counters = self._load_counters()
+        self._load_keys()
 
     @staticmethod
     def _end(c: Any) -> None:
@@ -462,43 +572,53 @@ class DurableStore:
             s = sinks(p) if callable(sinks) else sinks
             s_txt = ",".join(sorted(set(s))) if s else ANY_SINK
             size = len(p.payload) + 256
-            rows.append(_encode(p) + (size, s_txt, now, 0, 0, 0, p.idempotency_key))
+            rows.append(_encode(p) + (size, s_txt, now, 0, 0, 0))
         ack_list = [(list(dict.fromkeys(int(i) for i in ids)), sink) for ids, sink in acks]
         ack_list = [(ids, sink) for ids, sink in ack_list if ids]
         if not rows and not ack_list:
             return EnqueueResult(), AckResult()
 
-        def fn(c: Any) -> Tuple[EnqueueResult, AckResult, Dict[str, int], List[int]]:
+        known: List[bool] = []
+        if rows and self.ledger_on:  # delivered within the window: a no-op
+            with self._lock:
+                known = self._keys.contains([key_hash(r[0]) for r in rows])
+
+        def fn(c: Any) -> Tuple[EnqueueResult, AckResult, Dict[str, int], List[int], List[Tuple[int, int]]]:
             deltas: Dict[str, int] = {}
             ares = AckResult()
             done_ids: List[int] = []
+            done_hashes: List[Tuple[int, int]] = []
             for ids, sink in ack_list:
-                self._ack_in(c, ids, sink, now, ares, deltas, done_ids)
+                self._ack_in(c, ids, sink, now, ares, deltas, done_ids, done_hashes)
             res = EnqueueResult()
             if rows:
                 self._dropped_rows = self._dropped_bytes = 0
-                todo = rows
+                todo = [r for r, k in zip(rows, known) if not k] if any(known) else rows
+                res.duplicates = len(rows) - len(todo)
                 if self.max_rows or self.max_bytes:
                     todo = self._make_room(c, rows, res, deltas)
                 if todo:
-                    cur = c.exec_driver_sql(_ENQUEUE_SQL, todo)
+                    cur = c.exec_driver_sql(_ENQUEUE_NO_LEDGER_SQL, todo)
                     n = cur.rowcount if cur.rowcount is not None and cur.rowcount >= 0 else len(todo)
                     res.accepted = n
-                    res.duplicates = len(todo) - n
+                    res.duplicates += len(todo) - n
                     added = sum(r[13] for r in todo) if n == len(todo) else self._bytes_of_new(c, n)
-                    for k, v in (("depth", n), ("bytes", added), ("accepted", n),
-                                 ("duplicates", res.duplicates)):
+                    for k, v in (("depth", n), ("bytes", added), ("accepted", n)):
                         deltas[k] = deltas.get(k, 0) + v
+                if res.duplicates:
+                    deltas["duplicates"] = deltas.get("duplicates", 0) + res.duplicates
                 if res.rejected:
                     deltas["rejected_full"] = deltas.get("rejected_full", 0) + res.rejected
             self._bump(c, deltas)
-            return res, ares, deltas, done_ids
+            return res, ares, deltas, done_ids, done_hashes
 
-        res, ares, deltas, done_ids = self._tx("write", fn)
+        res, ares, deltas, done_ids, done_hashes = self._tx("write", fn)
         with self._lock:
             self._apply(deltas)
             for i in done_ids:
                 self._leases.pop(i, None)
+            if done_hashes:
+                self._keys.add(done_hashes)
         if ares.done and time.monotonic() >= self._next_prune:
             self._next_prune = time.monotonic() + self.prune_every_s
             try:
@@ -508,7 +628,7 @@ class DurableStore:
         return res, ares
 
     def _ack_in(self, c: Any, ids: List[int], sink: str, now: int, res: AckResult,
-                deltas: Dict[str, int], done_ids: List[int]) -> None:
+                deltas: Dict[str, int], done_ids: List[int], done_hashes: List[Tuple[int, int]]) -> None:
         done_n = done_bytes = 0
         rest: List[int] = []
         for i in range(0, len(ids), 900):
@@ -517,10 +637,13 @@ class DurableStore:
             # fast path: rows this sink completes (single-sink or any-sink rows), set-based
             cond = "" if sink == ANY_SINK else " AND (sinks = '*' OR sinks = ?)"
             extra = () if sink == ANY_SINK else (sink,)
-            c.exec_driver_sql(f"INSERT OR REPLACE INTO ledger(key, delivered_ns) SELECT key, ? FROM queue "
-                              f"WHERE id IN ({marks}){cond}", (now, *chunk, *extra))
-            got = c.exec_driver_sql(f"DELETE FROM queue WHERE id IN ({marks}){cond} RETURNING id, size",
+            got = c.exec_driver_sql(f"DELETE FROM queue WHERE id IN ({marks}){cond} RETURNING id, size, key",
                                     (*chunk, *extra)).all()
+            if self.ledger_on and got:
+                hs = [key_hash(g[2]) for g in got]
+                c.exec_driver_sql("INSERT INTO ledger(h1, h2, delivered_ns) VALUES (?, ?, ?)",
+                                  [(a, b, now) for a, b in hs])
+                done_hashes.extend(hs)
             done_n += len(got)
             done_bytes += sum(g[1] for g in got)
             gone = {g[0] for g in got}
@@ -544,8 +667,11 @@ class DurableStore:
                     partial.append((",".join(left), rid))
             if done:
                 c.exec_driver_sql("DELETE FROM queue WHERE id = ?", [(d[0],) for d in done])
-                c.exec_driver_sql("INSERT OR REPLACE INTO ledger(key, delivered_ns) VALUES (?, ?)",
-                                  [(d[1], now) for d in done])
+                if self.ledger_on:
+                    hs = [key_hash(d[1]) for d in done]
+                    c.exec_driver_sql("INSERT INTO ledger(h1, h2, delivered_ns) VALUES (?, ?, ?)",
+                                      [(a, b, now) for a, b in hs])
+                    done_hashes.extend(hs)
                 done_n += len(done)
                 done_bytes += sum(d[2] for d in done)
                 done_ids.extend(d[0] for d in done)
@@ -558,7 +684,7 @@ class DurableStore:
         res.partial += len(partial)
         missing = [i for i in rest if i not in found_ids]
         if missing:  # maybe dead-lettered meanwhile: a later success clears it from the DLQ
-            res.unknown += self._ack_dead(c, missing, sink, now, deltas)
+            res.unknown += self._ack_dead(c, missing, sink, now, deltas, done_hashes)
 
     def _bytes_of_new(self, c: Any, n: int) -> int:
         return int(c.exec_driver_sql(
@@ -638,9 +764,10 @@ class DurableStore:
             last = 0
             while len(got) < n:
                 want = n - len(got) + len(held)
-                batch = self._read(lambda c: c.exec_driver_sql(
-                    f"SELECT {_COPY_COLS} FROM queue WHERE id > ? AND avail_ns <= ? ORDER BY id LIMIT ?",
-                    (last, now, want)).all())
+                # hot path: plain DB-API rows from the same connection and transaction
+                # (SQLAlchemy's Row processing cost more than the query itself here)
+                batch = self._read(lambda c: c.connection.driver_connection.execute(
+                    _LEASE_SQL, (last, now, want)).fetchall())
                 got.extend(r for r in batch if r[0] not in held)
                 if len(batch) < want:
                     break
@@ -662,7 +789,8 @@ class DurableStore:
             for i in row_ids:
                 self._leases.pop(int(i), None)
 
-    def _ack_dead(self, c: Any, ids: List[int], sink: str, now: int, deltas: Dict[str, int]) -> int:
+    def _ack_dead(self, c: Any, ids: List[int], sink: str, now: int, deltas: Dict[str, int],
+                  done_hashes: List[Tuple[int, int]]) -> int:
         unknown = 0
         for rid in ids:
             r = c.exec_driver_sql("SELECT key, sinks FROM dead WHERE id = ?", (rid,)).first()
@@ -674,7 +802,10 @@ class DurableStore:
                 c.exec_driver_sql("UPDATE dead SET sinks = ? WHERE id = ?", (",".join(left), rid))
             else:
                 c.exec_driver_sql("DELETE FROM dead WHERE id = ?", (rid,))
-                c.exec_driver_sql("INSERT OR REPLACE INTO ledger(key, delivered_ns) VALUES (?, ?)", (r[0], now))
+                if self.ledger_on:
+                    h = key_hash(r[0])
+                    c.exec_driver_sql("INSERT INTO ledger(h1, h2, delivered_ns) VALUES (?, ?, ?)", (*h, now))
+                    done_hashes.append(h)
                 deltas["dead"] = deltas.get("dead", 0) - 1
                 deltas["delivered"] = deltas.get("delivered", 0) + 1
         return unknown
@@ -810,19 +941,41 @@ class DurableStore:
         return n
 
     def prune_ledger(self) -> int:
-        """Forget delivered keys older than the retention window (and beyond ledger_max_rows)."""
+        """Forget delivered keys older than the retention window (and beyond ledger_max_rows).
+
+        The ledger is append-only, so both cuts delete a prefix by rowid. The in-memory set
+        is rebuilt when the cut is large (> 5 %); until then a few expired keys may still
+        count as delivered (the window is a minimum, never shorter)."""
         cutoff = self.clock_ns() - int(self.ledger_retention_s * 1e9)
 
         def fn(c: Any) -> int:
-            n = c.exec_driver_sql("DELETE FROM ledger WHERE delivered_ns < ?", (cutoff,)).rowcount
-            total = c.exec_driver_sql("SELECT count(*) FROM ledger").scalar()
-            if self.ledger_max_rows and total > self.ledger_max_rows:
-                n += c.exec_driver_sql(
-                    "DELETE FROM ledger WHERE key IN (SELECT key FROM ledger ORDER BY delivered_ns LIMIT ?)",
-                    (total - self.ledger_max_rows,)).rowcount
+            first_kept = c.exec_driver_sql("SELECT id FROM ledger WHERE delivered_ns >= ? ORDER BY id LIMIT 1",
+                                           (cutoff,)).scalar()
+            if first_kept is None:
+                n = c.exec_driver_sql("DELETE FROM ledger").rowcount
+            else:
+                n = c.exec_driver_sql("DELETE FROM ledger WHERE id < ?", (first_kept,)).rowcount
+            if self.ledger_max_rows:
+                total = c.exec_driver_sql("SELECT count(*) FROM ledger").scalar()
+                if total > self.ledger_max_rows:
+                    cut = c.exec_driver_sql("SELECT id FROM ledger ORDER BY id LIMIT 1 OFFSET ?",
+                                            (total - self.ledger_max_rows,)).scalar()
+                    n += c.exec_driver_sql("DELETE FROM ledger WHERE id < ?", (cut,)).rowcount
             return n
 
-        return self._tx("prune ledger", fn)
+        n = self._tx("prune ledger", fn)
+        if n and (n > 0.05 * max(1, len(self._keys)) or len(self._keys) <= n):
+            self._load_keys()
+        return n
+
+    def _load_keys(self) -> None:
+        keys = _KeySet()
+        if self.ledger_on:
+            pairs = self._read(lambda c: c.exec_driver_sql("SELECT h1, h2 FROM ledger").all())
+            if pairs:
+                keys.load([tuple(p) for p in pairs])
+        with self._lock:
+            self._keys = keys
 
     # ------------------------------------------------------------ reading
     def _read(self, fn: Callable[[Any], Any]) -> Any:
@@ -858,8 +1011,8 @@ class DurableStore:
         return self._read(fn)
 
     def in_ledger(self, key: str) -> bool:
-        return self._read(lambda c: c.exec_driver_sql("SELECT 1 FROM ledger WHERE key = ?", (key,)).first()
-                          is not None)
+        with self._lock:
+            return self._keys.contains([key_hash(key)])[0]
 
     def stats(self) -> Stats:
         now = self.clock_ns()

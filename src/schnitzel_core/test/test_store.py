@@ -77,6 +77,16 @@ def test_ledger_retention_window(db):
     s.close()
 
 
+def test_ledger_can_be_turned_off(db):
+    s = DurableStore(db, ledger_retention_s=0)
+    s.enqueue([pk(1)])
+    assert s.enqueue([pk(1)]).duplicates == 1  # still queued: not queued twice
+    s.ack([s.lease(1)[0].id])
+    assert not s.in_ledger(pk(1).idempotency_key)
+    assert s.enqueue([pk(1)]).accepted == 1  # no ledger: a delivered key is queued again
+    s.close()
+
+
 def test_lease_expiry_and_nack_backoff(db):
     clock = Clock()
     s = DurableStore(db, clock_ns=clock)
@@ -321,3 +331,25 @@ def test_read_only_file_is_a_clear_error(tmp_path):
     finally:
         os.chmod(tmp_path, stat.S_IRWXU)
         os.chmod(db, stat.S_IRUSR | stat.S_IWUSR)
+
+
+@pytest.mark.parametrize("use_numpy", [True, False])
+def test_delivered_key_set_with_and_without_numpy(use_numpy, monkeypatch):
+    import secrets
+
+    from schnitzel_core.store import _KeySet, key_hash
+
+    monkeypatch.setattr(_KeySet, "MERGE_AT", 100)
+    ks = _KeySet()
+    if not use_numpy:
+        ks._np = None
+    keys = [secrets.token_hex(16) for _ in range(1000)]
+    ks.load([key_hash(k) for k in keys[:400]])
+    for i in range(400, 700, 50):  # several merges
+        ks.add([key_hash(k) for k in keys[i:i + 50]])
+    assert all(ks.contains([key_hash(k) for k in keys[:700]]))
+    assert not any(ks.contains([key_hash(k) for k in keys[700:]]))
+    # keys that are not 32 hex digits are hashed; equal keys, equal hashes
+    ks.add([key_hash("camera-7/event-42")])
+    assert ks.contains([key_hash("camera-7/event-42"), key_hash("camera-7/event-43")]) == [True, False]
+    assert key_hash("ab" * 16) == key_hash("ab" * 16) and key_hash("AB" * 16) != key_hash("ab" * 16)

@@ -241,6 +241,9 @@ def test_live_parameter_reaches_on_params_and_others_are_refused(rig):
     res = a.set_parameters([Parameter(P.RESERVED_PREFIX + "max_consecutive_errors", value=0)])[0]
     assert not res.successful
     assert a.logic.params["fps"] == 12.0
+    assert a.trigger_deactivate() == T.SUCCESS      # inactive: a live change still reaches the logic
+    assert a.set_parameters([Parameter("fps", value=30.0)])[0].successful
+    assert wait_for(lambda: a.logic.params["fps"] == 30.0, 3)
 
 
 def test_sink_acks_reach_only_their_durable_queue(rig):
@@ -386,3 +389,79 @@ def test_a_failed_handover_activate_drops_the_held_inputs_and_says_why(rig):
     assert new.trigger_activate() == T.FAILURE
     assert new.state_label() == "inactive" and "KeyError" in new.stats.last_error
     assert new.stats.drops == 3
+
+
+class RosHook(NodeLogic):
+    """Uses the ctx.ros_node escape hatch; its own subscription callback fails on "bad"."""
+
+    spec = PluginSpec(name="t_roshook", category=Category.SOURCE, version="1.0.0", ports=(Out("out"),),
+                      params=(Param("topic", "str"),))
+
+    def activate(self) -> None:
+        from std_msgs.msg import String
+        self.sub = self.ctx.ros_node.create_subscription(String, self.params["topic"], self.on_text, 10)
+
+    def deactivate(self) -> None:
+        self.ctx.ros_node.destroy_subscription(self.sub)
+
+    def on_text(self, msg: Any) -> None:
+        if msg.data == "bad":
+            raise ValueError("cannot parse 'bad'")
+        self.ctx.count("texts")
+
+
+def test_callbacks_a_plugin_creates_on_ros_node_are_guarded(rig):
+    from std_msgs.msg import String
+
+    topic = f"/{rig.graph}/text"
+    a = rig.node(RosHook, "hook", {"topic": topic}, max_consecutive_errors=3)
+    assert a.trigger_configure() == T.SUCCESS and a.trigger_activate() == T.SUCCESS
+    pub = a.create_publisher(String, topic, 10)
+    assert wait_for(lambda: a.count_subscribers(topic) >= 1, 5)
+    deadline = time.monotonic() + 10
+    while a.ctx.counters.get("texts", 0) < 2 and time.monotonic() < deadline:
+        pub.publish(String(data="good"))
+        time.sleep(0.05)
+    assert a.ctx.counters["texts"] >= 2
+    for _ in range(3):
+        pub.publish(String(data="bad"))
+    # failures count against the node (with its id) and take it to the error state; the
+    # executor thread survives and keeps serving the other nodes
+    assert wait_for(lambda: a.state_label() == "error", 5), a.stats.last_error
+    assert a.stats.errors >= 3 and "cannot parse 'bad'" in a.stats.last_error
+    other = rig.node(Live, "still_served")
+    assert other.trigger_configure() == T.SUCCESS and other.trigger_activate() == T.SUCCESS
+    assert rig._thread.is_alive()
+
+
+class SlowTransform(NodeLogic):
+    spec = PluginSpec(name="t_slowx", category=Category.TRANSFORM, version="1.0.0", ports=(In("in"), Out("out")),
+                      params=(Param("gain", "int", 1, live=True),))
+
+    def configure(self) -> None:
+        self.seqs: List[int] = []
+
+    def on_packet(self, port: str, packet: Packet) -> None:
+        time.sleep(0.5 if packet.seq == 1 else 0.0005)   # the first one holds the drainer up
+        self.seqs.append(packet.seq)
+
+
+def test_mailbox_overflow_drops_oldest_inputs_but_never_control_calls(rig):
+    from schnitzel_nodes.ros.adapter import MAILBOX_LIMIT
+
+    a = rig.node(SlowTransform, "slowx")
+    assert a.trigger_configure() == T.SUCCESS and a.trigger_activate() == T.SUCCESS
+    first = threading.Thread(target=a._deliver, args=("in", Packet(stream_id="s", seq=1, kind="x")))
+    first.start()          # this thread becomes the mailbox's drainer, busy 0.5 s on packet 1
+    time.sleep(0.05)
+    total = MAILBOX_LIMIT + 600
+    for i in range(2, 500):
+        a._deliver("in", Packet(stream_id="s", seq=i, kind="x"))
+    assert a.set_parameters([Parameter("gain", value=5)])[0].successful   # queued behind ~500 inputs
+    for i in range(500, total + 1):
+        a._deliver("in", Packet(stream_id="s", seq=i, kind="x"))
+    first.join(30)
+    seqs = a.logic.seqs
+    assert seqs == sorted(seqs) and seqs[-1] == total          # order kept, the newest processed
+    assert a.stats.drops > 0 and len(seqs) + a.stats.drops == total
+    assert a.logic.params["gain"] == 5                         # the param change was not dropped

@@ -115,5 +115,6 @@ def test_compute_input_is_latest_only_and_runs_off_the_publisher_thread(box):
     assert st.packets_in - st.packets_out - st.drops <= 2   # every input was processed or counted
     assert col.threads == {"model.worker"}        # the model ran on its worker thread
     # latest-only keeps frame age bounded (~one model call), where a FIFO would let it grow:
-    # 25 frames arrive per 50 ms call, so after 8 calls a queue would be ~350 ms behind
-    assert max(col.ages_ms) < 150, col.ages_ms
+    # frames arrive many times faster than the 50 ms calls, so after 8 calls a queue would be
+    # ~350 ms behind (the bound leaves room for a loaded machine)
+    assert max(col.ages_ms) < 250, col.ages_ms

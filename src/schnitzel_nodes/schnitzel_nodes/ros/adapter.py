@@ -47,6 +47,7 @@ from schnitzel_msgs.msg import DeliveryAck, KeyValue, NodeStatus
 
 from . import params as P
 from .inproc import InprocBus
+from .dataplane import DataPlane, enabled as dataplane_enabled
 from .qos import QosError, to_profile
 from .wire import Wire, wire_for
 
@@ -305,7 +306,7 @@ class NodeAdapter(LifecycleNode):
         self._tb_logged = 0
         self._run_lock = threading.RLock()     # logic callbacks never overlap
         self._mb_lock = threading.Lock()
-        self._mailbox: Deque[Tuple[Callable[..., Any], tuple]] = collections.deque()
+        self._mailbox: Deque[Tuple[Callable[..., Any], tuple, bool]] = collections.deque()  # (fn, args, is_input)
         self._draining = False
         self._timer: Any = None
         self._stop = threading.Event()
@@ -315,6 +316,7 @@ class NodeAdapter(LifecycleNode):
         self._ack_pub: Any = None
         self._ack_sub: Any = None
         self._pending_live: Dict[str, Any] = {}
+        self._plane: Optional[DataPlane] = DataPlane.for_context(self.context) if dataplane_enabled() else None
         self._declaring = True
         try:
             self._declare_params(checked, int(max_consecutive_errors))
@@ -383,13 +385,14 @@ class NodeAdapter(LifecycleNode):
                     reason=(f"parameter {param.name!r} is not live: it cannot change while node "
                             f"{self.node_id!r} is active (deactivate the node first, or replace it)"))
             changed[param.name] = value
-        if active and changed:
-            self._pending_live = changed
+        if self.logic is not None:
+            # a configured node gets live changes at once; others wait for the next configure
+            self._pending_live = {k: v for k, v in changed.items() if self.spec.param(k).live}
         return SetParametersResult(successful=True)
 
     def _after_set_params(self, parameters: List[Parameter]) -> None:
         changed, self._pending_live = self._pending_live, {}
-        if changed and self._active and self.logic is not None:
+        if changed and self.logic is not None:
             self._submit(self.logic.on_params, changed)   # serialised with the logic's other callbacks
 
     # --------------------------------------------------------------- lifecycle
@@ -466,7 +469,7 @@ class NodeAdapter(LifecycleNode):
         self._release_hold(record)
         period = getattr(logic, "tick_period_s", None)
         if period:
-            self._timer = self.create_timer(float(period), self._on_timer)
+            self._timer = super().create_timer(float(period), self._on_timer)
         if getattr(logic, "threaded", False):
             self._start_thread(self._run_logic_thread, "run")
         if self.compute and self._ins:
@@ -549,6 +552,24 @@ class NodeAdapter(LifecycleNode):
         self._threads.append(t)
         t.start()
 
+    # ------------------------------------------- the plugin's own ROS entities
+    # Plugins that use ctx.ros_node (ros_topic_source/sink) create subscriptions and timers on
+    # this node; their callbacks are guarded like every other logic callback: serialised with
+    # them, failures logged with the node id and counted, never raised into the executor.
+    def create_subscription(self, msg_type: Any, topic: str, callback: Callable[[Any], None],
+                            qos_profile: Any, **kwargs: Any) -> Any:
+        return super().create_subscription(msg_type, topic, self._guarded(callback), qos_profile, **kwargs)
+
+    def create_timer(self, timer_period_sec: float, callback: Any, *args: Any, **kwargs: Any) -> Any:
+        return super().create_timer(timer_period_sec, self._guarded(callback) if callback else callback,
+                                    *args, **kwargs)
+
+    def _guarded(self, callback: Callable[..., Any]) -> Callable[..., None]:
+        def guarded(*args: Any) -> None:
+            self._call(callback, *args)
+        guarded.__name__ = getattr(callback, "__name__", "callback")
+        return guarded
+
     # ---------------------------------------------------------------- topics
     def _create_io(self) -> None:
         for out in self._outs.values():
@@ -559,13 +580,14 @@ class NodeAdapter(LifecycleNode):
             if edge.transport == "inproc":
                 edge.handle = self.bus.subscribe(edge.topic, lambda pkt, port=port: self._deliver(port, pkt))
             else:
-                edge.handle = self.create_subscription(
-                    edge.wire.msg_cls, edge.topic,
-                    lambda msg, port=port, conv=edge.wire.from_msg: self._on_msg(port, msg, conv),
-                    to_profile(edge.qos))
+                callback = (lambda msg, port=port, conv=edge.wire.from_msg: self._on_msg(port, msg, conv))
+                edge.handle = super().create_subscription(edge.wire.msg_cls, edge.topic, callback,
+                                                          to_profile(edge.qos))
+                if self._plane is not None:
+                    self._plane.adopt(edge.handle, callback)   # taken off the executor (dataplane.py)
         if self.spec.durable_queue:
-            self._ack_sub = self.create_subscription(DeliveryAck, self.ack_topic, self._on_ack_msg,
-                                                     to_profile("events"))
+            self._ack_sub = super().create_subscription(DeliveryAck, self.ack_topic, self._on_ack_msg,
+                                                        to_profile("events"))
         if self.spec.category == Category.SINK or self.spec.external:
             self._ensure_ack_pub()
 
@@ -580,6 +602,8 @@ class NodeAdapter(LifecycleNode):
             if edge.transport == "inproc":
                 self.bus.unsubscribe(edge.handle)
             else:
+                if self._plane is not None:
+                    self._plane.release(edge.handle)
                 self.destroy_subscription(edge.handle)
             edge.handle = None
         if self._ack_sub is not None:
@@ -665,10 +689,14 @@ class NodeAdapter(LifecycleNode):
         """
         with self._mb_lock:
             if packet and len(self._mailbox) >= MAILBOX_LIMIT:
-                self._mailbox.popleft()
-                with self.stats.lock:
-                    self.stats.drops += 1
-            self._mailbox.append((fn, args))
+                # overflow: drop the oldest input packet (never a tick, ack or param change)
+                for i, item in enumerate(self._mailbox):
+                    if item[2]:
+                        del self._mailbox[i]
+                        with self.stats.lock:
+                            self.stats.drops += 1
+                        break
+            self._mailbox.append((fn, args, packet))
             if self._draining:
                 return
             self._draining = True
@@ -677,7 +705,7 @@ class NodeAdapter(LifecycleNode):
                 if not self._mailbox:
                     self._draining = False
                     return
-                fn, args = self._mailbox.popleft()
+                fn, args, _ = self._mailbox.popleft()
             self._call(fn, *args)
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -830,6 +858,9 @@ class NodeAdapter(LifecycleNode):
         with s.lock:
             msg.packets_in, msg.packets_out = s.packets_in, s.packets_out
             msg.drops, msg.errors, msg.last_error = s.drops, s.errors, s.last_error
+        h = self._logic_health()  # (delivery) e.g. "refusing new packets: ... disk is full"
+        if h.get("level") == "error" and not msg.last_error:
+            msg.last_error = str(h.get("message", ""))
         msg.latency_p50_ms, msg.latency_p95_ms, msg.latency_p99_ms = p50, p95, p99
         msg.pid = os.getpid()
         ctx = self.ctx
@@ -838,6 +869,18 @@ class NodeAdapter(LifecycleNode):
                 items = sorted(ctx.counters.items())
             msg.counters = [KeyValue(key=k, value=str(v)) for k, v in items]
         return msg
+
+    def _logic_health(self) -> Dict[str, Any]:
+        """The logic's optional ``health()`` -> {"level": "ok"|"warn"|"error", "message": ...}
+        (durable_queue, http_sink, jsonl_sink); {} when absent or failing."""
+        fn = getattr(self.logic, "health", None)
+        if not callable(fn):
+            return {}
+        try:
+            h = fn()
+        except Exception:  # noqa: BLE001 - health reporting must never break status
+            return {}
+        return h if isinstance(h, dict) else {}
 
     def diagnostic(self, status: Optional[NodeStatus] = None, last_errors: int = 0) -> DiagnosticStatus:
         st = status or self.status_msg()
@@ -850,6 +893,12 @@ class NodeAdapter(LifecycleNode):
             d.level, d.message = DiagnosticStatus.WARN, f"active; errors: {st.last_error}"
         else:
             d.level, d.message = DiagnosticStatus.OK, "active"
+        # (delivery) a logic may report its own health, e.g. a durable queue whose disk is full
+        h = self._logic_health() if st.state == "active" else {}
+        if h.get("level") == "error":
+            d.level, d.message = DiagnosticStatus.ERROR, f"error: {h.get('message', '')}"
+        elif h.get("level") == "warn" and d.level == DiagnosticStatus.OK:
+            d.level, d.message = DiagnosticStatus.WARN, f"active; {h.get('message', '')}"
         values = [("plugin", f"{st.plugin} {st.plugin_version}"), ("state", st.state),
                   ("packets_in", st.packets_in), ("packets_out", st.packets_out), ("drops", st.drops),
                   ("errors", st.errors), ("last_error", st.last_error),

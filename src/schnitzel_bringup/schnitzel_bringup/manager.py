@@ -600,7 +600,7 @@ class LifecycleManager:
         for t in list(self.tracks.values()):
             if t.state == "error" and self.container_state.get(t.node.container) == "up":
                 c = self.plan.container(t.node.container)
-                if c.restart.policy == "never" or t.failures > c.restart.limit:
+                if c.restart.policy == "never" or t.failures >= c.restart.limit:
                     continue
                 self._event(f"node {t.node.id} is in error; re-loading it")
                 t.failures += 1

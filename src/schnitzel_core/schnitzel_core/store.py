@@ -7,8 +7,9 @@ SQLAlchemy 2 (Core) over SQLite in WAL mode. One file holds:
   (``*`` = any one sink). ``state`` 0 = ready, 1 = leased. ``avail_ns`` is when the
   row may be leased again (lease expiry or next-attempt time after a nack).
 - ``dead``: dead-lettered rows with their reason; ``redrive`` moves them back.
-- ``ledger``: idempotency keys of delivered rows, kept for ``ledger_retention_s``; a
-  re-enqueued key found there is a no-op (counted as ``duplicates``).
+- ``ledger``: 128-bit hashes of the idempotency keys of delivered rows, append-only, kept
+  for ``ledger_retention_s`` and looked up in memory (:class:`_KeySet`); a re-enqueued key
+  found there is a no-op (counted as ``duplicates``).
 - ``counters``: persistent counters (depth, bytes, accepted, delivered, drops, ...),
   updated in the same transaction as the rows they count.
 - ``meta``: schema version and the store's identity.

@@ -2,7 +2,7 @@
 
 Nothing is downloaded: every frame is drawn with OpenCV from a fixed seed, so two runs
 write the same pictures. Three objects cross the scene one after the other, each walking
-through the ``dock`` zone of examples/edge_camera/zones.yaml (the bottom-centre of their box
+through the ``dock`` zone of examples/edge_camera/graph.yaml (the bottom-centre of their box
 enters it), so a motion detector, a tracker and the zone node turn them into zone events.
 
     python examples/edge_camera/make_video.py .cache/demo/edge_camera.mp4          # skips an existing file
@@ -45,7 +45,7 @@ def background(width: int, height: int):
     cv2.rectangle(img, (20, 40), (140, 180), (60, 90, 110), -1)
     cv2.rectangle(img, (500, 30), (610, 200), (50, 60, 70), -1)
     cv2.line(img, (0, 210), (width, 210), (110, 110, 110), 2)
-    # the dock's floor marking (the zone drawn in zones.yaml, in pixels of 640x360)
+    # the dock floor marking: the zone polygon of graph.yaml, in pixels of 640x360
     cv2.polylines(img, [np.array([[240, 230], [420, 230], [440, 359], [220, 359]], dtype=np.int32)],
                   True, (0, 200, 255), 2)
     return img

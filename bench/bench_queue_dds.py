@@ -1,0 +1,144 @@
+"""The durable_queue node end to end (DDS in, persisted) against a raw rclpy subscriber
+receiving the same stream in the same run.
+
+    python bench/bench_queue_dds.py [--rate 1000] [--seconds 10] [--no-record]
+
+`schnitzel run` starts a graph synthetic_source -> durable_queue (each in its own
+container, DDS between them); this process subscribes to the same topic with plain rclpy
+(EventsExecutor, same QoS) and counts. Both see the one stream the source publishes, so the
+comparison is: packets the queue committed (accepted) per second vs packets the raw
+subscriber received per second, and whether the queue lost any that the raw one received.
+Target (issue 5): queue >= 0.8x the raw subscriber's rate, no packet lost.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _delivery_results import record  # noqa: E402
+
+GRAPH = """\
+schnitzel: 1
+name: {name}
+containers:
+  - {{id: a}}
+  - {{id: q}}
+nodes:
+  - id: src
+    plugin: synthetic_source
+    container: a
+    params: {{mode: counter, count: {count}, rate_hz: {rate}}}
+  - id: q
+    plugin: durable_queue
+    container: q
+    params: {{path: {db}, synchronous: {sync}}}
+edges:
+  - {{from: src.out, to: q.in}}
+"""
+
+
+def queue_stats(db: str) -> dict:
+    out = subprocess.run([sys.executable, "-m", "schnitzel_bringup.cli", "queue", "stats", db, "--format", "json"],
+                         capture_output=True, text=True, timeout=60)
+    return json.loads(out.stdout) if out.returncode == 0 else {}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rate", type=float, default=1000.0)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--sync", default="FULL", choices=("FULL", "NORMAL"))
+    ap.add_argument("--no-record", action="store_true")
+    a = ap.parse_args()
+
+    import rclpy
+    from rclpy.experimental.events_executor import EventsExecutor
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from schnitzel_msgs.msg import StreamPacket
+
+    count = int(a.rate * a.seconds)
+    name = f"qbench_{uuid.uuid4().hex[:6]}"
+    tmp = tempfile.TemporaryDirectory()
+    db = os.path.join(tmp.name, "queue.db")
+    graph = Path(tmp.name) / "graph.yaml"
+    graph.write_text(GRAPH.format(name=name, count=count, rate=a.rate, db=db, sync=a.sync))
+
+    rclpy.init()
+    node = rclpy.create_node("raw_bench_sub")
+    got = {"n": 0, "first": 0.0, "last": 0.0, "seqs": set()}
+
+    def on_msg(msg):
+        now = time.monotonic()
+        if not got["n"]:
+            got["first"] = now
+        got["n"] += 1
+        got["last"] = now
+        got["seqs"].add(msg.seq)
+
+    qos = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE,
+                     history=HistoryPolicy.KEEP_LAST, depth=100)
+    node.create_subscription(StreamPacket, f"/{name}/src/out", on_msg, qos)
+    ex = EventsExecutor()
+    ex.add_node(node)
+    spin = threading.Thread(target=ex.spin, daemon=True)
+    spin.start()
+    run_dir = Path(tmp.name) / "run"
+    runner = subprocess.Popen([sys.executable, "-m", "schnitzel_bringup.cli", "run", str(graph), "--run-dir",
+                               str(run_dir), "--quiet", "--report", str(Path(tmp.name) / "report.json")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 120:
+            st = queue_stats(db) if os.path.exists(db) else {}
+            if st.get("counters", {}).get("accepted", 0) >= count and got["n"] >= count:
+                break
+            if got["n"] and time.monotonic() - got["last"] > 10:
+                break  # the stream ended
+            time.sleep(0.5)
+        status = json.loads((run_dir / "status.json").read_text()) if (run_dir / "status.json").exists() else {}
+        runner.send_signal(signal.SIGINT)
+        runner.wait(timeout=60)
+    finally:
+        if runner.poll() is None:
+            os.killpg(runner.pid, signal.SIGKILL)
+        ex.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    report = json.loads((Path(tmp.name) / "report.json").read_text())
+    st = queue_stats(db)
+    accepted = st["counters"]["accepted"]
+    q_node = status.get("nodes", {}).get("q", {})
+    lat = (q_node.get("latency_p50_ms", 0.0), q_node.get("latency_p99_ms", 0.0))
+    sent = report["nodes"]["src"]["packets_out"]
+    raw_rate = got["n"] / max(1e-9, got["last"] - got["first"]) if got["n"] > 1 else 0.0
+    # the queue's rate over the same window: accepted packets over the source's sending time
+    src_s = sent / a.rate
+    q_rate = accepted / src_s if src_s else 0.0
+    raw_n = got["n"]
+    lines = ["| consumer (same stream, same run) | packets | rate pkt/s |", "| --- | ---: | ---: |",
+             f"| source sent | {sent:,} | {a.rate:,.0f} offered |",
+             f"| raw rclpy subscriber (EventsExecutor) | {raw_n:,} | {raw_rate:,.0f} |",
+             f"| durable_queue, accepted = committed ({a.sync}) | {accepted:,} | {q_rate:,.0f} |", "",
+             f"Queue / raw: {accepted / max(1, raw_n):.3f} of the packets, rate {q_rate / max(1e-9, raw_rate):.2f}x; "
+             f"lost by the queue: {max(0, raw_n - accepted)}; queue node latency from the source stamp p50 "
+             f"{lat[0]:.1f} ms, p99 {lat[1]:.1f} ms. Target >= 0.8x the raw rate and no loss: "
+             f"{'met' if accepted >= raw_n and q_rate >= 0.8 * raw_rate else 'NOT met'}."]
+    print("\n".join(lines))
+    if not a.no_record:
+        record("bench_queue_dds.py", lines)
+    tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -26,6 +26,8 @@ if [ -z "${ROS_DOMAIN_ID:-}" ]; then
 fi
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 export SCHNITZEL_TEST_RUN=1
+# Durable state of our own (the live-source epoch ledger) goes to a folder of this run only.
+export SCHNITZEL_STATE_DIR="${SCHNITZEL_STATE_DIR:-$(mktemp -d /tmp/schnitzel-state.XXXXXX)}"
 echo "[test] ROS_DOMAIN_ID=$ROS_DOMAIN_ID (localhost-only discovery)"
 
 rc=0

@@ -1,13 +1,8 @@
 """Hot replacement end to end (issue 7): `schnitzel run` a graph, then change it while it runs.
 
-Each test runs a real graph (containers + lifecycle manager) and calls `schnitzel replace` /
-`schnitzel apply`. Where the running manager does not serve `/<graph>/_manager/replace_node`
-(or `apply_graph`) yet, the test is skipped with that reason, detected at run time: the graph
-is up and active, and the CLI exits 3 ("no lifecycle manager answers").
-
-``SCHNITZEL_HOTSWAP_SIDECAR=1`` serves the services beside the manager
-(``python -m schnitzel_bringup.replace --plan ...``, the code the manager uses) so these tests
-can be checked before the manager serves them itself; CI never sets it.
+Each test runs a real graph (containers + the lifecycle manager, which serves
+`/<graph>/_manager/replace_node` and `apply_graph` once the graph is active) and calls
+`schnitzel replace` / `schnitzel apply` while a source keeps sending.
 """
 from __future__ import annotations
 
@@ -95,14 +90,6 @@ class Graph:
                                          stdin=subprocess.DEVNULL, start_new_session=True)
         ok = _wait_for(lambda: (self.status() or {}).get("state") == "active", 120)
         assert ok, f"graph {self.name} did not become active\n{self.output()}"
-        if os.environ.get("SCHNITZEL_HOTSWAP_SIDECAR") == "1":
-            # checks these tests before the manager serves the services itself: the same
-            # HotSwapServer beside the manager (never set in CI)
-            plan = next(self.run_dir.glob("*.plan.json"))
-            with open(self.dir / "sidecar.log", "wb") as fh:
-                subprocess.Popen([sys.executable, "-m", "schnitzel_bringup.replace", "--plan", str(plan)],
-                                 env=self.env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-            assert _wait_for(lambda: "serving" in (self.dir / "sidecar.log").read_text(), 30)
 
     def status(self) -> Optional[dict]:
         try:
@@ -150,11 +137,6 @@ def graph_factory(tmp_path):
     yield make
     for g in made:
         g.stop()
-
-
-def _skip_if_no_manager_service(res: subprocess.CompletedProcess, what: str) -> None:
-    if res.returncode == 3 and "no lifecycle manager answers" in res.stderr:
-        pytest.skip(f"the running lifecycle manager does not serve {what} yet (issue 7 wiring into manager.py)")
 
 
 def _step_time_ns(stdout: str, step: str) -> int:
@@ -221,7 +203,6 @@ def test_policy_replaced_at_100_per_second_keeps_the_container_and_misses_nothin
     pids_before = g.container_pids()
     assert len(pids_before) == 1
     res = g.cli("replace", "hs_policy", "policy", "--plugin", "map", "--params", 'constants={"policy": "v2"}')
-    _skip_if_no_manager_service(res, "replace_node")
     assert res.returncode == 0, res.stdout + res.stderr
     command_at = _step_time_ns(res.stdout, "load")
     assert _wait_for(lambda: any(r["payload"].get("policy") == "v2" for r in _lines(out)), 10), g.output()
@@ -246,7 +227,6 @@ def test_replacement_whose_configure_raises_rolls_back_and_loses_nothing(graph_f
     pids = g.container_pids()
     # map's configure raises: a field's source must be a path (text), not a number
     res = g.cli("replace", "hs_fail", "policy", "--plugin", "map", "--params", 'fields={"x": 5}')
-    _skip_if_no_manager_service(res, "replace_node")
     assert res.returncode == 1, res.stdout + res.stderr
     assert "failed to configure" in res.stderr and "ConfigError" in res.stderr, res.stderr
     n = len(_lines(out))
@@ -296,7 +276,6 @@ def test_apply_adds_a_sink_and_removes_another_and_the_rest_keeps_its_rate(graph
     pids = g.container_pids()
     t0 = time.time_ns()
     res = g.cli("apply", "hs_apply", str(new))
-    _skip_if_no_manager_service(res, "apply_graph")
     assert res.returncode == 0, res.stdout + res.stderr
     for change in ("add node out_b", "add node queue_b", "remove node out_a", "remove node queue_a"):
         assert change in res.stdout, res.stdout
@@ -329,7 +308,6 @@ def test_stateful_dedup_replaced_mid_stream_keeps_its_state(graph_factory):
     assert len(_lines(out)) == 1          # one key: everything after the first is suppressed
     # max_keys is not live: this is a real replacement, state must travel old -> blackboard -> new
     res = g.cli("replace", "hs_state", "policy", "--params", "max_keys=2000")
-    _skip_if_no_manager_service(res, "replace_node")
     assert res.returncode == 0, res.stdout + res.stderr
     assert " activate " in res.stdout and " unload " in res.stdout, res.stdout
     time.sleep(2.0)

@@ -25,6 +25,13 @@ Tear-down: deactivate sources first, wait until in-flight packets have drained
 (every downstream node's input counter stops moving), deactivate the rest in
 data-flow order, then clean up and shut down every node.
 
+Hot replacement: once the graph is active the manager serves
+``/<graph>/_manager/replace_node`` and ``/<graph>/_manager/apply_graph``
+(:class:`schnitzel_bringup.replace.HotSwapServer`, own node and executor thread)
+and keeps tracking what they changed: a replaced node under its ``<id>__r<N>``
+name, added and removed nodes, and the current plan, which is what a restarted
+container gets loaded again.
+
 Status: ``schnitzel_msgs/GraphStatus`` on ``/<graph>/_status/graph`` (1 Hz, the
 last one kept for late subscribers) and, with ``--status-file``, the same as JSON
 for the built-in runner.
@@ -113,6 +120,13 @@ class NodeTrack:
         if fields.get("last_error"):
             self.last_error = str(fields["last_error"])
 
+    def rebase(self) -> None:
+        """Another incarnation serves from now on (a hot replacement): what this one counted
+        stays in the totals, the next heartbeat starts the new one's counters."""
+        for k in self.COUNTERS:
+            self.base[k] += int(self.last.get(k, 0) or 0)
+        self.last = {}
+
     def total(self, key: str) -> int:
         return self.base[key] + int(self.last.get(key, 0) or 0)
 
@@ -196,6 +210,9 @@ class LifecycleManager:
         self.ever_active = False        # the whole graph reached active at least once
         self._last_health = "ok"
         self.degraded_episodes = 0      # times the running graph left "ok" (stale, down, restarting)
+        self.hotswap: Any = None        # replace.HotSwapServer once the graph is active
+        self._swap_gen = 0              # bumped by every change a hot replacement made
+        self._status_lock = threading.Lock()
 
         if not rclpy.ok():
             rclpy.init(args=None, signal_handler_options=_no_signal_handlers())
@@ -267,13 +284,24 @@ class LifecycleManager:
     # ---- heartbeats and status -------------------------------------------------------------
     def _on_status(self, msg: Any) -> None:
         t = self.tracks.get(msg.node_id)
+        twin = False
         if t is None:
-            return
+            # a node loaded as <id>__r<N> also reports under that name: it counts once it serves
+            m = _REPLACED.match(msg.node_id)
+            t = self.tracks.get(m.group(1)) if m else None
+            if t is None or t.ros_name != msg.node_id:
+                return
+            twin = True
+        elif t.ros_name != t.node.id:
+            return   # <id>__r<N> serves: its heartbeat under its own name counts, not this copy
         fields = {k: getattr(msg, k) for k in ("packets_in", "packets_out", "drops", "errors", "last_error",
                                                   "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
                                                   "pid", "state")}
         fields["counters"] = {kv.key: kv.value for kv in msg.counters}
         with self.lock:
+            if not twin and self.swap_busy and t.last and int(msg.pid or 0) == t.incarnation_pid and any(
+                    int(fields[k]) < int(t.last.get(k, 0)) for k in ("packets_in", "packets_out")):
+                return   # the replacement being loaded beside the node, reporting under the graph id
             t.on_heartbeat(fields, time.monotonic())
             if msg.pid:
                 self.container_pid[t.node.container] = int(msg.pid)
@@ -298,14 +326,15 @@ class LifecycleManager:
     def _write_status(self) -> None:
         if not self.status_file:
             return
-        snap = self.snapshot()
-        tmp = f"{self.status_file}.tmp"
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(snap, f)
-            os.replace(tmp, self.status_file)
-        except OSError as exc:
-            self.log(f"manager: cannot write status file: {exc}")
+        with self._status_lock:   # written from the manager, executor and hot-swap threads
+            snap = self.snapshot()
+            tmp = f"{self.status_file}.tmp"
+            try:
+                with open(tmp, "w", encoding="utf-8") as f:
+                    json.dump(snap, f)
+                os.replace(tmp, self.status_file)
+            except OSError as exc:
+                self.log(f"manager: cannot write status file: {exc}")
 
     def _publish_status(self) -> None:
         snap = self.snapshot()
@@ -328,7 +357,8 @@ class LifecycleManager:
             ns.stamp = msg.stamp
             ns.node_id = nid
             ns.plugin = s["plugin"]
-            ns.plugin_version = self.tracks[nid].node.plugin_version
+            tr = self.tracks.get(nid)
+            ns.plugin_version = tr.node.plugin_version if tr is not None else ""
             ns.container = s["container"]
             ns.state = s["state"]
             ns.packets_in, ns.packets_out = s["packets_in"], s["packets_out"]
@@ -378,7 +408,7 @@ class LifecycleManager:
             name = full.rsplit("/", 1)[-1]
             m = _REPLACED.match(name)
             nid = m.group(1) if m else name
-            if nid in self.tracks and (m is None or nid not in out):
+            if nid in self.tracks and (m is None or nid not in out) and self.hotswap is None:
                 with self.lock:
                     self.tracks[nid].ros_name = name
             out.setdefault(nid, res.states[i] if i < len(res.states) else "")
@@ -560,13 +590,123 @@ class LifecycleManager:
             self._set_state(MState.ERROR, "bring-up failed: " + "; ".join(failed))
         return ok
 
+    # ---- hot replacement ------------------------------------------------------------------
+    @property
+    def swap_busy(self) -> bool:
+        """A hot replacement or apply is loading / unloading nodes right now."""
+        hs = self.hotswap
+        return hs is not None and hs.hotswap.busy
+
+    def serve_hotswap(self) -> bool:
+        """Serve replace_node / apply_graph (called once the graph is active). A graph that
+        cannot be served (no graph file, file changed since) runs on without them."""
+        try:
+            from .replace import HotSwapServer
+
+            def service(cid: str, what: str) -> str:
+                prefix = self._container_prefix.get(cid) or f"/{self.plan.graph}/_containers/{cid}"
+                return f"{prefix}/{what}"
+
+            self.hotswap = HotSwapServer(self.plan, on_change=self._on_hotswap, log=self.log,
+                                         container_service=service)
+        except Exception as exc:  # noqa: BLE001 - the graph keeps running without the services
+            self._event(f"hot replacement is not available: {exc}")
+            return False
+        self._event(f"serving hot replacement: /{self.plan.graph}/_manager/replace_node, apply_graph")
+        return True
+
+    def _on_hotswap(self, ev: Dict[str, Any]) -> None:
+        """What a replacement or apply changed (HotSwapServer's executor thread): the current
+        plan, the node serving each changed id (``<id>__r<N>``), added and removed nodes."""
+        plan: Plan = ev.get("plan") or self.plan
+        serving = ev.get("serving") or {}
+        removed = list(ev.get("removed") or [])
+        added = list(ev.get("added") or [])
+        now = time.monotonic()
+        with self.lock:
+            self.plan = plan
+            self._swap_gen += 1
+            for nid in removed:
+                self.tracks.pop(nid, None)
+            for n in plan.nodes:
+                t = self.tracks.get(n.id)
+                if t is None:
+                    t = self.tracks[n.id] = NodeTrack(n)
+                    t.loaded = True
+                    t.state = "active" if n.id in serving else "unknown"
+                    t.active_since = now
+                else:
+                    t.node = n
+            for nid in [i for i in self.tracks if plan.node(i) is None]:
+                self.tracks.pop(nid)   # not in the plan any more (a half-applied graph)
+            for nid, ref in serving.items():
+                t = self.tracks.get(nid)
+                if t is None:
+                    continue
+                name = getattr(ref, "node_name", "") or nid
+                if name != t.ros_name:
+                    t.rebase()     # the new incarnation's counters start from zero
+                    t.ros_name = name
+                t.loaded = True
+                t.state = "active"
+                t.active_since = now
+            for c in plan.containers:
+                self.container_state.setdefault(c.id, "up" if c.id in self._container_prefix else "waiting")
+                self.container_pid.setdefault(c.id, 0)
+                self.restarts.setdefault(c.id, 0)
+        for nid in added:
+            self._event(f"hot swap: added {nid}")
+        for nid in removed:
+            self._event(f"hot swap: removed {nid}")
+        for nid, ref in serving.items():
+            if nid not in added:
+                self._event(f"hot swap: {nid} served by {getattr(ref, 'node_name', nid)} "
+                            f"({getattr(ref, 'plugin', '')})")
+        self._write_status()
+
+    def _hold_swaps(self, gen: int, why: str) -> bool:
+        """Keep hot replacement out while the watch re-loads nodes; False when one is running or
+        one changed the graph since ``gen`` (the watch looks again next round)."""
+        hs = self.hotswap
+        if hs is None:
+            return True
+        if not hs.hotswap.hold(why):
+            return False
+        if gen != self._swap_gen:
+            hs.hotswap.release()
+            return False
+        return True
+
+    def _release_swaps(self) -> None:
+        if self.hotswap is not None:
+            self.hotswap.hotswap.release()
+
+    def close_hotswap(self, wait_s: float = 10.0) -> None:
+        """Stop serving (first thing on shutdown); a replacement under way may finish first."""
+        hs, self.hotswap = self.hotswap, None
+        if hs is None:
+            return
+        deadline = time.monotonic() + wait_s
+        while hs.hotswap.busy and time.monotonic() < deadline:
+            time.sleep(0.05)
+        try:
+            hs.close()
+        except Exception as exc:  # noqa: BLE001 - best effort at exit
+            self.log(f"manager: closing the hot-swap server: {exc}")
+
     # ---- watch ----------------------------------------------------------------------------
     def watch_once(self) -> None:
-        """One round of the watch: containers that came back empty, nodes in error."""
-        for c in self.plan.containers:
-            if self.stop_requested.is_set():
+        """One round of the watch: containers that came back empty, nodes in error.
+        Skipped while a hot replacement loads and unloads nodes."""
+        if self.swap_busy:
+            return
+        gen = self._swap_gen
+        for c in list(self.plan.containers):
+            if self.stop_requested.is_set() or self.swap_busy or gen != self._swap_gen:
                 return
             listed = self._list(c.id, timeout=1.0)
+            if gen != self._swap_gen or self.swap_busy:
+                return   # a hot replacement changed nodes meanwhile: this listing may be stale
             if listed is None:
                 if self.container_state[c.id] == "up":
                     self._event(f"container {c.id!r} stopped answering")
@@ -580,13 +720,18 @@ class LifecycleManager:
             with self.lock:
                 self.container_state[c.id] = "up"
             if missing:
-                with self.lock:
-                    self.restarts[c.id] += 1
-                    for nid in missing:
-                        self.tracks[nid].loaded = False
-                        self.tracks[nid].state = "unknown"
-                self._event(f"container {c.id!r} came back without {', '.join(missing)}; re-loading")
-                self._recover(missing)
+                if not self._hold_swaps(gen, f"re-loading {', '.join(missing)}"):
+                    return
+                try:
+                    with self.lock:
+                        self.restarts[c.id] += 1
+                        for nid in missing:
+                            self.tracks[nid].loaded = False
+                            self.tracks[nid].state = "unknown"
+                    self._event(f"container {c.id!r} came back without {', '.join(missing)}; re-loading")
+                    self._recover(missing)
+                finally:
+                    self._release_swaps()
             elif was_down:
                 self._event(f"container {c.id!r} answers again")
             # States marked unknown while it did not answer: take them from its list again.
@@ -602,16 +747,26 @@ class LifecycleManager:
                 c = self.plan.container(t.node.container)
                 if c.restart.policy == "never" or t.failures >= c.restart.limit:
                     continue
-                self._event(f"node {t.node.id} is in error; re-loading it")
-                t.failures += 1
-                self._unload(t.node)
-                self._recover([t.node.id])
+                if not self._hold_swaps(gen, f"re-loading {t.node.id}"):
+                    return
+                try:
+                    self._event(f"node {t.node.id} is in error; re-loading it")
+                    t.failures += 1
+                    self._unload(t.node)
+                    self._recover([t.node.id])
+                finally:
+                    self._release_swaps()
 
     def _recover(self, ids: List[str]) -> None:
         prev = self.state
         self._set_state(MState.RECOVERING)
         ordered = [i for i in self.plan.start_order if i in ids]
         ok = self._bring_up(ordered)
+        if self.hotswap is not None:
+            # re-loaded under its graph id, from the current plan: the next replacement starts there
+            for nid in ordered:
+                if self.tracks[nid].loaded:
+                    self.hotswap.hotswap.reloaded(nid, self.plan.node(nid))
         if self.stop_requested.is_set():
             return
         self._event(("re-loaded and activated " if ok else "could not bring back ") + ", ".join(ordered))
@@ -718,11 +873,15 @@ def run(plan: Plan, status_file: Optional[str] = None, loaded_by_launch: bool = 
         ok = mgr.start()
         if not ok and not mgr.stop_requested.is_set():
             code = 2
+        if ok and not mgr.stop_requested.is_set():
+            mgr.serve_hotswap()
         while ok and not mgr.stop_requested.is_set():
             mgr.watch_once()
             mgr.stop_requested.wait(watch_period_s)
+        mgr.close_hotswap()
         mgr.stop()
     finally:
+        mgr.close_hotswap(wait_s=0.0)
         mgr.close()
     return code
 

@@ -704,6 +704,34 @@ class HotSwap:
         """True while a request is being carried out (a manager should not recover nodes then)."""
         return self._busy.locked()
 
+    def hold(self, reason: str) -> bool:
+        """Keep requests out while the owner changes nodes itself (the manager re-loading a
+        restarted container's nodes): True when held (call :meth:`release`), False when a
+        request is being carried out. Requests meanwhile are refused with ``reason``."""
+        if not self._busy.acquire(blocking=False):
+            return False
+        self._held = reason
+        return True
+
+    def release(self) -> None:
+        self._held = ""
+        self._busy.release()
+
+    def _refused(self) -> str:
+        held = getattr(self, "_held", "")
+        return (f"the lifecycle manager is busy ({held}); try again in a few seconds" if held else
+                "another replacement or apply is in progress; try again when it has finished")
+
+    def reloaded(self, node_id: str, plan_node: Any = None) -> None:
+        """The owner loaded ``node_id`` again under its graph id (e.g. after its container was
+        restarted): the next replacement starts from that node, not from a ``<id>__r<N>``."""
+        ref = self.refs.get(node_id)
+        if ref is None:
+            return
+        opts = dict(plan_node.load_options(self.plan.graph)) if plan_node is not None else {
+            k: v for k, v in ref.options.items() if k not in (OPT_NODE_ID, OPT_REPLACES, OPT_HANDOVER)}
+        self.refs[node_id] = dataclasses.replace(ref, node_name=node_id, unique_id=0, options=opts)
+
     def _proto(self, timeout_s: float = 0.0) -> ReplaceProtocol:
         opts = dict(self.protocol_options)
         if timeout_s and timeout_s > 0:
@@ -734,8 +762,7 @@ class HotSwap:
     def replace_node(self, node_id: str, plugin: str = "", parameters_json: str = "",
                      timeout_s: float = 0.0) -> ReplaceResult:
         if not self._busy.acquire(blocking=False):
-            return ReplaceResult(False, "another replacement or apply is in progress; try again when it has "
-                                        "finished", [], "replace", None)
+            return ReplaceResult(False, self._refused(), [], "replace", None)
         try:
             return self._replace_node(node_id, plugin, parameters_json, timeout_s)
         finally:
@@ -779,7 +806,7 @@ class HotSwap:
                     ) -> Tuple[bool, str, List[str], List[str]]:
         """(success, message, changes, step lines)."""
         if not self._busy.acquire(blocking=False):
-            return False, "another replacement or apply is in progress; try again when it has finished", [], []
+            return False, self._refused(), [], []
         try:
             return self._apply_graph(graph_yaml, graph_path or "<new graph>", dry_run)
         finally:
@@ -811,9 +838,56 @@ class HotSwap:
         added = [a.target for a in actions if a.action == "load" and a.target in res.serving]
         if res.success:
             self._changed(new_plan, new_graph, res.serving, res.removed, added)
-        else:
-            self._changed(None, None, res.serving, res.removed, added)
+        elif res.serving or res.removed:
+            # stopped half way: what was done stays done; track the graph that runs now
+            mixed_graph, mixed_plan = self._partial(new_graph, res.serving, res.removed)
+            self._changed(mixed_plan, mixed_graph, res.serving, res.removed, added)
         return res.success, res.message, changes, res.step_lines()
+
+    def _partial(self, new_graph: Any, serving: Mapping[str, NodeRef], removed: Sequence[str]) -> Tuple[Any, Any]:
+        """The graph (and plan) that runs after an apply that stopped half way: the old graph
+        without the removed nodes, with the new declarations of the nodes loaded, replaced or
+        changed, and each node's inputs as its running incarnation was loaded with."""
+        old = self.graph
+        changed = set(serving)
+        g = copy.deepcopy(old)
+        keep = {n.id for n in old.nodes} - set(removed)
+        g.nodes = [n for n in copy.deepcopy(old.nodes) if n.id in keep and n.id not in changed]
+        g.nodes += [n for n in copy.deepcopy(new_graph.nodes) if n.id in changed]
+        ids = {n.id for n in g.nodes}
+        g.edges = [e for e in copy.deepcopy(old.edges) if e.dst_node not in changed]
+        g.edges += [e for e in copy.deepcopy(new_graph.edges) if e.dst_node in changed]
+        g.edges = [e for e in g.edges if e.src_node in ids and e.dst_node in ids]
+        cids = {n.container for n in g.nodes}
+        g.containers = [c for c in copy.deepcopy(old.containers) if c.id in cids]
+        g.containers += [c for c in copy.deepcopy(new_graph.containers)
+                         if c.id in cids and c.id not in {x.id for x in g.containers}]
+        try:
+            return g, self._compile(g)
+        except Exception as exc:  # noqa: BLE001 - keep the old model rather than none
+            if self.log:
+                self.log(f"cannot model the half-applied graph ({exc}); keeping the old one")
+            return None, None
+
+
+def _check_same_graph(plan: Any, graph: Any, registry: Any) -> None:
+    """Refuse a graph file that no longer describes the running plan (edited after the start):
+    differences would be computed against the wrong graph."""
+    from .compiler import compile_graph
+
+    try:
+        now = compile_graph(graph, registry, graph_file=plan.graph_file)
+    except Exception as exc:  # noqa: BLE001
+        raise ReplaceError(f"graph file {plan.graph_file} no longer compiles: {exc}") from None
+
+    def shape(p: Any) -> Any:
+        return (sorted((n.id, n.plugin, n.container, json.dumps(n.params, sort_keys=True, default=str),
+                        json.dumps(n.ports, sort_keys=True, default=str)) for n in p.nodes),
+                sorted((e.src, e.dst, e.transport) for e in p.edges))
+
+    if shape(now) != shape(plan):
+        raise ReplaceError(f"graph file {plan.graph_file} was changed after the graph started; hot "
+                           "replacement needs the file the running graph was compiled from")
 
 
 class HotSwapServer:
@@ -848,6 +922,7 @@ class HotSwapServer:
             if not getattr(plan, "graph_file", ""):
                 raise ReplaceError("the plan names no graph file; hot replacement needs the running graph")
             graph = load_graph(plan.graph_file)
+            _check_same_graph(plan, graph, registry)
         self.log = log or (lambda _m: None)
         self.node = Node("_manager", namespace=f"/{plan.graph}", context=context)
         self._serve_group = MutuallyExclusiveCallbackGroup()   # one request at a time
@@ -887,45 +962,3 @@ class HotSwapServer:
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=2.0)
         self.node.destroy_node()
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m schnitzel_bringup.replace --plan PLAN.json``: serve replace_node/apply_graph
-    for a running graph whose manager does not (e.g. one started by ``ros2 launch``), until
-    SIGINT/SIGTERM."""
-    import argparse
-    import signal
-    import sys
-
-    ap = argparse.ArgumentParser(prog="python -m schnitzel_bringup.replace", description=main.__doc__)
-    ap.add_argument("--plan", required=True, help="the running graph's <name>.plan.json")
-    args = ap.parse_args(argv)
-    import rclpy
-    from rclpy.signals import SignalHandlerOptions
-
-    from .plan import Plan, PlanError
-
-    try:
-        plan = Plan.read(args.plan)
-    except PlanError as exc:
-        print(f"hot swap: {exc}", file=sys.stderr)
-        return 2
-    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_a: stop.set())
-    try:
-        server = HotSwapServer(plan, log=lambda m: print(m, flush=True))
-    except Exception as exc:  # noqa: BLE001 - one clear line, no traceback
-        print(f"hot swap: cannot serve graph {plan.graph!r}: {exc}", file=sys.stderr)
-        rclpy.shutdown()
-        return 1
-    print(f"hot swap: serving /{plan.graph}/_manager/replace_node and apply_graph", flush=True)
-    stop.wait()
-    server.close()
-    rclpy.shutdown()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

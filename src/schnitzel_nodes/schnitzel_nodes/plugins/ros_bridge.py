@@ -308,6 +308,7 @@ class RosTopicSourceLogic(SourceLogic):
         self.type_name = type_name_of(self.msg_cls)
         self.kind = str(p.get("kind") or DEFAULT_KINDS.get(self.type_name, "telemetry"))
         self._sub = None
+        self.claim_live_epoch()  # a restarted bridge must not repeat an earlier run's keys
 
     def activate(self) -> None:
         node = _need_node(self.ctx, "ros_topic_source")

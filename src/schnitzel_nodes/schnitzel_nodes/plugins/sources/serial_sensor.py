@@ -159,6 +159,7 @@ class SerialSensorLogic(SourceLogic):
             codecs.lookup(str(p["text_encoding"]))
         except LookupError:
             raise ValueError(f"{NODE}: unknown text_encoding {p['text_encoding']!r}") from None
+        self.claim_live_epoch()  # a restarted reader must not repeat an earlier run's keys
         self.status = "configured"
 
     def handle_line(self, raw: bytes) -> Optional[Packet]:

@@ -128,6 +128,8 @@ class VideoSourceLogic(SourceLogic):
                 self.file_fps = float(fps) if fps and 0 < fps < 1000 else 25.0
             finally:
                 cap.release()
+        else:
+            self.claim_live_epoch()  # a restarted camera must not repeat an earlier run's keys
         self.status = "configured"
         self.last_frame_wall: Optional[float] = None
 

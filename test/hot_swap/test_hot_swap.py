@@ -150,11 +150,11 @@ def _step_time_ns(stdout: str, step: str) -> int:
 
 
 def _graph(name: str, policy: str, rate: float = 100.0, sinks: str = "out", extra_nodes: str = "",
-           extra_edges: str = "") -> str:
+           extra_edges: str = "", container: str = "{id: main}") -> str:
     return f"""
 schnitzel: 1
 name: {name}
-containers: [{{id: main}}]
+containers: [{container}]
 nodes:
   - id: counter
     plugin: synthetic_source
@@ -313,3 +313,27 @@ def test_stateful_dedup_replaced_mid_stream_keeps_its_state(graph_factory):
     time.sleep(2.0)
     g.stop()
     assert len(_lines(out)) == 1, "the new node emitted an event the old one had already suppressed"
+
+
+def test_a_container_restarted_after_a_replacement_gets_the_current_graph(graph_factory):
+    g = graph_factory(_graph("hs_restart", RULES_V1, rate=50.0, container="{id: main, restart_backoff_s: 0.2}"),
+                      "hs_restart")
+    g.start()
+    out = g.dir / "out.jsonl"
+    assert _wait_for(lambda: len(_lines(out)) >= 20, 30), g.output()
+    res = g.cli("replace", "hs_restart", "policy", "--plugin", "map", "--params", 'constants={"policy": "v2"}')
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert _wait_for(lambda: any(r["payload"].get("policy") == "v2" for r in _lines(out)), 10), g.output()
+    assert g.status()["nodes"]["policy"]["plugin"] == "map"
+    [pid] = g.container_pids()
+    killed_at = time.time_ns()
+    os.kill(pid, signal.SIGKILL)
+    # the runner starts the container again; the manager loads the graph as it is now (map, v2)
+    assert _wait_for(lambda: len([r for r in _lines(out) if r["stamp_ns"] > killed_at]) >= 20, 40), g.output()
+    assert g.container_pids() != [pid]
+    after = [r for r in _lines(out) if r["stamp_ns"] > killed_at]
+    assert all(r["payload"].get("policy") == "v2" and "policy" not in r["meta"] for r in after), after[:3]
+    # the next change starts from the node loaded after the restart
+    res = g.cli("replace", "hs_restart", "policy", "--params", 'constants={"policy": "v3"}')
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert _wait_for(lambda: any(r["payload"].get("policy") == "v3" for r in _lines(out)), 10), g.output()

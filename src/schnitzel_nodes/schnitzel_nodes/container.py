@@ -102,6 +102,7 @@ class Container:
             blackboard = MemoryBackend()
         # One blackboard per container: every node's ctx.blackboard, and hot-replacement hand-over.
         self.blackboard = blackboard
+        self.log_level: Any = None   # rclpy LoggingSeverity for the container and every node it loads
         self.nodes: Dict[int, Any] = {}
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
@@ -182,6 +183,9 @@ class Container:
                               blackboard=self.blackboard,
                               handover=str(options.get("handover", "")).strip().lower() in ("1", "true", "yes"))
         adapter.status_hook = lambda uid=uid: self.request_status(uid)
+        if self.log_level is not None:
+            from rclpy.logging import set_logger_level
+            set_logger_level(adapter.get_logger().name, self.log_level)
         with self._lock:
             self.nodes[uid] = adapter
         self.executor.add_node(adapter)
@@ -391,10 +395,7 @@ class Container:
             self._diag_pub.publish(diag)
 
     def destroy(self) -> None:
-        from .ros.dataplane import DataPlane
-
         self.shutdown_all()
-        DataPlane.stop_for(self.context)
         try:
             self.executor.remove_node(self.node)
         except Exception:  # noqa: BLE001
@@ -458,14 +459,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--state-backend", default="memory",
                     help="blackboard backend shared by the container's nodes (memory, sqlite, or an installed one)")
     ap.add_argument("--state-path", default="", help="file of a durable blackboard backend (sqlite)")
-    from rclpy.utilities import remove_ros_args
+    try:
+        from rclpy.utilities import remove_ros_args
+        import schnitzel_msgs.srv  # noqa: F401 - fail here, with a hint, not at the first request
+    except ImportError as exc:
+        print(f"schnitzel_container: ROS 2 is not importable ({exc}); enter the environment first: "
+              "source scripts/env.sh (or your ROS 2 setup and install/local_setup.bash)", file=sys.stderr)
+        return 2
 
     argv = sys.argv[1:] if argv is None else list(argv)
     args = ap.parse_args(remove_ros_args(["schnitzel_container", *argv])[1:])
     _tune_malloc()
-    # The data plane's thread and the executor's share the GIL; Python's default 5 ms switch
-    # interval would add up to that much to a packet that arrives while the executor is busy.
-    sys.setswitchinterval(float(os.environ.get("SCHNITZEL_SWITCH_INTERVAL_S", "0.0005")))
     from rclpy.validate_namespace import validate_namespace
     from rclpy.validate_node_name import validate_node_name
     try:
@@ -512,6 +516,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     level = {"debug": LoggingSeverity.DEBUG, "info": LoggingSeverity.INFO,
              "warn": LoggingSeverity.WARN, "error": LoggingSeverity.ERROR}[args.log_level]
     set_logger_level(container.node.get_logger().name, level)
+    container.log_level = level
     container.node.get_logger().info(
         f"container {container.node.get_fully_qualified_name()} ready (pid {os.getpid()}, "
         f"executor {args.executor}, composition services {'on' if container.composition else 'off'})")

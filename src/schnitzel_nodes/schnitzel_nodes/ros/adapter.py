@@ -47,7 +47,6 @@ from schnitzel_msgs.msg import DeliveryAck, KeyValue, NodeStatus
 
 from . import params as P
 from .inproc import InprocBus
-from .dataplane import DataPlane, enabled as dataplane_enabled
 from .qos import QosError, to_profile
 from .wire import Wire, wire_for
 
@@ -316,7 +315,6 @@ class NodeAdapter(LifecycleNode):
         self._ack_pub: Any = None
         self._ack_sub: Any = None
         self._pending_live: Dict[str, Any] = {}
-        self._plane: Optional[DataPlane] = DataPlane.for_context(self.context) if dataplane_enabled() else None
         self._declaring = True
         try:
             self._declare_params(checked, int(max_consecutive_errors))
@@ -583,8 +581,6 @@ class NodeAdapter(LifecycleNode):
                 callback = (lambda msg, port=port, conv=edge.wire.from_msg: self._on_msg(port, msg, conv))
                 edge.handle = super().create_subscription(edge.wire.msg_cls, edge.topic, callback,
                                                           to_profile(edge.qos))
-                if self._plane is not None:
-                    self._plane.adopt(edge.handle, callback)   # taken off the executor (dataplane.py)
         if self.spec.durable_queue:
             self._ack_sub = super().create_subscription(DeliveryAck, self.ack_topic, self._on_ack_msg,
                                                         to_profile("events"))
@@ -602,8 +598,6 @@ class NodeAdapter(LifecycleNode):
             if edge.transport == "inproc":
                 self.bus.unsubscribe(edge.handle)
             else:
-                if self._plane is not None:
-                    self._plane.release(edge.handle)
                 self.destroy_subscription(edge.handle)
             edge.handle = None
         if self._ack_sub is not None:

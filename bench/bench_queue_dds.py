@@ -38,12 +38,46 @@ nodes:
     plugin: synthetic_source
     container: a
     params: {{mode: counter, count: {count}, rate_hz: {rate}}}
+    qos: {{out: events}}
   - id: q
     plugin: durable_queue
     container: q
     params: {{path: {db}, synchronous: {sync}}}
 edges:
   - {{from: src.out, to: q.in}}
+"""
+
+
+RAW_SUB = r"""
+import json, os, sys, time, threading
+import rclpy
+from rclpy.experimental.events_executor import EventsExecutor
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from schnitzel_msgs.msg import StreamPacket
+topic, out = sys.argv[1], sys.argv[2]
+rclpy.init()
+node = rclpy.create_node("raw_bench_sub")
+got = {"n": 0, "first": 0.0, "last": 0.0}
+def on_msg(msg):
+    now = time.monotonic()
+    if not got["n"]:
+        got["first"] = now
+    got["n"] += 1
+    got["last"] = now
+qos = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE,
+                 history=HistoryPolicy.KEEP_LAST, depth=100)
+node.create_subscription(StreamPacket, topic, on_msg, qos)
+def dump():
+    while True:
+        time.sleep(0.25)
+        tmp = out + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(got, f)
+        os.replace(tmp, out)
+threading.Thread(target=dump, daemon=True).start()
+ex = EventsExecutor()
+ex.add_node(node)
+ex.spin()
 """
 
 
@@ -61,59 +95,52 @@ def main() -> int:
     ap.add_argument("--no-record", action="store_true")
     a = ap.parse_args()
 
-    import rclpy
-    from rclpy.experimental.events_executor import EventsExecutor
-    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-    from schnitzel_msgs.msg import StreamPacket
-
     count = int(a.rate * a.seconds)
     name = f"qbench_{uuid.uuid4().hex[:6]}"
     tmp = tempfile.TemporaryDirectory()
     db = os.path.join(tmp.name, "queue.db")
     graph = Path(tmp.name) / "graph.yaml"
     graph.write_text(GRAPH.format(name=name, count=count, rate=a.rate, db=db, sync=a.sync))
-
-    rclpy.init()
-    node = rclpy.create_node("raw_bench_sub")
-    got = {"n": 0, "first": 0.0, "last": 0.0, "seqs": set()}
-
-    def on_msg(msg):
-        now = time.monotonic()
-        if not got["n"]:
-            got["first"] = now
-        got["n"] += 1
-        got["last"] = now
-        got["seqs"].add(msg.seq)
-
-    qos = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE,
-                     history=HistoryPolicy.KEEP_LAST, depth=100)
-    node.create_subscription(StreamPacket, f"/{name}/src/out", on_msg, qos)
-    ex = EventsExecutor()
-    ex.add_node(node)
-    spin = threading.Thread(target=ex.spin, daemon=True)
-    spin.start()
+    raw_out = Path(tmp.name) / "raw.json"
+    # the raw subscriber is its own process (plain rclpy, EventsExecutor), stopped with SIGKILL
+    sub = subprocess.Popen([sys.executable, "-c", RAW_SUB, f"/{name}/src/out", str(raw_out)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    time.sleep(2.0)  # let it come up before the source starts
     run_dir = Path(tmp.name) / "run"
     runner = subprocess.Popen([sys.executable, "-m", "schnitzel_bringup.cli", "run", str(graph), "--run-dir",
                                str(run_dir), "--quiet", "--report", str(Path(tmp.name) / "report.json")],
                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    status: dict = {}
     try:
         t0 = time.monotonic()
-        while time.monotonic() - t0 < 120:
-            st = queue_stats(db) if os.path.exists(db) else {}
-            if st.get("counters", {}).get("accepted", 0) >= count and got["n"] >= count:
+        last_n, last_change = -1, time.monotonic()
+        while time.monotonic() - t0 < a.seconds + 90:
+            raw = json.loads(raw_out.read_text()) if raw_out.exists() else {"n": 0}
+            acc = queue_stats(db).get("counters", {}).get("accepted", 0) if os.path.exists(db) else 0
+            if acc >= count and raw["n"] >= count:
                 break
-            if got["n"] and time.monotonic() - got["last"] > 10:
+            if raw["n"] != last_n:
+                last_n, last_change = raw["n"], time.monotonic()
+            elif raw["n"] and time.monotonic() - last_change > 10:
                 break  # the stream ended
             time.sleep(0.5)
-        status = json.loads((run_dir / "status.json").read_text()) if (run_dir / "status.json").exists() else {}
+        time.sleep(1.0)
+        if (run_dir / "status.json").exists():
+            status = json.loads((run_dir / "status.json").read_text())
         runner.send_signal(signal.SIGINT)
-        runner.wait(timeout=60)
+        try:
+            runner.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pass
     finally:
-        if runner.poll() is None:
-            os.killpg(runner.pid, signal.SIGKILL)
-        ex.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
+        for proc in (runner, sub):
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait(10)
+    got = json.loads(raw_out.read_text()) if raw_out.exists() else {"n": 0, "first": 0.0, "last": 0.0}
     report = json.loads((Path(tmp.name) / "report.json").read_text())
     st = queue_stats(db)
     accepted = st["counters"]["accepted"]
@@ -121,6 +148,8 @@ def main() -> int:
     lat = (q_node.get("latency_p50_ms", 0.0), q_node.get("latency_p99_ms", 0.0))
     sent = report["nodes"]["src"]["packets_out"]
     raw_rate = got["n"] / max(1e-9, got["last"] - got["first"]) if got["n"] > 1 else 0.0
+    if raw_rate > a.rate * 1.5:  # a burst at the end: use the offered rate window instead
+        raw_rate = got["n"] / (sent / a.rate)
     # the queue's rate over the same window: accepted packets over the source's sending time
     src_s = sent / a.rate
     q_rate = accepted / src_s if src_s else 0.0
@@ -130,6 +159,7 @@ def main() -> int:
              f"| raw rclpy subscriber (EventsExecutor) | {raw_n:,} | {raw_rate:,.0f} |",
              f"| durable_queue, accepted = committed ({a.sync}) | {accepted:,} | {q_rate:,.0f} |", "",
              f"Queue / raw: {accepted / max(1, raw_n):.3f} of the packets, rate {q_rate / max(1e-9, raw_rate):.2f}x; "
+             if raw_n else "The raw subscriber received nothing (check discovery); "
              f"lost by the queue: {max(0, raw_n - accepted)}; queue node latency from the source stamp p50 "
              f"{lat[0]:.1f} ms, p99 {lat[1]:.1f} ms. Target >= 0.8x the raw rate and no loss: "
              f"{'met' if accepted >= raw_n and q_rate >= 0.8 * raw_rate else 'NOT met'}."]

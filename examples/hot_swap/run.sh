@@ -19,10 +19,6 @@ echo "[hot_swap] running $GRAPH (output: $EVENTS, ROS_DOMAIN_ID=${ROS_DOMAIN_ID:
 schnitzel run "$GRAPH" --run-dir "$HOT_SWAP_DIR/run" --quiet >"$HOT_SWAP_DIR/run.log" 2>&1 &
 RUN=$!
 stop_graph() {
-  if [ -n "${SIDECAR:-}" ] && kill -0 "$SIDECAR" 2>/dev/null; then
-    kill -TERM "$SIDECAR" 2>/dev/null || true
-    wait "$SIDECAR" 2>/dev/null || true
-  fi
   if kill -0 "$RUN" 2>/dev/null; then
     kill -INT "$RUN" 2>/dev/null || true
     wait "$RUN" 2>/dev/null || true
@@ -31,9 +27,13 @@ stop_graph() {
 trap stop_graph EXIT
 
 lines() { [ -f "$EVENTS" ] && wc -l <"$EVENTS" || echo 0; }
-container_pid() { pgrep -f "schnitzel_container --graph hot_swap" | head -1 || true; }
+# the container's PID as the lifecycle manager reports it (status file of this run)
+container_pid() {
+  python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["containers"]["main"]["pid"] or "")' \
+    "$HOT_SWAP_DIR/run/status.json" 2>/dev/null || true
+}
 for _ in $(seq 1 300); do
-  [ "$(lines)" -ge 20 ] && break
+  [ "$(lines)" -ge 20 ] && [ -n "$(container_pid)" ] && break
   kill -0 "$RUN" 2>/dev/null || { echo "[hot_swap] the graph stopped:"; tail -20 "$HOT_SWAP_DIR/run.log"; exit 1; }
   sleep 0.2
 done
@@ -42,20 +42,9 @@ PID_BEFORE="$(container_pid)"
 echo "[hot_swap] policy v1 (rules) is serving; container pid $PID_BEFORE; $(lines) events so far"
 
 echo "[hot_swap] schnitzel replace hot_swap policy --plugin map --params 'constants={\"policy\": \"v2\"}'"
-SIDECAR=""
 rc=0
-schnitzel replace hot_swap policy --plugin map --params 'constants={"policy": "v2"}' --wait 3 2>"$HOT_SWAP_DIR/replace.err" || rc=$?
-if [ "$rc" = 3 ]; then
-  # a manager without the hot-swap services: serve them beside it (same code the manager uses)
-  echo "[hot_swap] the lifecycle manager does not serve replace_node; serving it beside the manager"
-  python -m schnitzel_bringup.replace --plan "$(ls "$HOT_SWAP_DIR"/run/*.plan.json | head -1)" \
-    >"$HOT_SWAP_DIR/hot_swap_server.log" 2>&1 &
-  SIDECAR=$!
-  rc=0
-  schnitzel replace hot_swap policy --plugin map --params 'constants={"policy": "v2"}' --wait 15 || rc=$?
-else
-  cat "$HOT_SWAP_DIR/replace.err" >&2
-fi
+# the lifecycle manager serves /hot_swap/_manager/replace_node once the graph is active
+schnitzel replace hot_swap policy --plugin map --params 'constants={"policy": "v2"}' --wait 15 || rc=$?
 sleep 2
 PID_AFTER="$(container_pid)"
 stop_graph

@@ -298,15 +298,21 @@ class LifecycleManager:
                                                   "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
                                                   "pid", "state")}
         fields["counters"] = {kv.key: kv.value for kv in msg.counters}
+        # While a replacement runs, its new node (loaded beside this one) also reports under the
+        # graph id: another plugin, or the same pid with counters starting again from zero.
+        swapping = not twin and self.swap_busy
+        plugin = getattr(msg, "plugin", "")
         with self.lock:
-            if not twin and self.swap_busy and t.last and int(msg.pid or 0) == t.incarnation_pid and any(
+            if swapping and plugin and plugin != t.node.plugin:
+                return
+            if swapping and t.last and int(msg.pid or 0) == t.incarnation_pid and any(
                     int(fields[k]) < int(t.last.get(k, 0)) for k in ("packets_in", "packets_out")):
-                return   # the replacement being loaded beside the node, reporting under the graph id
+                return
             t.on_heartbeat(fields, time.monotonic())
             if msg.pid:
                 self.container_pid[t.node.container] = int(msg.pid)
-            if msg.state == "error" and t.state == "active":
-                t.state = "error"
+            if msg.state == "error" and t.state == "active" and not swapping:
+                t.state = "error"   # (during a replacement it may be the new node failing: rolled back)
 
     def snapshot(self) -> Dict[str, Any]:
         now = time.monotonic()

@@ -619,7 +619,9 @@ def apply_actions(proto: ReplaceProtocol, actions: Sequence[Any], running: Mappi
             fn = containers.get(kind)
             ok, why = proto._step(steps, kind, f"container {nid}",
                                   (lambda f=fn, c=nid: f(c)) if fn else
-                                  (lambda: (_ for _ in ()).throw(StepFailed("the manager cannot do this"))))
+                                  (lambda: (_ for _ in ()).throw(StepFailed(
+                                      "the lifecycle manager does not start, stop or change container processes "
+                                      "(the runner or launch owns them); restart the graph to change containers"))))
             if not ok:
                 return fail(f"{a}: {why}")
         elif kind == "load":
@@ -924,7 +926,10 @@ class HotSwapServer:
             graph = load_graph(plan.graph_file)
             _check_same_graph(plan, graph, registry)
         self.log = log or (lambda _m: None)
-        self.node = Node("_manager", namespace=f"/{plan.graph}", context=context)
+        # use_global_arguments=False: under `ros2 launch` the manager process gets
+        # `--ros-args -r __node:=schnitzel_manager -r __ns:=/<graph>`, which would otherwise rename
+        # this node too (a second /<graph>/schnitzel_manager, services under its name).
+        self.node = Node("_manager", namespace=f"/{plan.graph}", context=context, use_global_arguments=False)
         self._serve_group = MutuallyExclusiveCallbackGroup()   # one request at a time
         self._io_group = ReentrantCallbackGroup()              # transport replies while a request waits
         transport = RosTransport(self.node, plan.graph, container_service=container_service)

@@ -264,11 +264,68 @@ def test_graph_launch_invalid_graph_starts_nothing(tmp_path, fake_launch, capsys
     assert not (tmp_path / "bad.plan.json").exists()
 
 
+def real_launch_missing():
+    """Why the real launch / launch_ros / composition_interfaces cannot be used here ("" if they can).
+    (An import, not find_spec: the build tree puts schnitzel_bringup's launch/ folder on the path,
+    which find_spec("launch") reports as a namespace package.)"""
+    try:
+        import composition_interfaces.srv  # noqa: F401
+        import launch_ros.actions  # noqa: F401
+        from launch import LaunchService  # noqa: F401
+    except ImportError as exc:
+        return (f"needs the real launch, launch_ros and composition_interfaces (ROS 2 packages, not on PyPI): "
+                f"{exc}")
+    return ""
+
+
 def test_real_launch_ros(tmp_path):
-    if importlib.util.find_spec("launch_ros") is None:
-        pytest.skip("launch_ros is not installed (not on PyPI); the fake-module tests above cover the file")
-    from launch import LaunchDescription  # noqa: F401  (real package)
-    _, out = _compile(FOUR, tmp_path)
+    """With the real launch_ros: the LoadNode requests it sends our container are what the plan says,
+    and the container turns them into the same load (params, options, remappings) as its own LoadNode.
+    test/runtime/test_real_launch.py runs the file for real (processes, DDS)."""
+    missing = real_launch_missing()
+    if missing:
+        pytest.skip(f"{missing}; the stand-in tests above cover the file")
+    from composition_interfaces.srv import LoadNode
+    from launch import LaunchContext
+    from launch_ros.actions import ComposableNodeContainer, Node
+    from launch_ros.actions.load_composable_nodes import get_composable_node_load_request
+    from rclpy.parameter import parameter_value_to_python
+    from schnitzel_nodes.container import Container
+
+    plan, out = _compile(FOUR, tmp_path)
+    plan_json = json.loads(out["plan"].read_text())
     ld = runpy.run_path(str(out["launch"]))["generate_launch_description"]()
-    names = [type(e).__name__ for e in ld.entities]
-    assert names == ["ComposableNodeContainer"] * 4 + ["Node"]
+    assert [type(e) for e in ld.entities] == [ComposableNodeContainer] * 4 + [Node]
+    nodes = {n["id"]: n for n in plan_json["nodes"]}
+    context = LaunchContext()
+    registry = Registry.from_classes(ALL)
+    for action, c in zip(ld.entities, plan_json["containers"]):
+        described = action._ComposableNodeContainer__composable_node_descriptions  # no public getter
+        assert [d.node_name[0].perform(context) for d in described] == c["nodes"]
+        for d in described:
+            req = get_composable_node_load_request(d, context)   # what LoadComposableNodes sends
+            n = nodes[req.node_name]
+            assert (req.plugin_name, req.node_namespace) == (n["plugin"], f"/{plan.graph}")
+            assert list(req.remap_rules) == [f"{a}:={b}" for a, b in n["remappings"]]
+            extra = {p.name: parameter_value_to_python(p.value) for p in req.extra_arguments}
+            assert json.loads(extra["ports_json"]) == n["ports"]
+            assert json.loads(extra["parameters_json"]) == n["params"]
+            assert (extra["graph"], extra["container"]) == (plan.graph, c["id"])
+
+            # The container's composition_interfaces service, with and without parameters_json
+            # (without: the ROS parameters alone, as `ros2 component load -p` would send them).
+            for keep_json in (True, False):
+                if not keep_json:
+                    req.extra_arguments = [p for p in req.extra_arguments if p.name != "parameters_json"]
+                loaded = []
+                fake = types.SimpleNamespace(registry=registry)
+                fake._json_params = lambda plugin, params, f=fake: Container._json_params(f, plugin, params)
+                fake.load = lambda *a, **kw: loaded.append(a) or types.SimpleNamespace(
+                    get_fully_qualified_name=lambda: n["namespace"] + "/" + n["id"], unique_id=1)
+                resp = Container._comp_load(fake, req, LoadNode.Response())
+                assert resp.success, resp.error_message
+                plugin, name, ns, params, remaps, options = loaded[0]
+                assert (plugin, name, ns) == (n["plugin"], n["id"], f"/{plan.graph}")
+                assert params == {k: v for k, v in n["params"].items() if keep_json or v is not None}
+                assert remaps == dict(n["remappings"])
+                assert options == {"ports_json": extra["ports_json"], "graph": plan.graph, "container": c["id"]}

@@ -213,3 +213,32 @@ def test_an_idle_node_is_not_taken_for_its_failing_replacement():
     assert m.tracks["pol"].state == "active"
     m._on_status(_status("pol", 0, state="error"))      # the node itself, later: that counts
     assert m.tracks["pol"].state == "error"
+
+
+def _named(node_id, ros_name, n_in, **kw):
+    st = _status(node_id, n_in, **kw)
+    st.ros_name = ros_name
+    return st
+
+
+def test_heartbeats_are_told_apart_by_the_ros_name_they_come_from():
+    m = _manager(compile_graph(load_graph(V1, file="v1.yaml"), REG))
+    m._on_status(_named("pol", "pol", 0))
+    m.hotswap.hotswap.busy = True
+    # the replacement (same plugin, same pid) replays held inputs: more packets than the idle old
+    # node, and then fails; the plugin/pid/counter heuristic would take both for the old node
+    m._on_status(_named("pol", "pol__r1", 5))
+    m._on_status(_named("pol__r1", "pol__r1", 5))      # the container's copy under the ROS name
+    m._on_status(_named("pol", "pol__r1", 5, state="error"))
+    m._on_status(_named("pol", "pol", 0))
+    t = m.tracks["pol"]
+    assert t.state == "active" and t.total("packets_in") == 0 and t.base["packets_in"] == 0
+    m._on_hotswap({"plan": m.plan, "serving": {"pol": NodeRef("pol", "main", "pol__r1", "/g", 5, "u_pol")},
+                   "added": [], "removed": []})
+    m.hotswap.hotswap.busy = False
+    m._on_status(_named("pol", "pol", 0))               # the old node's last words: ignored
+    m._on_status(_named("pol", "pol__r1", 7))
+    m._on_status(_named("pol__r1", "pol__r1", 7))       # counted once, not twice
+    assert t.total("packets_in") == 7
+    m._on_status(_named("pol", "pol__r1", 9, state="error"))
+    assert t.state == "error"                           # the serving node's own error counts

@@ -3,7 +3,8 @@ nodes itself, and `schnitzel_manager --loaded-by-launch` only drives their lifec
 
 launch_ros is not installable here, so the test plays launch's part: it starts the container
 as the generated launch file would and loads every node through the container's service in
-the launch file's order, then starts the manager the way the launch file does."""
+the launch file's order, then starts the manager the way the launch file does, and ends both
+with SIGINT at once, as Ctrl-C does under `ros2 launch`."""
 import json
 import os
 import signal
@@ -80,11 +81,19 @@ def test_manager_drives_nodes_loaded_by_launch_without_loading_them_again(tmp_pa
         assert [e.split()[1] for e in events if e.startswith("activate ")] == ["out", "q", "src"]
         listed = call(ListNodes, f"{prefix}/list_nodes", ListNodes.Request())
         assert sorted(listed.full_node_names) == ["/lmode/out", "/lmode/q", "/lmode/src"]
-        os.killpg(manager.pid, signal.SIGTERM)
+        # Ctrl-C under ros2 launch: SIGINT reaches the manager and the container at once. The
+        # container keeps serving until the manager has torn its nodes down in order.
+        os.killpg(manager.pid, signal.SIGINT)
+        os.killpg(container.pid, signal.SIGINT)
         manager.wait(timeout=30)
+        container.wait(timeout=30)
         assert manager.returncode == 0, spawn.output(manager)
+        assert container.returncode == 0, spawn.output(container)
         assert state()["state"] == "finished"
-        assert [e["event"].split()[1] for e in state()["events"] if e["event"].startswith("deactivate ")][0] == "src"
+        events = [e["event"] for e in state()["events"]]
+        assert [e.split()[1] for e in events if e.startswith("deactivate ")] == ["src", "q", "out"], events
+        assert sorted(e.split()[1] for e in events if e.startswith("shutdown ")) == ["out", "q", "src"], events
+        assert "more for the lifecycle manager's tear-down" in spawn.output(container)
     finally:
         node.destroy_node()
         ex.shutdown()

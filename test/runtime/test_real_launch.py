@@ -6,7 +6,8 @@ runs: the generated `<name>.launch.py` and `graph.launch.py graph:=FILE` start t
 launch_ros loads the nodes through the containers' `_container/load_node`
 (composition_interfaces), `schnitzel_manager --loaded-by-launch` brings them to active, packets
 reach the sink, the hot-replacement services answer under their documented names, and Ctrl-C
-(SIGINT to the whole process group, as a terminal sends it) ends every process cleanly.
+(SIGINT to the whole process group, as a terminal sends it) ends every process cleanly after the
+manager's ordered tear-down (sources first).
 An invalid graph given to graph.launch.py prints the validator's errors and starts nothing.
 """
 import os
@@ -73,26 +74,25 @@ def _graph_launch_file() -> str:
     return str(Path(__file__).resolve().parents[2] / "src" / "schnitzel_bringup" / "launch" / "graph.launch.py")
 
 
-def _services(graph: str, expected, timeout: float):
-    """(node names, service names) under /<graph>, once every ``expected`` service is seen (discovery)."""
+def _graph_names(graph: str, services, nodes, timeout: float):
+    """(node names, service names) under /<graph>, once every expected one is seen (discovery lags)."""
     import rclpy
     from rclpy.context import Context
 
     ctx = Context()
     rclpy.init(context=ctx)
-    node = rclpy.create_node(f"real_launch_probe_{os.getpid()}", context=ctx)
+    probe = rclpy.create_node(f"real_launch_probe_{os.getpid()}", context=ctx)
     try:
         deadline = time.monotonic() + timeout
         while True:
-            services = sorted(s for s, _ in node.get_service_names_and_types() if s.startswith(f"/{graph}/"))
-            if set(expected) <= set(services) or time.monotonic() > deadline:
-                break
+            have_s = sorted(s for s, _ in probe.get_service_names_and_types() if s.startswith(f"/{graph}/"))
+            have_n = sorted(f"{ns.rstrip('/')}/{n}" for n, ns in probe.get_node_names_and_namespaces()
+                            if ns.startswith(f"/{graph}"))
+            if (set(services) <= set(have_s) and set(nodes) <= set(have_n)) or time.monotonic() > deadline:
+                return have_n, have_s
             time.sleep(0.2)
-        names = sorted(f"{ns.rstrip('/')}/{n}" for n, ns in node.get_node_names_and_namespaces()
-                       if ns.startswith(f"/{graph}"))
-        return names, services
     finally:
-        node.destroy_node()
+        probe.destroy_node()
         rclpy.shutdown(context=ctx)
 
 
@@ -125,8 +125,9 @@ def test_real_launch_runs_the_graph_and_ctrl_c_ends_every_process(how, tmp_path,
         assert "manager: load " not in log, log                 # nothing loaded twice
         expected = [f"/{name}/_manager/replace_node", f"/{name}/_manager/apply_graph",
                     f"/{name}/_containers/a/_container/load_node", f"/{name}/_containers/b/_container/load_node"]
-        names, services = _services(name, expected, 30)
-        assert set(expected) <= set(services), (names, services)
+        expected_nodes = [f"/{name}/schnitzel_manager", f"/{name}/_manager", f"/{name}/_containers/a"]
+        names, services = _graph_names(name, expected, expected_nodes, 30)
+        assert set(expected) <= set(services) and set(expected_nodes) <= set(names), (names, services)
         assert names.count(f"/{name}/schnitzel_manager") == 1, names   # one manager node, not two
     finally:
         if proc.poll() is None:
@@ -138,6 +139,10 @@ def test_real_launch_runs_the_graph_and_ctrl_c_ends_every_process(how, tmp_path,
     log = spawn.output(proc)
     assert proc.returncode == 0, log
     assert log.count("process has finished cleanly") == 3, log
+    # the manager's ordered tear-down reached the nodes (the containers waited for it)
+    order = [log.find(f"manager: deactivate {n}\n") for n in ("src", "q", "out")]
+    assert -1 not in order and order == sorted(order), log
+    assert "more for the lifecycle manager's tear-down" in log, log
     assert wait_for(lambda: not schnitzel_processes(tagged.tag), 10), schnitzel_processes(tagged.tag)
     lines = read_lines(out)
     assert len(lines) >= 5

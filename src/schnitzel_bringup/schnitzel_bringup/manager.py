@@ -49,12 +49,19 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
+from .delivery_health import CUMULATIVE, delivery_problems
 from .plan import Plan, PlanError, PlanNode
 
 #: A node hot-replaced by schnitzel_bringup.replace runs as <id>__r<N>.
 _REPLACED = re.compile(r"^(.+?)__r\d+$")
 #: Seconds without a heartbeat before a node counts as stale.
 HEARTBEAT_TIMEOUT_S = 3.0
+#: A container counts as not answering (``down``, its nodes ``unknown``) only after this many
+#: ``list_nodes`` calls in a row went unanswered, spanning at least UNRESPONSIVE_S seconds: one
+#: slow answer on a loaded machine is not a fault.
+UNRESPONSIVE_MISSES = 3
+UNRESPONSIVE_S = 3.0
+LIST_TIMEOUT_S = 1.0      # per list_nodes call of the watch
 SERVICE_WAIT_S = 60.0
 CALL_TIMEOUT_S = 10.0
 DRAIN_TIMEOUT_S = 5.0
@@ -96,6 +103,7 @@ class NodeTrack:
         self.last: Dict[str, Any] = {}  # last heartbeat (NodeStatus fields)
         self.last_rx = 0.0              # monotonic time of the last heartbeat
         self.base = {k: 0 for k in self.COUNTERS}
+        self.cbase: Dict[str, int] = {}  # plugin counters that add up (delivery_health.CUMULATIVE)
         self.incarnation_pid = 0
         self.failures = 0
         self.last_error = ""
@@ -114,6 +122,7 @@ class NodeTrack:
         if restarted:
             for k in self.COUNTERS:
                 self.base[k] += int(prev.get(k, 0))
+            self._rebase_counters()
         self.incarnation_pid = pid
         self.last = dict(fields)
         self.last_rx = now
@@ -125,7 +134,26 @@ class NodeTrack:
         stays in the totals, the next heartbeat starts the new one's counters."""
         for k in self.COUNTERS:
             self.base[k] += int(self.last.get(k, 0) or 0)
+        self._rebase_counters()
         self.last = {}
+
+    def _rebase_counters(self) -> None:
+        for k, v in (self.last.get("counters") or {}).items():
+            if k in CUMULATIVE:
+                try:
+                    self.cbase[k] = self.cbase.get(k, 0) + int(float(v))
+                except (TypeError, ValueError):
+                    pass
+
+    def counters_total(self) -> Dict[str, Any]:
+        """The plugin counters, the cumulative ones summed over earlier incarnations."""
+        out: Dict[str, Any] = dict(self.last.get("counters") or {})
+        for k, b in self.cbase.items():
+            try:
+                out[k] = str(b + int(float(out.get(k, 0) or 0)))
+            except (TypeError, ValueError):
+                out[k] = str(b)
+        return out
 
     def total(self, key: str) -> int:
         return self.base[key] + int(self.last.get(key, 0) or 0)
@@ -155,8 +183,10 @@ class NodeTrack:
         }
 
 
-def graph_health(tracks: Dict[str, NodeTrack], state: MState, now: float) -> str:
-    """ok / degraded / error for the graph as a whole."""
+def graph_health(tracks: Dict[str, NodeTrack], state: MState, now: float,
+                 delivery: Any = ()) -> str:
+    """ok / degraded / error for the graph as a whole; ``delivery``: current delivery problems
+    (delivery_health.delivery_problems), which degrade a running graph."""
     if state == MState.ERROR:
         return "error"
     if any(t.state == "error" for t in tracks.values()):
@@ -164,7 +194,7 @@ def graph_health(tracks: Dict[str, NodeTrack], state: MState, now: float) -> str
     if state in (MState.ACTIVE, MState.STOPPING, MState.FINISHED):
         stale = state == MState.ACTIVE and any(t.stale(now) for t in tracks.values())
         not_active = state == MState.ACTIVE and any(t.state != "active" for t in tracks.values())
-        if stale or not_active:
+        if stale or not_active or delivery:
             return "degraded"
     if state == MState.RECOVERING:
         return "degraded"
@@ -213,6 +243,8 @@ class LifecycleManager:
         self.hotswap: Any = None        # replace.HotSwapServer once the graph is active
         self._swap_gen = 0              # bumped by every change a hot replacement made
         self._status_lock = threading.Lock()
+        self._misses: Dict[str, List[float]] = {}   # container id -> times of unanswered list_nodes in a row
+        self.delivery_seen: Dict[str, str] = {}     # delivery problems met during the run (newest text)
 
         if not rclpy.ok():
             rclpy.init(args=None, signal_handler_options=_no_signal_handlers())
@@ -283,6 +315,18 @@ class LifecycleManager:
 
     # ---- heartbeats and status -------------------------------------------------------------
     def _on_status(self, msg: Any) -> None:
+        ros_name = getattr(msg, "ros_name", "") or ""
+        if ros_name:
+            # The node says which ROS node it is: count a status only when it comes, under the
+            # graph id, from the node the manager tracks (<id>, or <id>__r<N> once that serves).
+            # A replacement loaded beside it, and the copies a container publishes under
+            # <id>__r<N>, are ignored until the manager switches over to it.
+            t = self.tracks.get(msg.node_id)
+            if t is None or ros_name != t.ros_name:
+                return
+            self._take_status(t, msg, swapping=False)
+            return
+        # Older senders (no ros_name): tell the nodes apart by plugin, pid and counters.
         t = self.tracks.get(msg.node_id)
         twin = False
         if t is None:
@@ -294,10 +338,6 @@ class LifecycleManager:
             twin = True
         elif t.ros_name != t.node.id:
             return   # <id>__r<N> serves: its heartbeat under its own name counts, not this copy
-        fields = {k: getattr(msg, k) for k in ("packets_in", "packets_out", "drops", "errors", "last_error",
-                                                  "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
-                                                  "pid", "state")}
-        fields["counters"] = {kv.key: kv.value for kv in msg.counters}
         # While a replacement runs, its new node (loaded beside this one) also reports under the
         # graph id: another plugin, or the same pid with counters starting again from zero.
         swapping = not twin and self.swap_busy
@@ -306,21 +346,46 @@ class LifecycleManager:
             if swapping and plugin and plugin != t.node.plugin:
                 return
             if swapping and t.last and int(msg.pid or 0) == t.incarnation_pid and any(
-                    int(fields[k]) < int(t.last.get(k, 0)) for k in ("packets_in", "packets_out")):
+                    int(getattr(msg, k)) < int(t.last.get(k, 0)) for k in ("packets_in", "packets_out")):
                 return
+            self._take_status(t, msg, swapping)
+
+    def _take_status(self, t: NodeTrack, msg: Any, swapping: bool) -> None:
+        fields = {k: getattr(msg, k) for k in ("packets_in", "packets_out", "drops", "errors", "last_error",
+                                                  "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
+                                                  "pid", "state")}
+        fields["counters"] = {kv.key: kv.value for kv in msg.counters}
+        with self.lock:
             t.on_heartbeat(fields, time.monotonic())
             if msg.pid:
                 self.container_pid[t.node.container] = int(msg.pid)
             if msg.state == "error" and t.state == "active" and not swapping:
                 t.state = "error"   # (during a replacement it may be the new node failing: rolled back)
 
+    def _delivery(self) -> Dict[str, str]:
+        """Current delivery problems; remembers each (its newest text) for the run report."""
+        with self.lock:
+            probs = delivery_problems(self.plan, {nid: t.counters_total() for nid, t in self.tracks.items()})
+            seen = self.__dict__.setdefault("delivery_seen", {})
+            new = [txt for k, txt in probs.items() if k not in seen]
+            seen.update(probs)
+        for txt in new:
+            self._event(f"delivery: {txt}")
+        return probs
+
     def snapshot(self) -> Dict[str, Any]:
         now = time.monotonic()
+        delivery = self._delivery()
         with self.lock:
             nodes = {nid: t.summary(now) for nid, t in self.tracks.items()}
+            for nid, t in self.tracks.items():
+                if t.cbase:
+                    nodes[nid]["counters"] = t.counters_total()
             return {
                 "graph": self.plan.graph, "state": self.state.value, "message": self.message,
-                "status": graph_health(self.tracks, self.state, now),
+                "status": graph_health(self.tracks, self.state, now, delivery),
+                "delivery_problems": sorted(delivery.values()),
+                "delivery_problems_seen": sorted(self.delivery_seen.values()),
                 "nodes_active": sum(1 for t in self.tracks.values() if t.state == "active"),
                 "nodes_total": len(self.tracks), "nodes": nodes,
                 "containers": {cid: {"state": self.container_state[cid], "pid": self.container_pid[cid],
@@ -364,6 +429,7 @@ class LifecycleManager:
             ns.node_id = nid
             ns.plugin = s["plugin"]
             tr = self.tracks.get(nid)
+            ns.ros_name = tr.ros_name if tr is not None else nid
             ns.plugin_version = tr.node.plugin_version if tr is not None else ""
             ns.container = s["container"]
             ns.state = s["state"]
@@ -710,17 +776,24 @@ class LifecycleManager:
         for c in list(self.plan.containers):
             if self.stop_requested.is_set() or self.swap_busy or gen != self._swap_gen:
                 return
-            listed = self._list(c.id, timeout=1.0)
+            asked = time.monotonic()
+            listed = self._list(c.id, timeout=LIST_TIMEOUT_S)
             if gen != self._swap_gen or self.swap_busy:
                 return   # a hot replacement changed nodes meanwhile: this listing may be stale
             if listed is None:
+                misses = self._misses.setdefault(c.id, [])
+                misses.append(asked)
+                if not self._unresponsive(misses, time.monotonic()):
+                    continue    # one slow answer is not a fault: ask again next round
                 if self.container_state[c.id] == "up":
-                    self._event(f"container {c.id!r} stopped answering")
+                    self._event(f"container {c.id!r} stopped answering ({len(misses)} list_nodes calls "
+                                f"in {time.monotonic() - misses[0]:.1f} s)")
                 with self.lock:
                     self.container_state[c.id] = "down"
                     for nid in c.nodes:
                         self.tracks[nid].state = "unknown"
                 continue
+            self._misses.pop(c.id, None)
             missing = [nid for nid in c.nodes if nid not in listed]
             was_down = self.container_state[c.id] == "down"
             with self.lock:
@@ -762,6 +835,11 @@ class LifecycleManager:
                     self._recover([t.node.id])
                 finally:
                     self._release_swaps()
+
+    @staticmethod
+    def _unresponsive(misses: List[float], now: float) -> bool:
+        """Unanswered list_nodes calls in a row (their start times) that make a container ``down``."""
+        return len(misses) >= UNRESPONSIVE_MISSES and now - misses[0] >= UNRESPONSIVE_S
 
     def _recover(self, ids: List[str]) -> None:
         prev = self.state

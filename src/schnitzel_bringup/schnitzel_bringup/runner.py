@@ -30,6 +30,9 @@ from typing import Any, Callable, Dict, List, Optional
 from .plan import Plan
 
 MAX_BACKOFF_S = 30.0
+#: A container that has run this long since its last (re)start counts as healthy again: its
+#: restart backoff and its restart count towards ``restart_limit`` start over.
+RESTART_RESET_S = 60.0
 TIMELINE_MAX = 3600       # run report time series: samples kept (the interval doubles when full)
 STOP_TIMEOUT_S = 30.0     # manager's ordered tear-down
 KILL_TIMEOUT_S = 5.0      # SIGTERM -> SIGKILL for containers
@@ -81,7 +84,9 @@ class Child:
         self.log_path = log_path
         self.proc: Optional[subprocess.Popen] = None
         self.exit_codes: List[int] = []
-        self.restarts = 0
+        self.restarts = 0               # restarts during the run (the report's figure)
+        self.streak = 0                 # restarts since it last ran RESTART_RESET_S without dying
+        self.started_mono = 0.0         # monotonic time of the last (re)start
         self.restart_at: Optional[float] = None
         self.gave_up: str = ""
         self.pids: List[int] = []
@@ -95,6 +100,7 @@ class Child:
         finally:
             log.close()
         self.pids.append(self.proc.pid)
+        self.started_mono = time.monotonic()
 
     def poll(self) -> Optional[int]:
         return None if self.proc is None else self.proc.poll()
@@ -154,7 +160,8 @@ def status_line(graph: str, snap: Optional[Dict[str, Any]], elapsed: float, rate
 class Runner:
     def __init__(self, plan: Plan, plan_path: str, run_dir: str, *, duration: Optional[float] = None,
                  max_packets: Optional[int] = None, live: bool = True,
-                 out: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> None:
+                 out: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
+                 restart_reset_s: float = RESTART_RESET_S) -> None:
         self.plan = plan
         self.plan_path = plan_path
         self.run_dir = Path(run_dir)
@@ -172,6 +179,7 @@ class Runner:
         self.active_at: Optional[float] = None
         self.timeline: List[Dict[str, Any]] = []
         self.timeline_every_s = 1.0
+        self.restart_reset_s = restart_reset_s
 
     # ---- signals ----------------------------------------------------------------------------
     def _on_signal(self, signum: int, _frame: Any) -> None:
@@ -197,11 +205,14 @@ class Runner:
                 if now >= child.restart_at:
                     child.restart_at = None
                     child.restarts += 1
+                    child.streak += 1
                     child.start()
                     self.out(f"\nschnitzel run: restarted container {cid!r} (pid {child.proc.pid}, "
                              f"restart {child.restarts})")
                 continue
             code = child.poll()
+            if child.streak and child.started_mono and now - child.started_mono >= self.restart_reset_s:
+                child.streak = 0     # it ran long enough: the next failure starts the backoff over
             if code is None:
                 continue
             child.exit_codes.append(code)
@@ -211,10 +222,10 @@ class Runner:
                      (f"; last lines of {child.log_path}:\n{tail}" if tail else ""))
             if policy.policy != "on-failure":
                 child.gave_up = f"restart policy is {policy.policy!r}"
-            elif child.restarts >= policy.limit:
+            elif child.streak >= policy.limit:
                 child.gave_up = f"restart limit {policy.limit} reached"
             else:
-                delay = min(MAX_BACKOFF_S, policy.backoff_s * (2 ** child.restarts))
+                delay = min(MAX_BACKOFF_S, policy.backoff_s * (2 ** child.streak))
                 child.restart_at = now + delay
             if child.gave_up:
                 self.out(f"schnitzel run: container {cid!r} is not restarted ({child.gave_up})")

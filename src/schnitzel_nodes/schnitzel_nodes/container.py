@@ -68,6 +68,12 @@ from typing import Any, Dict, List, Mapping, Optional
 
 STATUS_PERIOD_S = 1.0
 EXECUTORS = ("single", "multi")
+#: After SIGINT, how long the container keeps serving while its graph's lifecycle manager tears
+#: the nodes down in order (sources first, drain, the rest). Under `ros2 launch`, Ctrl-C reaches
+#: every process at once; launch escalates to SIGTERM after 5 s, so this stays below that.
+MANAGER_GRACE_S = 4.0
+#: The lifecycle manager's node, /<graph>/schnitzel_manager (schnitzel_bringup.plan.MANAGER_NODE_NAME).
+MANAGER_NODE_NAME = "schnitzel_manager"
 #: LoadNode option keys this container understands ("replaces" is informational).
 KNOWN_OPTIONS = {"ports_json", "graph", "container", "autostart", "max_consecutive_errors", "node_id",
                  "handover", "replaces"}
@@ -394,6 +400,19 @@ class Container:
         if diag.status:
             self._diag_pub.publish(diag)
 
+    def awaits_manager(self) -> bool:
+        """A node here is not shut down yet and its graph's lifecycle manager is running (so the
+        manager's ordered tear-down will reach it)."""
+        with self._lock:
+            graphs = {a.graph for a in self.nodes.values() if a.state_label() != "finalized"}
+        if not graphs:
+            return False
+        try:
+            running = set(self.node.get_node_names_and_namespaces())
+        except Exception:  # noqa: BLE001 - no graph information: do not wait
+            return False
+        return any((MANAGER_NODE_NAME, f"/{g}") in running for g in graphs)
+
     def destroy(self) -> None:
         self.shutdown_all()
         try:
@@ -535,6 +554,17 @@ def main(argv: Optional[List[str]] = None) -> int:
                 container.node.get_logger().error(
                     f"a callback raised (#{failures}; the container keeps running): "
                     + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    if signals_seen and signals_seen[0] == signal.SIGINT:
+        # Ctrl-C under `ros2 launch` also reached the manager: let it tear our nodes down in order.
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < MANAGER_GRACE_S and rclpy.ok() and container.awaits_manager():
+            try:
+                executor.spin_once(timeout_sec=0.1)
+            except Exception:  # noqa: BLE001 - stop waiting; the nodes are shut down below
+                break
+        if time.monotonic() - t0 > 0.2:
+            print(f"schnitzel_container {args.container}: served {time.monotonic() - t0:.2f} s more for the "
+                  "lifecycle manager's tear-down", file=sys.stderr)
     t0 = time.monotonic()
     container.destroy()
     if signals_seen:

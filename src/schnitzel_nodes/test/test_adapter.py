@@ -314,6 +314,38 @@ def test_image_ports_publish_and_read_sensor_msgs_image(rig):
                                         [[12, 13, 14], [15, 16, 17], [18, 19, 20], [21, 22, 23]]]
 
 
+def test_an_unconnected_image_output_is_published_only_while_someone_subscribes(rig):
+    from sensor_msgs.msg import Image
+
+    topic = f"/{rig.graph}/cam2/image"
+    # the compiler lists an output without edges with no transports; an inproc-only one likewise
+    src = rig.node(FrameSource, "cam2", ports={"out": {"image": {"topic": topic, "qos": "sensor",
+                                                                "transports": []}}})
+    out = src._outs["image"]
+    assert out.dds and out.lazy and out.qos == "frames"
+    converted: List[Any] = []
+    to_msg = out.wire.to_msg
+    out.wire = out.wire._replace(to_msg=lambda p: converted.append(1) or to_msg(p))
+    assert src.trigger_configure() == T.SUCCESS and src.trigger_activate() == T.SUCCESS
+    assert wait_for(lambda: src.stats.packets_out >= 5, 10)
+    assert converted == []                          # nobody watches: nothing converted
+    viewer = rig.node(FrameSink, "viewer")          # a bare node standing in for rqt_image_view
+    seen: List[Any] = []
+    viewer.create_subscription(Image, topic, seen.append, to_profile("frames"))
+    assert wait_for(lambda: seen, 10)
+    assert (seen[-1].width, seen[-1].height, seen[-1].encoding) == (4, 2, "rgb8") and converted
+    # a StreamPacket output without an edge still goes nowhere
+    a = rig.node(ThreadSource, "plain", ports={"out": {"out": {"topic": f"/{rig.graph}/plain/out",
+                                                              "qos": "sensor", "transports": []}}})
+    assert not a._outs["out"].dds and not a._outs["out"].lazy
+
+
+def test_status_names_the_ros_node_it_comes_from(rig):
+    a = rig.node(ThreadSource, "src__r2", node_id="src")
+    st = a.status_msg()
+    assert (st.node_id, st.ros_name) == ("src", "src__r2")
+
+
 def test_a_port_type_the_runtime_cannot_convert_is_refused_at_load():
     odd = PluginSpec(name="t_odd", category=Category.SOURCE, version="1.0.0",
                      ports=(Out("twist", msg_type="geometry_msgs/msg/Twist"),))

@@ -48,7 +48,7 @@ from schnitzel_msgs.msg import DeliveryAck, KeyValue, NodeStatus
 from . import params as P
 from .inproc import InprocBus
 from .qos import QosError, to_profile
-from .wire import Wire, wire_for
+from .wire import IMAGE, Wire, wire_for
 
 SUCCESS = TransitionCallbackReturn.SUCCESS
 FAILURE = TransitionCallbackReturn.FAILURE
@@ -72,7 +72,7 @@ class LoadError(ValueError):
 # ---------------------------------------------------------------------------
 # ports
 class OutPort:
-    __slots__ = ("name", "topic", "qos", "inproc", "dds", "pub", "wire")
+    __slots__ = ("name", "topic", "qos", "inproc", "dds", "pub", "wire", "lazy")
 
     def __init__(self, name: str, topic: str, qos: Any, transports: List[str]) -> None:
         self.name, self.topic, self.qos = name, topic, qos
@@ -80,6 +80,8 @@ class OutPort:
         self.dds = "dds" in transports or "shm" in transports
         self.pub: Any = None
         self.wire: Optional[Wire] = None   # set for DDS outputs
+        #: published on DDS only while someone subscribes (an Image output with no DDS edge)
+        self.lazy = False
 
 
 class InEdge:
@@ -147,6 +149,12 @@ def parse_ports(spec: PluginSpec, ports: Optional[Mapping[str, Any]], base: str
     # Outputs with no edge still exist (emit is accepted and goes nowhere).
     for port in spec.outputs:
         outs.setdefault(port.name, OutPort(port.name, f"{base}/{port.name}", port.qos, []))
+    # Image outputs are always visible to ROS tools (rviz, rqt_image_view) on their topic, even
+    # without a DDS edge: best effort, keep last 1, converted only while someone subscribes.
+    for port in spec.outputs:
+        o = outs[port.name]
+        if port.msg_type == IMAGE and not o.dds:
+            o.dds, o.lazy, o.qos = True, True, "frames"   # (inproc edges, if any, keep their own path)
     return outs, _check_ports(spec, outs, ins)
 
 
@@ -630,6 +638,8 @@ class NodeAdapter(LifecycleNode):
         if out.inproc:
             self.bus.publish(out.topic, packet)
         if out.pub is not None:
+            if out.lazy and out.pub.get_subscription_count() == 0:
+                return   # an Image output nobody watches: no conversion, no publish
             try:
                 out.pub.publish(out.wire.to_msg(packet))
             except codec.CodecError:
@@ -845,6 +855,7 @@ class NodeAdapter(LifecycleNode):
         if stamp is not None:
             msg.stamp = stamp
         msg.node_id = self.node_id
+        msg.ros_name = self.get_name()
         msg.plugin = self.plugin_name
         msg.plugin_version = str(self.spec.version)
         msg.container = self.container

@@ -2,18 +2,32 @@
 raw sqlite3 executemany of the same batches measured in the same run.
 
     python bench/bench_store.py [--packets 20000] [--batches 10,100,1000] [--no-record]
+                                [--compare-with OLD_STORE.py]
 
-Per batch the store does what the queue node does: one commit holding the new rows and
-the acknowledgements of the previous batch (`DurableStore.write`), plus a lease (read).
-Baselines, same file system, same pragmas (WAL, same synchronous):
-- raw insert: `executemany` INSERT of (key, payload) and COMMIT per batch;
-- raw insert+delete: the same plus DELETE of the previous batch in that commit (the same
-  work shape as enqueue + ack).
-Targets (issue 5) at batch 100 and synchronous=FULL: >= 0.5x raw and >= 100,000 packets/s.
+What each column measures (packets per second, wall clock, same packets, same directory,
+WAL, the same ``synchronous`` for every column of a row):
+- store: per batch, what the queue node does: ONE commit holding the batch's new rows and the
+  acknowledgements of the previous batch (``DurableStore.write``: insert, delete of the acked
+  rows, ledger rows for their keys, counters), then ``lease`` of the batch (the rows to
+  forward, with their ids). Every guarantee is on: durable before the call returns,
+  unique key, delivered-key ledger, capacity counters.
+- store, 2 commits: ``enqueue`` then ``ack`` as two commits per batch (no piggy-backing).
+- store, ledger off: as 'store' with ``ledger_retention_s=0``.
+- raw insert: sqlite3 ``executemany`` INSERT of (key, payload) into a bare
+  ``(id INTEGER PRIMARY KEY, key, payload)`` table, one COMMIT per batch. Inserts only: the
+  table grows, nothing is ever deleted.
+- raw insert+delete: the same logical work as 'store' with nothing else: per batch ONE
+  commit holding the INSERT of the batch and ``DELETE ... WHERE id IN (...)`` of the previous
+  batch. This is the baseline the target is measured against.
+- before (``--compare-with``): the 'store' column for another store module (e.g. the
+  previous commit's ``store.py``) in the same run.
+Targets (issue 5) at batch 100 and synchronous=FULL: >= 0.5x raw insert+delete and
+>= 100,000 packets/s.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sqlite3
 import sys
@@ -33,9 +47,9 @@ def packets(n: int, tag: str):
             for i in range(n)]
 
 
-def bench_store(d: str, sync: str, batch: int, pk, ledger: bool = True):
-    s = DurableStore(os.path.join(d, f"store-{sync}-{batch}-{int(ledger)}.db"), synchronous=sync,
-                     ledger_retention_s=7 * 24 * 3600 if ledger else 0)
+def bench_store(d: str, sync: str, batch: int, pk, ledger: bool = True, store_cls=DurableStore, tag=""):
+    s = store_cls(os.path.join(d, f"store{tag}-{sync}-{batch}-{int(ledger)}.db"), synchronous=sync,
+                  ledger_retention_s=7 * 24 * 3600 if ledger else 0)
     prev = []
     t0 = time.perf_counter()
     for i in range(0, len(pk), batch):
@@ -71,18 +85,33 @@ def raw_conn(path: str, sync: str):
 def bench_raw(d: str, sync: str, batch: int, pk, delete: bool):
     c = raw_conn(os.path.join(d, f"raw-{sync}-{batch}-{int(delete)}.db"), sync)
     rows = [(p.idempotency_key, p.payload) for p in pk]
-    last = 0
+    prev: list = []
     t0 = time.perf_counter()
     for i in range(0, len(rows), batch):
-        c.execute("BEGIN")
-        c.executemany("INSERT INTO q (key, payload) VALUES (?, ?)", rows[i:i + batch])
-        if delete and i:
-            c.executemany("DELETE FROM q WHERE id = ?", [(j,) for j in range(last + 1, last + batch + 1)])
-            last += batch
+        c.execute("BEGIN IMMEDIATE")
+        cur = c.executemany("INSERT INTO q (key, payload) VALUES (?, ?)", rows[i:i + batch])
+        if delete:
+            if prev:
+                c.execute(f"DELETE FROM q WHERE id IN ({','.join('?' * len(prev))})", prev)
+            last = c.execute("SELECT last_insert_rowid()").fetchone()[0]
+            prev = list(range(last - cur.rowcount + 1, last + 1))
         c.execute("COMMIT")
+    if delete and prev:
+        c.execute(f"DELETE FROM q WHERE id IN ({','.join('?' * len(prev))})", prev)
     dt = time.perf_counter() - t0
+    if delete:
+        assert c.execute("SELECT count(*) FROM q").fetchone()[0] == 0
     c.close()
     return len(rows) / dt
+
+
+def load_store(path: str):
+    """DurableStore from another store module (relative imports resolve in schnitzel_core)."""
+    spec = importlib.util.spec_from_file_location("schnitzel_core._store_compare", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod.DurableStore
 
 
 def main() -> int:
@@ -91,39 +120,58 @@ def main() -> int:
     ap.add_argument("--batches", default="10,100,1000")
     ap.add_argument("--dir", default="", help="where the databases go (default: a temp dir under /tmp)")
     ap.add_argument("--no-record", action="store_true")
+    ap.add_argument("--compare-with", default="", help="another store.py to measure in the same run ('before')")
+    ap.add_argument("--rounds", type=int, default=3, help="median of this many rounds per cell")
     a = ap.parse_args()
     batches = [int(b) for b in a.batches.split(",")]
+    before_cls = load_store(a.compare_with) if a.compare_with else None
     rows = []
+    med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
     with tempfile.TemporaryDirectory(dir=a.dir or None) as d:
         for sync in ("FULL", "NORMAL"):
             for b in batches:
                 n = a.packets if b >= 100 else a.packets // 5
-                pk = packets(n, f"{sync}{b}")
-                raw = bench_raw(d, sync, b, pk, False)
-                raw_del = bench_raw(d, sync, b, pk, True)
-                ours = bench_store(d, sync, b, pk)
-                sep = bench_store_separate(d, sync, b, packets(n, f"sep{sync}{b}"))
-                nol = bench_store(d, sync, b, packets(n, f"nol{sync}{b}"), ledger=False)
-                rows.append((sync, b, n, ours, sep, nol, raw, raw_del))
-                print(f"{sync:6} batch {b:5}: store {ours:9.0f}/s  (separate commits {sep:9.0f}/s, no ledger "
-                      f"{nol:9.0f}/s)  "
-                      f"raw insert {raw:9.0f}/s  raw insert+delete {raw_del:9.0f}/s", flush=True)
-    lines = ["| synchronous | batch | packets | store enqueue+lease+ack pkt/s | store, 2 commits | store, ledger off | "
-             "raw insert pkt/s | raw insert+delete pkt/s | store / raw insert | store / raw insert+delete |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for sync, b, n, ours, sep, nol, raw, raw_del in rows:
-        lines.append(f"| {sync} | {b} | {n} | {ours:,.0f} | {sep:,.0f} | {nol:,.0f} | {raw:,.0f} | {raw_del:,.0f} | "
-                     f"{ours / raw:.2f}x | {ours / raw_del:.2f}x |")
+                cells: dict = {k: [] for k in ("ours", "sep", "nol", "raw", "raw_del", "before")}
+                for r in range(a.rounds):  # interleaved, so drift hits every column alike
+                    tag = f"{sync}{b}r{r}"
+                    pk = packets(n, tag)
+                    cells["raw"].append(bench_raw(d, sync, b, pk, False))
+                    cells["raw_del"].append(bench_raw(d, sync, b, pk, True))
+                    cells["ours"].append(bench_store(d, sync, b, pk, tag=tag))
+                    if before_cls is not None:
+                        cells["before"].append(bench_store(d, sync, b, packets(n, "old" + tag), store_cls=before_cls,
+                                                           tag="old" + tag))
+                    cells["sep"].append(bench_store_separate(d, sync, b, packets(n, f"sep{tag}")))
+                    cells["nol"].append(bench_store(d, sync, b, packets(n, f"nol{tag}"), ledger=False, tag=tag))
+                    for f in os.listdir(d):
+                        os.unlink(os.path.join(d, f))
+                m = {k: med(v) if v else 0.0 for k, v in cells.items()}
+                rows.append((sync, b, n, m["ours"], m["sep"], m["nol"], m["raw"], m["raw_del"], m["before"]))
+                print(f"{sync:6} batch {b:5}: store {m['ours']:9.0f}/s  (before {m['before']:9.0f}/s, 2 commits "
+                      f"{m['sep']:9.0f}/s, no ledger {m['nol']:9.0f}/s)  raw insert {m['raw']:9.0f}/s  "
+                      f"raw insert+delete {m['raw_del']:9.0f}/s", flush=True)
+    has_before = before_cls is not None
+    head = "| synchronous | batch | packets | store pkt/s |" + (" before pkt/s |" if has_before else "") + \
+        " store, 2 commits | store, ledger off | raw insert pkt/s | raw insert+delete pkt/s | " \
+        "store / raw insert+delete | store / raw insert |"
+    lines = [head, "| --- | ---: | ---: | ---: |" + (" ---: |" if has_before else "") +
+             " ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for sync, b, n, ours, sep, nol, raw, raw_del, before in rows:
+        lines.append(f"| {sync} | {b} | {n} | {ours:,.0f} |" + (f" {before:,.0f} |" if has_before else "") +
+                     f" {sep:,.0f} | {nol:,.0f} | {raw:,.0f} | {raw_del:,.0f} | {ours / raw_del:.2f}x | "
+                     f"{ours / raw:.2f}x |")
     full100 = next((r for r in rows if r[0] == "FULL" and r[1] == 100), None)
     if full100:
-        ratio, pps = full100[3] / full100[6], full100[3]
-        lines += ["", f"Targets at batch 100, FULL: >= 0.5x raw insert -> {ratio:.2f}x "
-                      f"({'met' if ratio >= 0.5 else 'NOT met'}); >= 100,000 packets/s -> {pps:,.0f}/s "
-                      f"({'met' if pps >= 100_000 else 'NOT met'}).",
-                  "The store does per packet what raw does not: a unique index on the idempotency key "
-                  "(random B-tree inserts), the delivered-key ledger (append-only table + in-memory lookup), "
-                  "the lease read and decoding back to a Packet, and SQLAlchemy's per-statement overhead; "
-                  "'ledger off' shows the ledger's share."]
+        ratio, pps = full100[3] / full100[7], full100[3]
+        lines += ["", f"Median of {a.rounds} interleaved rounds per cell. Targets at batch 100, FULL: "
+                      f">= 0.5x raw insert+delete -> {ratio:.2f}x ({'met' if ratio >= 0.5 else 'NOT met'}); "
+                      f">= 100,000 packets/s -> {pps:,.0f}/s ({'met' if pps >= 100_000 else 'NOT met'}).",
+                  "Columns: 'store' = `DurableStore.write(batch, acks of the previous batch)` (one commit) + "
+                  "`lease(batch)`, every guarantee on; 'raw insert+delete' = the same logical work in bare sqlite3 "
+                  "(one commit per batch: executemany INSERT of (key, payload), DELETE of the previous batch by "
+                  "id); 'raw insert' = executemany INSERT + COMMIT only (nothing deleted). The store also keeps "
+                  "per packet what raw does not: 19 columns, a unique index on the idempotency key, the "
+                  "delivered-key ledger row, persistent counters."]
     print()
     print("\n".join(lines))
     if not a.no_record:

@@ -781,6 +781,13 @@ class LifecycleManager:
             if gen != self._swap_gen or self.swap_busy:
                 return   # a hot replacement changed nodes meanwhile: this listing may be stale
             if listed is None:
+                with self.lock:
+                    heard = any(self.tracks[nid].last_rx > asked for nid in c.nodes if nid in self.tracks)
+                if heard:
+                    # its nodes' heartbeats (sent from the same executor) arrived meanwhile: it runs,
+                    # it was only slow (e.g. a call sent while it was frozen, answered late)
+                    self._misses.pop(c.id, None)
+                    continue
                 misses = self._misses.setdefault(c.id, [])
                 misses.append(asked)
                 if not self._unresponsive(misses, time.monotonic()):

@@ -80,6 +80,20 @@ def test_one_slow_list_nodes_answer_does_not_make_a_container_down(monkeypatch):
     assert any("stopped answering" in e["event"] for e in m.events)
 
 
+def test_a_late_answer_from_a_container_whose_heartbeats_arrive_is_not_a_miss(monkeypatch):
+    m = _manager(PLAN)
+
+    def slow_list(cid, timeout=2.0):
+        if cid == "b":        # a call sent while it was frozen times out, but it runs again:
+            m.tracks["map"].last_rx = time.monotonic() + 0.001   # its heartbeat came meanwhile
+            return None
+        return {nid: "active" for nid in PLAN.container(cid).nodes}
+    monkeypatch.setattr(m, "_list", slow_list)
+    m._misses["b"] = [time.monotonic() - 10.0, time.monotonic() - 5.0]   # frozen before
+    m.watch_once()
+    assert m.container_state["b"] == "up" and m.tracks["map"].state == "active" and "b" not in m._misses
+
+
 def test_misses_must_also_span_the_window():
     now = 100.0
     assert not LifecycleManager._unresponsive([now - 0.5, now - 0.3, now - 0.1], now)   # a burst

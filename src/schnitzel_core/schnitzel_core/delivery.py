@@ -395,14 +395,20 @@ class SinkWorker:
 
     Callbacks: ``on_done(packet, outcome)`` for delivered/rejected (final),
     ``on_retry(packets, reason)`` after every failed attempt (the packets stay buffered).
+
+    The keys of the last ``remember`` delivered packets are kept: a row the queue sends
+    again after its acknowledgement was lost (queue restart, lease expiry) is then
+    acknowledged at once instead of being delivered a second time (:meth:`delivered_recently`).
     """
 
     def __init__(self, sink: Sink, *, batch_size: int = 100, max_buffer: int = 10_000,
                  backoff: Optional[Backoff] = None, breaker: Optional[CircuitBreaker] = None,
                  on_done: Optional[Callable[[Packet, Outcome], None]] = None,
                  on_retry: Optional[Callable[[List[Packet], str], None]] = None,
-                 linger_s: float = 0.002) -> None:
+                 linger_s: float = 0.002, remember: int = 10_000) -> None:
         self.sink = sink
+        self.remember = max(0, int(remember))
+        self._done_keys: "OrderedDict[str, None]" = OrderedDict()
         self.batch_size = max(1, int(batch_size))
         self.max_buffer = int(max_buffer)
         self.backoff = backoff or Backoff(0.1, 2.0)
@@ -445,6 +451,12 @@ class SinkWorker:
     def pending(self) -> int:
         with self._cv:
             return len(self._buf) + len(self._inflight)
+
+    def delivered_recently(self, key: str) -> bool:
+        """True when a packet with this key was delivered by this worker (among the last
+        ``remember``): a re-send whose first acknowledgement was lost."""
+        with self._cv:
+            return key in self._done_keys
 
     @property
     def state(self) -> BreakerState:
@@ -504,8 +516,12 @@ class SinkWorker:
             retry = [p for p, o in zip(batch, outcomes) if o.status == RETRY]
             final = [(p, o) for p, o in zip(batch, outcomes) if o.status != RETRY]
             with self._cv:
-                for p, _ in final:
+                for p, o in final:
                     self._inflight.discard(p.idempotency_key)
+                    if o.ok and self.remember:
+                        self._done_keys[p.idempotency_key] = None
+                while len(self._done_keys) > self.remember:
+                    self._done_keys.popitem(last=False)
             for p, o in final:
                 if o.ok:
                     self.delivered += 1

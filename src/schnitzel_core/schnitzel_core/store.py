@@ -28,7 +28,9 @@ read-only, I/O error; ``.reason`` is ``disk_full``, ``read_only`` or ``io_error`
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import operator
 import os
 import sqlite3
 import threading
@@ -41,6 +43,8 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from .packet import Packet, PayloadRef
+
+_blake2b = hashlib.blake2b
 
 SCHEMA_VERSION = 2
 APPLICATION_ID = 0x537A5154  # "SzQT": marks a file as a schnitzel durable store
@@ -166,41 +170,53 @@ COUNTER_NAMES = ("depth", "bytes", "dead", "accepted", "delivered", "duplicates"
                  "rejected_full", "dead_lettered", "redriven", "nacks", "purged")
 
 _INSERT_COLS = ("key", "stream_id", "seq", "epoch", "kind", "schema", "content_type", "stamp_ns",
-                "frame_id", "packet_id", "payload", "meta", "payload_ref", "size", "sinks", "enq_ns",
-                "attempts", "state", "avail_ns")
-_ENQUEUE_NO_LEDGER_SQL = (
-    f"INSERT OR IGNORE INTO queue ({', '.join(_INSERT_COLS)}) VALUES ({', '.join('?' * len(_INSERT_COLS))})"
+                "frame_id", "packet_id", "payload", "meta", "payload_ref", "size", "sinks")
+# enq_ns is one value per batch (a literal: the statement is prepared once per batch, not
+# bound per row); attempts, state and avail_ns take their column defaults (0)
+_ENQUEUE_SQL = (
+    f"INSERT OR IGNORE INTO queue ({', '.join(_INSERT_COLS)}, enq_ns) "
+    f"VALUES ({', '.join('?' * len(_INSERT_COLS))}, %d)"
 )
 _ROW_COLS = ("id", "key", "stream_id", "seq", "epoch", "kind", "schema", "content_type", "stamp_ns",
              "frame_id", "packet_id", "payload", "meta", "payload_ref", "size", "sinks", "enq_ns",
              "attempts", "last_error")
 _COPY_COLS = ", ".join(_ROW_COLS)
-_LEASE_SQL = f"SELECT {_COPY_COLS} FROM queue WHERE id > ? AND avail_ns <= ? ORDER BY id LIMIT ?"
+_LEASE_SQL = f"SELECT {_COPY_COLS} FROM queue WHERE id > ? AND id < ? AND avail_ns <= ? ORDER BY id LIMIT ?"
 
 
 # ---------------------------------------------------------------- ledger in memory
-_HEX = frozenset("0123456789abcdef")
+_HEX_DIGITS = "0123456789abcdef"
+_2_63, _2_64 = 1 << 63, 1 << 64
 
 
 def key_hash(key: str) -> Tuple[int, int]:
     """128 bits of an idempotency key as two signed 64-bit ints. Keys made by derive_key
-    (32 hex digits) are used as they are; any other key is hashed (blake2b-128)."""
-    v = -1
-    if len(key) == 32:
-        try:
-            v = int(key, 16)
-        except ValueError:
-            pass
-        if v >= 0 and format(v, "032x") != key:  # only canonical lower-case hex is used as is
-            v = -1
-    if v >= 0:
+    (32 lower-case hex digits) are used as they are; any other key is hashed (blake2b-128)."""
+    if len(key) == 32 and not key.strip(_HEX_DIGITS):  # canonical lower-case hex only
+        v = int(key, 16)
         a, b = v >> 64, v & 0xFFFFFFFFFFFFFFFF
     else:
-        import hashlib
-
-        d = hashlib.blake2b(key.encode("utf-8"), digest_size=16).digest()
+        d = _blake2b(key.encode("utf-8"), digest_size=16).digest()
         a, b = int.from_bytes(d[:8], "big"), int.from_bytes(d[8:], "big")
-    return (a - (1 << 64) if a >= 1 << 63 else a, b - (1 << 64) if b >= 1 << 63 else b)
+    return (a - _2_64 if a >= _2_63 else a, b - _2_64 if b >= _2_63 else b)
+
+
+try:
+    import numpy as _np
+except ImportError:  # pragma: no cover - numpy is a dependency
+    _np = None
+
+
+def key_hashes(keys: Sequence[str]) -> List[Tuple[int, int]]:
+    """:func:`key_hash` of many keys; a batch of derive_key keys is converted in one go."""
+    if not keys:
+        return []
+    if _np is not None and min(map(len, keys)) == 32 == max(map(len, keys)):
+        joined = "".join(keys)
+        if not joined.strip(_HEX_DIGITS):
+            # 16 bytes per key, big-endian signed halves: exactly key_hash's (a, b)
+            return list(map(tuple, _np.frombuffer(bytes.fromhex(joined), dtype=">i8").reshape(-1, 2).tolist()))
+    return [key_hash(k) for k in keys]
 
 
 class _KeySet:
@@ -339,7 +355,18 @@ def _encode(p: Packet) -> Tuple[Any, ...]:
             p.stamp_ns, p.frame_id, p.packet_id, p.payload, meta, ref)
 
 
-_new_packet = object.__new__
+_new_packet = _new_row = object.__new__
+_PLAIN_TAIL = (None, None)
+
+
+def _encode_extra(f: Tuple[Any, ...]) -> Tuple[Any, Any]:
+    return (json.dumps(f[11], separators=(",", ":")) if f[11] else None,
+            json.dumps(dataclasses.asdict(f[12])) if f[12] else None)
+
+
+_PACKET_FIELDS = operator.attrgetter("idempotency_key", "stream_id", "seq", "epoch", "kind", "schema",
+                                     "content_type", "stamp_ns", "frame_id", "packet_id", "payload", "meta",
+                                     "payload_ref")
 
 
 def _decode(r: Sequence[Any]) -> Packet:
@@ -422,13 +449,23 @@ class DurableStore:
         self._pending_deltas: Dict[str, int] = {}
         self._dropped_rows = self._dropped_bytes = 0
         self._leases: Dict[int, int] = {}
+        # Rows this process enqueued, kept in memory (up to hot_max) so that leasing them
+        # needs no read and no decoding: every queue row with id >= _hot_lo is in _hot.
+        # Rows below _hot_lo ("cold": a backlog from before the start, nacked, redriven, or
+        # beyond hot_max) are read from the file, oldest first, before any hot row.
+        self.hot_max = 10_000
+        self._hot: Dict[int, Row] = {}
+        self._hot_lo: Optional[int] = None   # None: not known yet (set at the next lease)
+        self._cold_done = False              # no ready cold row left (besides leased ones)
+        self._cold_wake_ns: Optional[int] = None  # a cold row becomes ready then (nack delay)
+        self._data_version: Optional[int] = None  # PRAGMA data_version: other writers
 
         @event.listens_for(self.engine, "begin")
         def _on_begin(conn: Any) -> None:
             # explicit transactions only (writes: IMMEDIATE, snapshots: deferred); plain
             # statements outside them run in autocommit and take no write lock
-            if self._begin_sql:
-                conn.exec_driver_sql(self._begin_sql)
+            if self._begin_sql:  # straight to the DB-API connection: cheaper, same transaction
+                conn.connection.driver_connection.execute(self._begin_sql)
 
         try:
             self._conn = self.engine.connect()
@@ -513,7 +550,8 @@ class DurableStore:
     def _bump(self, c: Any, deltas: Dict[str, int]) -> None:
         items = [(v, n) for n, v in deltas.items() if v]
         if items:
-            c.exec_driver_sql("UPDATE counters SET value = value + ? WHERE name = ?", items)
+            c.connection.driver_connection.executemany("UPDATE counters SET value = value + ? WHERE name = ?",
+                                                       items)
 
     def _apply(self, deltas: Dict[str, int]) -> None:
         for n, v in deltas.items():
@@ -568,42 +606,78 @@ class DurableStore:
         arrived within the same few milliseconds share one fsync.
         """
         now = self.clock_ns()
-        rows = []
-        for p in packets:
-            s = sinks(p) if callable(sinks) else sinks
-            s_txt = ",".join(sorted(set(s))) if s else ANY_SINK
-            size = len(p.payload) + 256
-            rows.append(_encode(p) + (size, s_txt, now, 0, 0, 0))
-        ack_list = [(list(dict.fromkeys(int(i) for i in ids)), sink) for ids, sink in acks]
-        ack_list = [(ids, sink) for ids, sink in ack_list if ids]
+        hs: List[Tuple[int, int]] = []
+        ledger_on = self.ledger_on
+        pk: List[Packet] = packets if isinstance(packets, list) else list(packets)
+        if callable(sinks):
+            memo: Dict[Any, str] = {}
+            s_list = []
+            for p in pk:
+                t = sinks(p)
+                t = tuple(t) if t else ()
+                s_txt = memo.get(t)
+                if s_txt is None:
+                    s_txt = memo[t] = ",".join(sorted(set(t))) if t else ANY_SINK
+                s_list.append(s_txt)
+        else:
+            s_list = [",".join(sorted(set(sinks))) if sinks else ANY_SINK] * len(pk)
+        enc, plain = _encode_extra, _PLAIN_TAIL
+        # (key, ..., payload) in one C call per packet; meta and payload_ref as JSON when set
+        rows: List[Tuple[Any, ...]] = [
+            f[:11] + ((plain if not (f[11] or f[12]) else enc(f)) + (len(f[10]) + 256, s_txt))
+            for f, s_txt in zip(map(_PACKET_FIELDS, pk), s_list)]
+        ack_list = []
+        for ids, sink in acks:
+            ids = list(dict.fromkeys(int(i) for i in ids))
+            if ids:
+                ack_list.append((ids, sink))
         if not rows and not ack_list:
             return EnqueueResult(), AckResult()
 
         known: List[bool] = []
-        if rows and self.ledger_on:  # delivered within the window: a no-op
+        if rows and ledger_on:  # delivered within the window: a no-op
+            hs = key_hashes([r[0] for r in rows])
             with self._lock:
-                known = self._keys.contains([key_hash(r[0]) for r in rows])
+                known = self._keys.contains(hs)
 
-        def fn(c: Any) -> Tuple[EnqueueResult, AckResult, Dict[str, int], List[int], List[Tuple[int, int]]]:
+        def fn(c: Any) -> Tuple[Any, ...]:
             deltas: Dict[str, int] = {}
             ares = AckResult()
             done_ids: List[int] = []
             done_hashes: List[Tuple[int, int]] = []
+            partial_rows: List[Tuple[str, int]] = []
+            # hot path: the DB-API connection of this SQLAlchemy connection, inside its
+            # transaction (SQLAlchemy's per-statement cost was a large share of a batch)
+            dc = c.connection.driver_connection
             for ids, sink in ack_list:
-                self._ack_in(c, ids, sink, now, ares, deltas, done_ids, done_hashes)
+                self._ack_in(c, ids, sink, now, ares, deltas, done_ids, done_hashes, partial_rows)
             res = EnqueueResult()
+            new_rows = None   # [(id, packet, sinks, size)] when the new rows' ids are known
             if rows:
                 self._dropped_rows = self._dropped_bytes = 0
-                todo = [r for r, k in zip(rows, known) if not k] if any(known) else rows
+                todo, todo_pk = rows, pk
+                if any(known):
+                    todo = [r for r, kn in zip(rows, known) if not kn]
+                    todo_pk = [p for p, kn in zip(pk, known) if not kn]
                 res.duplicates = len(rows) - len(todo)
-                if self.max_rows or self.max_bytes:
-                    todo = self._make_room(c, rows, res, deltas)
+                if todo and (self.max_rows or self.max_bytes):
+                    kept = self._make_room(c, todo, res, deltas)
+                    if len(kept) != len(todo):
+                        keep = {id(r) for r in kept}
+                        todo_pk = [p for p, r in zip(todo_pk, todo) if id(r) in keep]
+                        todo = kept
                 if todo:
-                    cur = c.exec_driver_sql(_ENQUEUE_NO_LEDGER_SQL, todo)
+                    cur = dc.executemany(_ENQUEUE_SQL % int(now), todo)
                     n = cur.rowcount if cur.rowcount is not None and cur.rowcount >= 0 else len(todo)
                     res.accepted = n
                     res.duplicates += len(todo) - n
-                    added = sum(r[13] for r in todo) if n == len(todo) else self._bytes_of_new(c, n)
+                    if n == len(todo):
+                        added = sum(r[13] for r in todo)
+                        # AUTOINCREMENT ids of one statement are consecutive
+                        last = dc.execute("SELECT last_insert_rowid()").fetchone()[0]
+                        new_rows = (last - n + 1, todo_pk, todo)
+                    else:
+                        added = self._bytes_of_new(c, n)
                     for k, v in (("depth", n), ("bytes", added), ("accepted", n)):
                         deltas[k] = deltas.get(k, 0) + v
                 if res.duplicates:
@@ -611,15 +685,41 @@ class DurableStore:
                 if res.rejected:
                     deltas["rejected_full"] = deltas.get("rejected_full", 0) + res.rejected
             self._bump(c, deltas)
-            return res, ares, deltas, done_ids, done_hashes
+            return res, ares, deltas, done_ids, done_hashes, new_rows, partial_rows
 
-        res, ares, deltas, done_ids, done_hashes = self._tx("write", fn)
+        res, ares, deltas, done_ids, done_hashes, new_rows, partial_rows = self._tx("write", fn)
         with self._lock:
             self._apply(deltas)
+            hot = self._hot
             for i in done_ids:
                 self._leases.pop(i, None)
+                hot.pop(i, None)
+            for sinks_txt, i in partial_rows:
+                r = hot.get(i)
+                if r is not None:
+                    r.sinks = tuple(sinks_txt.split(","))
             if done_hashes:
                 self._keys.add(done_hashes)
+            if res.dropped or (rows and new_rows is None and res.accepted):
+                self._hot_reset()        # rows deleted or ids unknown: read them from the file
+            elif new_rows:
+                first, new_pk, new_todo = new_rows
+                if len(hot) + len(new_pk) > self.hot_max:
+                    self._hot_reset()    # a backlog builds up: it is read from the file
+                elif self._hot_lo is not None and first >= self._hot_lo:
+                    # (rows below _hot_lo are read from the file: a lease between this
+                    # commit and here may have placed the boundary above them)
+                    tuples: Dict[str, Tuple[str, ...]] = {}
+                    new = _new_row
+                    for rid, p, r in zip(range(first, first + len(new_pk)), new_pk, new_todo):
+                        t = tuples.get(r[14])
+                        if t is None:
+                            t = tuples[r[14]] = tuple(r[14].split(","))
+                        row = new(Row)
+                        row.__dict__ = {"id": rid, "key": r[0], "packet": p, "sinks": t, "attempts": 0,
+                                        "enq_ns": now, "size": r[13], "last_error": "", "reason": "",
+                                        "dead_ns": 0}
+                        hot[rid] = row
         if ares.done and time.monotonic() >= self._next_prune:
             self._next_prune = time.monotonic() + self.prune_every_s
             try:
@@ -629,7 +729,9 @@ class DurableStore:
         return res, ares
 
     def _ack_in(self, c: Any, ids: List[int], sink: str, now: int, res: AckResult,
-                deltas: Dict[str, int], done_ids: List[int], done_hashes: List[Tuple[int, int]]) -> None:
+                deltas: Dict[str, int], done_ids: List[int], done_hashes: List[Tuple[int, int]],
+                partial_out: Optional[List[Tuple[str, int]]] = None) -> None:
+        dc = c.connection.driver_connection  # DB-API connection, same transaction
         done_n = done_bytes = 0
         rest: List[int] = []
         for i in range(0, len(ids), 900):
@@ -638,15 +740,18 @@ class DurableStore:
             # fast path: rows this sink completes (single-sink or any-sink rows), set-based
             cond = "" if sink == ANY_SINK else " AND (sinks = '*' OR sinks = ?)"
             extra = () if sink == ANY_SINK else (sink,)
-            got = c.exec_driver_sql(f"DELETE FROM queue WHERE id IN ({marks}){cond} RETURNING id, size, key",
-                                    (*chunk, *extra)).all()
+            got = dc.execute(f"DELETE FROM queue WHERE id IN ({marks}){cond} RETURNING id, size, key",
+                             (*chunk, *extra)).fetchall()
             if self.ledger_on and got:
-                hs = [key_hash(g[2]) for g in got]
-                c.exec_driver_sql("INSERT INTO ledger(h1, h2, delivered_ns) VALUES (?, ?, ?)",
-                                  [(a, b, now) for a, b in hs])
+                hs = key_hashes([g[2] for g in got])
+                dc.executemany("INSERT INTO ledger(h1, h2, delivered_ns) VALUES (?, ?, ?)",
+                               [(a, b, now) for a, b in hs])
                 done_hashes.extend(hs)
             done_n += len(got)
             done_bytes += sum(g[1] for g in got)
+            if len(got) == len(chunk):
+                done_ids.extend(chunk)
+                continue
             gone = {g[0] for g in got}
             done_ids.extend(gone)
             rest.extend(x for x in chunk if x not in gone)
@@ -678,6 +783,8 @@ class DurableStore:
                 done_ids.extend(d[0] for d in done)
             if partial:
                 c.exec_driver_sql("UPDATE queue SET sinks = ? WHERE id = ?", partial)
+                if partial_out is not None:
+                    partial_out.extend(partial)
         if done_n:
             for k, v in (("depth", -done_n), ("bytes", -done_bytes), ("delivered", done_n)):
                 deltas[k] = deltas.get(k, 0) + v
@@ -758,25 +865,71 @@ class DurableStore:
         now = self.clock_ns()
         until = now + int(lease_s * 1e9)
         with self._lock:
-            held = {i for i, t in self._leases.items() if t > now}
-            if len(held) != len(self._leases):
-                self._leases = {i: t for i, t in self._leases.items() if t > now}
-            got: List[Any] = []
-            last = 0
-            while len(got) < n:
-                want = n - len(got) + len(held)
-                # hot path: plain DB-API rows from the same connection and transaction
-                # (SQLAlchemy's Row processing cost more than the query itself here)
-                batch = self._read(lambda c: c.connection.driver_connection.execute(
-                    _LEASE_SQL, (last, now, want)).fetchall())
-                got.extend(r for r in batch if r[0] not in held)
-                if len(batch) < want:
-                    break
-                last = batch[-1][0]
-            got = got[:n]
-            for r in got:
-                self._leases[r[0]] = until
-            return [_row(r) for r in got]
+            leases = self._leases
+            if leases:
+                expired = [i for i, t in leases.items() if t <= now]
+                if expired:
+                    for i in expired:
+                        del leases[i]
+                    if self._hot_lo is None or min(expired) < self._hot_lo:
+                        self._cold_done = False
+            dv = self._conn.connection.driver_connection.execute("PRAGMA data_version").fetchone()[0]
+            if dv != self._data_version:
+                # another connection (the CLI: redrive, purge) changed the file
+                self._data_version = dv
+                self._hot_reset()
+            if self._hot_lo is None:
+                seq = self._read(lambda c: c.connection.driver_connection.execute(
+                    "SELECT seq FROM sqlite_sequence WHERE name = 'queue'").fetchone())
+                self._hot_lo = (int(seq[0]) if seq else 0) + 1
+                self._hot = {}
+                self._cold_done = False
+            if self._cold_done and self._cold_wake_ns is not None and now >= self._cold_wake_ns:
+                self._cold_done = False
+            out: List[Row] = []
+            if not self._cold_done:
+                hot_lo = self._hot_lo
+                got: List[Any] = []
+                last = 0
+                while len(got) < n:
+                    want = n - len(got) + len(leases)
+                    # plain DB-API rows from the same connection and transaction
+                    # (SQLAlchemy's Row processing cost more than the query itself here)
+                    batch = self._read(lambda c: c.connection.driver_connection.execute(
+                        _LEASE_SQL, (last, hot_lo, now, want)).fetchall())
+                    got.extend(r for r in batch if r[0] not in leases)
+                    if len(batch) < want:
+                        # the cold part is drained: remember when a delayed row gets ready
+                        wake = self._read(lambda c: c.connection.driver_connection.execute(
+                            "SELECT min(avail_ns) FROM queue WHERE id < ? AND avail_ns > ?",
+                            (hot_lo, now)).fetchone())
+                        self._cold_wake_ns = wake[0] if wake and wake[0] is not None else None
+                        self._cold_done = True
+                        break
+                    last = batch[-1][0]
+                out = [_row(r) for r in got[:n]]
+            if len(out) < n and self._hot:
+                need = n - len(out)
+                for rid, row in self._hot.items():
+                    if rid in leases:
+                        continue
+                    out.append(row)
+                    need -= 1
+                    if not need:
+                        break
+            for r in out:
+                leases[r.id] = until
+            return out
+
+    def _hot_reset(self) -> None:
+        """Forget the in-memory rows: everything is read from the file again (after nack,
+        dead-letter, redrive, purge, drop_oldest: anything that changes rows behind the
+        enqueue/ack path)."""
+        with self._lock:
+            self._hot = {}
+            self._hot_lo = None
+            self._cold_done = False
+            self._cold_wake_ns = None
 
     @property
     def leased(self) -> int:
@@ -788,7 +941,9 @@ class DurableStore:
         """Give leased rows back without counting an attempt (ready again at once)."""
         with self._lock:
             for i in row_ids:
-                self._leases.pop(int(i), None)
+                i = int(i)
+                if self._leases.pop(i, None) is not None and (self._hot_lo is None or i < self._hot_lo):
+                    self._cold_done = False
 
     def _ack_dead(self, c: Any, ids: List[int], sink: str, now: int, deltas: Dict[str, int],
                   done_hashes: List[Tuple[int, int]]) -> int:
@@ -835,6 +990,7 @@ class DurableStore:
             return n_dead
 
         n = self._tx("nack", fn)
+        self._hot_reset()  # attempts, next-attempt time: read from the file from now on
         self.release(ids)
         self._counters = self._load_counters_locked()
         return n
@@ -852,6 +1008,10 @@ class DurableStore:
             for i in ids:
                 if i in self._leases:
                     self._leases[i] = until
+                r = self._hot.get(i)
+                if r is not None:
+                    r.attempts += 1
+                    r.last_error = reason[:2000]
 
     def nack_over(self, row_ids: Iterable[int], max_attempts: int, reason: str) -> int:
         """Dead-letter those of ``row_ids`` that reached ``max_attempts`` attempts."""
@@ -869,6 +1029,7 @@ class DurableStore:
 
         n = self._tx("dead-letter", fn)
         if n:
+            self._hot_reset()
             self.release(ids)
             self._counters = self._load_counters_locked()
         return n
@@ -880,6 +1041,7 @@ class DurableStore:
             return 0
         now = self.clock_ns()
         n = self._tx("dead-letter", lambda c: self._dead_letter(c, ids, reason, now))
+        self._hot_reset()
         self.release(ids)
         self._counters = self._load_counters_locked()
         return n
@@ -921,6 +1083,7 @@ class DurableStore:
             return int(cnt)
 
         n = self._tx("redrive", fn)
+        self._hot_reset()  # the redriven rows get new ids: read them from the file
         self._counters = self._load_counters_locked()
         return n
 
@@ -938,6 +1101,7 @@ class DurableStore:
             return n
 
         n = self._tx("purge", fn)
+        self._hot_reset()
         self._counters = self._load_counters_locked()
         return n
 

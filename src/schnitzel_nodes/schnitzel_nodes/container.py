@@ -428,7 +428,7 @@ def make_executor(kind: str, context: Any = None) -> Any:
     Not rclpy.experimental.EventsExecutor: with the Kilted wheels its spin() did not
     dispatch service requests, spin_once() refused guard conditions ("Guard conditions not
     supported") and a lifecycle node added while spinning never had its services served
-    (measured; see docs/runtime-nodes.md). A container needs all three.
+    (measured; see docs/runtime.md, "Executor"). A container needs all three.
     """
     from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 
@@ -437,7 +437,7 @@ def make_executor(kind: str, context: Any = None) -> Any:
     return SingleThreadedExecutor(context=context)
 
 
-#: glibc malloc settings for large payloads (docs/runtime-nodes.md, "Large payloads").
+#: glibc malloc settings for large payloads (docs/runtime.md, "Large payloads").
 MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=134217728:glibc.malloc.trim_threshold=2147483648"
 
 

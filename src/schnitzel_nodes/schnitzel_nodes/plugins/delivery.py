@@ -63,8 +63,9 @@ class DurableQueueLogic(StateLogic):
             Param("overflow", "str", "reject_new", "what happens when full", enum=("reject_new", "drop_oldest")),
             Param("ledger_retention_s", "float", 7 * 24 * 3600.0, "how long delivered keys are remembered",
                   minimum=0),
-            Param("max_inflight", "int", 100, "rows sent and not yet acknowledged (keep it <= the QoS depth of "
-                  "the queue->sink and ack topics, 100 for 'events', so a burst never overruns it)", minimum=1),
+            Param("max_inflight", "int", 100, "rows sent and not yet acknowledged, the most any one fault re-sends "
+                  "(keep it <= the QoS depth of the queue->sink edge, 100 for 'events'; the ack topic keeps "
+                  "10,000)", minimum=1),
             Param("forward_batch", "int", 100, "rows read per poll", minimum=1),
             Param("lease_s", "float", 30.0, "an unacknowledged row is re-sent after this", minimum=0.1),
             Param("max_attempts", "int", 0, "dead-letter after this many failed attempts (0 = never)", minimum=0),
@@ -303,6 +304,8 @@ _WORKER_PARAMS = (
     Param("backoff_cap_s", "float", 2.0, "largest retry delay ceiling", minimum=0.001),
     Param("failure_threshold", "int", 5, "consecutive failures that open the circuit breaker", minimum=1),
     Param("probe_interval_s", "float", 1.0, "while the breaker is open, one probe this often", minimum=0.01),
+    Param("remember", "int", 10000, "keys of recently delivered packets kept: a re-sent one is acknowledged "
+          "again instead of delivered twice (0 = off)", minimum=0),
 )
 
 
@@ -324,7 +327,7 @@ class _WorkerSinkLogic(SinkLogic):
             raise ValueError(f"{self.spec.name} {self.ctx.node_id}: {exc}") from None
         self.worker = SinkWorker(sink, batch_size=int(p.get("batch_size", 100)),
                                  max_buffer=int(p.get("max_buffer", 10000)), backoff=backoff, breaker=breaker,
-                                 on_done=self._done, on_retry=self._retry)
+                                 on_done=self._done, on_retry=self._retry, remember=int(p.get("remember", 10000)))
 
     def _breaker_changed(self, old: Any, new: Any) -> None:
         self.ctx.logger.warning("%s %s: circuit breaker %s -> %s", self.spec.name, self.ctx.node_id,
@@ -352,6 +355,12 @@ class _WorkerSinkLogic(SinkLogic):
             self._ack(p, RETRY, reason)
 
     def write(self, packet: Packet) -> None:
+        if packet.meta.get(META_ROW) and self.worker.delivered_recently(packet.idempotency_key):
+            # delivered before, its acknowledgement was lost (queue restart, lease expiry):
+            # confirm again instead of delivering twice
+            self.ctx.count("reacked")
+            self._ack(packet, DELIVERED, "delivered earlier")
+            return
         if not self.worker.offer(packet):
             self.ctx.count("busy")
             self._ack(packet, RETRY, "sink buffer full")

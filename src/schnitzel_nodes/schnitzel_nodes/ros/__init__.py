@@ -1,5 +1,5 @@
 """schnitzel's ROS side of a node: the lifecycle adapter, QoS mapping, the in-process
-transport and parameters. See docs/runtime-nodes.md.
+transport and parameters. See docs/runtime.md.
 
 Importing this package imports rclpy; node logic never does.
 """

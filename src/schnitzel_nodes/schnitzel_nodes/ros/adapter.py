@@ -60,6 +60,10 @@ MAX_ERRORS_PARAM = P.RESERVED_PREFIX + "max_consecutive_errors"
 DEFAULT_MAX_CONSECUTIVE_ERRORS = 10
 MAILBOX_LIMIT = 1000   # per node; beyond it the oldest queued input is dropped (counted)
 LATENCY_WINDOW = 2048  # samples kept for p50/p95/p99
+#: QoS of /<graph>/_delivery/ack (publisher and subscription alike): reliable with a deep
+#: history, so a burst of acknowledgements (a sink draining a batch, retry reports for a
+#: whole buffer) is never overwritten before the queue has read it (docs/delivery.md)
+ACK_QOS = {"reliability": "reliable", "durability": "volatile", "history": "keep_last", "depth": 10000}
 _OUTCOME = {"delivered": DeliveryAck.OUTCOME_DELIVERED, "retry": DeliveryAck.OUTCOME_RETRY,
             "rejected": DeliveryAck.OUTCOME_REJECTED}
 _OUTCOME_NAME = {v: k for k, v in _OUTCOME.items()}
@@ -591,7 +595,7 @@ class NodeAdapter(LifecycleNode):
                                                           to_profile(edge.qos))
         if self.spec.durable_queue:
             self._ack_sub = super().create_subscription(DeliveryAck, self.ack_topic, self._on_ack_msg,
-                                                        to_profile("events"))
+                                                        to_profile(ACK_QOS))
         if self.spec.category == Category.SINK or self.spec.external:
             self._ensure_ack_pub()
 
@@ -618,7 +622,7 @@ class NodeAdapter(LifecycleNode):
 
     def _ensure_ack_pub(self) -> Any:
         if self._ack_pub is None:
-            self._ack_pub = self.create_publisher(DeliveryAck, self.ack_topic, to_profile("events"))
+            self._ack_pub = self.create_publisher(DeliveryAck, self.ack_topic, to_profile(ACK_QOS))
         return self._ack_pub
 
     # ------------------------------------------------------------ data path

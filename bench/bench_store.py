@@ -8,7 +8,7 @@ What each column measures (packets per second, wall clock, same packets, same di
 WAL, the same ``synchronous`` for every column of a row):
 - store: per batch, what the queue node does: ONE commit holding the batch's new rows and the
   acknowledgements of the previous batch (``DurableStore.write``: insert, delete of the acked
-  rows, ledger rows for their keys, counters), then ``lease`` of the batch (the rows to
+  rows, one ledger block with their keys, counters), then ``lease`` of the batch (the rows to
   forward, with their ids). Every guarantee is on: durable before the call returns,
   unique key, delivered-key ledger, capacity counters.
 - store, 2 commits: ``enqueue`` then ``ack`` as two commits per batch (no piggy-backing).
@@ -19,6 +19,9 @@ WAL, the same ``synchronous`` for every column of a row):
 - raw insert+delete: the same logical work as 'store' with nothing else: per batch ONE
   commit holding the INSERT of the batch and ``DELETE ... WHERE id IN (...)`` of the previous
   batch. This is the baseline the target is measured against.
+- raw, store's statements: bare sqlite3 running the store's own statements on its schema (the
+  same DDL, unique key index, one ledger block, counters, one commit per batch), every Python-side
+  value precomputed: what the store's SQLite work alone costs.
 - before (``--compare-with``): the 'store' column for another store module (e.g. the
   previous commit's ``store.py``) in the same run.
 Targets (issue 5) at batch 100 and synchronous=FULL: >= 0.5x raw insert+delete and
@@ -105,6 +108,47 @@ def bench_raw(d: str, sync: str, batch: int, pk, delete: bool):
     return len(rows) / dt
 
 
+def bench_raw_schema(d: str, sync: str, batch: int, pk):
+    """Bare sqlite3 running exactly the store's statements on the store's schema (same table,
+    unique key index, one ledger block per commit, counters), with everything Python-side precomputed: the
+    SQLite share of the store's cost, without its Python."""
+    from schnitzel_core import store as st
+
+    c = raw_conn(os.path.join(d, f"rawschema-{sync}-{batch}.db"), sync)
+    for ddl in st._DDL_V1[:4]:
+        c.execute(ddl)
+    c.execute(st._LEDGER_BLOCKS_DDL)
+    c.execute("CREATE TABLE counters (name VARCHAR PRIMARY KEY, value BIGINT NOT NULL DEFAULT 0)")
+    c.executemany("INSERT INTO counters(name, value) VALUES (?, 0)", [(n,) for n in st.COUNTER_NAMES])
+    rows = [(p.idempotency_key, p.stream_id, p.seq, p.epoch, p.kind, p.schema, p.content_type, p.stamp_ns,
+             p.frame_id, p.packet_id, p.payload, None, None, len(p.payload) + 256, "*") for p in pk]
+    hs = dict(zip((p.idempotency_key for p in pk), st.key_hashes([p.idempotency_key for p in pk])))
+    ins = st._ENQUEUE_SQL % time.time_ns()
+    prev: list = []
+    t0 = time.perf_counter()
+    for i in range(0, len(rows) + batch, batch):
+        c.execute("BEGIN IMMEDIATE")
+        if prev:
+            got = c.execute(f"DELETE FROM queue WHERE id IN ({','.join('?' * len(prev))}) RETURNING id, size, key",
+                            prev).fetchall()
+            c.execute("INSERT INTO ledger_blocks(delivered_ns, n, hashes) VALUES (?, ?, ?)",
+                      (1, len(got), st._pack_hashes([hs[g[2]] for g in got])))
+        chunk = rows[i:i + batch]
+        if chunk:
+            cur = c.executemany(ins, chunk)
+            last = c.execute("SELECT last_insert_rowid()").fetchone()[0]
+            prev = list(range(last - cur.rowcount + 1, last + 1))
+        else:
+            prev = []
+        c.executemany("UPDATE counters SET value = value + ? WHERE name = ?",
+                      [(len(chunk), "depth"), (len(chunk), "accepted"), (100, "bytes"), (len(chunk), "delivered")])
+        c.execute("COMMIT")
+    dt = time.perf_counter() - t0
+    assert c.execute("SELECT count(*) FROM queue").fetchone()[0] == 0
+    c.close()
+    return len(rows) / dt
+
+
 def load_store(path: str):
     """DurableStore from another store module (relative imports resolve in schnitzel_core)."""
     spec = importlib.util.spec_from_file_location("schnitzel_core._store_compare", path)
@@ -131,12 +175,13 @@ def main() -> int:
         for sync in ("FULL", "NORMAL"):
             for b in batches:
                 n = a.packets if b >= 100 else a.packets // 5
-                cells: dict = {k: [] for k in ("ours", "sep", "nol", "raw", "raw_del", "before")}
+                cells: dict = {k: [] for k in ("ours", "sep", "nol", "raw", "raw_del", "before", "raw_schema")}
                 for r in range(a.rounds):  # interleaved, so drift hits every column alike
                     tag = f"{sync}{b}r{r}"
                     pk = packets(n, tag)
                     cells["raw"].append(bench_raw(d, sync, b, pk, False))
                     cells["raw_del"].append(bench_raw(d, sync, b, pk, True))
+                    cells["raw_schema"].append(bench_raw_schema(d, sync, b, pk))
                     cells["ours"].append(bench_store(d, sync, b, pk, tag=tag))
                     if before_cls is not None:
                         cells["before"].append(bench_store(d, sync, b, packets(n, "old" + tag), store_cls=before_cls,
@@ -146,20 +191,21 @@ def main() -> int:
                     for f in os.listdir(d):
                         os.unlink(os.path.join(d, f))
                 m = {k: med(v) if v else 0.0 for k, v in cells.items()}
-                rows.append((sync, b, n, m["ours"], m["sep"], m["nol"], m["raw"], m["raw_del"], m["before"]))
+                rows.append((sync, b, n, m["ours"], m["sep"], m["nol"], m["raw"], m["raw_del"], m["before"],
+                             m["raw_schema"]))
                 print(f"{sync:6} batch {b:5}: store {m['ours']:9.0f}/s  (before {m['before']:9.0f}/s, 2 commits "
                       f"{m['sep']:9.0f}/s, no ledger {m['nol']:9.0f}/s)  raw insert {m['raw']:9.0f}/s  "
-                      f"raw insert+delete {m['raw_del']:9.0f}/s", flush=True)
+                      f"raw insert+delete {m['raw_del']:9.0f}/s  raw, store's schema {m['raw_schema']:9.0f}/s", flush=True)
     has_before = before_cls is not None
     head = "| synchronous | batch | packets | store pkt/s |" + (" before pkt/s |" if has_before else "") + \
         " store, 2 commits | store, ledger off | raw insert pkt/s | raw insert+delete pkt/s | " \
-        "store / raw insert+delete | store / raw insert |"
+        "raw, store's statements pkt/s | store / raw insert+delete | store / raw, store's statements |"
     lines = [head, "| --- | ---: | ---: | ---: |" + (" ---: |" if has_before else "") +
-             " ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for sync, b, n, ours, sep, nol, raw, raw_del, before in rows:
+             " ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for sync, b, n, ours, sep, nol, raw, raw_del, before, raw_schema in rows:
         lines.append(f"| {sync} | {b} | {n} | {ours:,.0f} |" + (f" {before:,.0f} |" if has_before else "") +
-                     f" {sep:,.0f} | {nol:,.0f} | {raw:,.0f} | {raw_del:,.0f} | {ours / raw_del:.2f}x | "
-                     f"{ours / raw:.2f}x |")
+                     f" {sep:,.0f} | {nol:,.0f} | {raw:,.0f} | {raw_del:,.0f} | {raw_schema:,.0f} | "
+                     f"{ours / raw_del:.2f}x | {ours / raw_schema:.2f}x |")
     full100 = next((r for r in rows if r[0] == "FULL" and r[1] == 100), None)
     if full100:
         ratio, pps = full100[3] / full100[7], full100[3]
@@ -169,9 +215,11 @@ def main() -> int:
                   "Columns: 'store' = `DurableStore.write(batch, acks of the previous batch)` (one commit) + "
                   "`lease(batch)`, every guarantee on; 'raw insert+delete' = the same logical work in bare sqlite3 "
                   "(one commit per batch: executemany INSERT of (key, payload), DELETE of the previous batch by "
-                  "id); 'raw insert' = executemany INSERT + COMMIT only (nothing deleted). The store also keeps "
-                  "per packet what raw does not: 19 columns, a unique index on the idempotency key, the "
-                  "delivered-key ledger row, persistent counters."]
+                  "id); 'raw insert' = executemany INSERT + COMMIT only (nothing deleted); 'raw, store's statements' = "
+                  "bare sqlite3 running the store's own statements on the store's schema (19 columns, unique key "
+                  "index, one ledger block, counters; one commit per batch) with all Python work precomputed, i.e. the "
+                  "SQLite share of the store's cost. 'before' = the same 'store' measurement of the store module "
+                  f"given with --compare-with ({os.path.basename(a.compare_with) or 'none'})."]
     print()
     print("\n".join(lines))
     if not a.no_record:

@@ -7,9 +7,10 @@ SQLAlchemy 2 (Core) over SQLite in WAL mode. One file holds:
   (``*`` = any one sink). ``state`` 0 = ready, 1 = leased. ``avail_ns`` is when the
   row may be leased again (lease expiry or next-attempt time after a nack).
 - ``dead``: dead-lettered rows with their reason; ``redrive`` moves them back.
-- ``ledger``: 128-bit hashes of the idempotency keys of delivered rows, append-only, kept
-  for ``ledger_retention_s`` and looked up in memory (:class:`_KeySet`); a re-enqueued key
-  found there is a no-op (counted as ``duplicates``).
+- ``ledger_blocks``: 128-bit hashes of the idempotency keys of delivered rows, one block
+  (16 bytes per key) per commit, append-only, kept for ``ledger_retention_s`` and looked up
+  in memory (:class:`_KeySet`); a re-enqueued key found there is a no-op (counted as
+  ``duplicates``). (Schema v2 and older kept one ``ledger`` row per key.)
 - ``counters``: persistent counters (depth, bytes, accepted, delivered, drops, ...),
   updated in the same transaction as the rows they count.
 - ``meta``: schema version and the store's identity.
@@ -29,10 +30,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import operator
 import os
 import sqlite3
+import struct
 import threading
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -46,7 +49,7 @@ from .packet import Packet, PayloadRef
 
 _blake2b = hashlib.blake2b
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPLICATION_ID = 0x537A5154  # "SzQT": marks a file as a schnitzel durable store
 SQLITE_HEADER = b"SQLite format 3\x00"
 ANY_SINK = "*"
@@ -127,9 +130,9 @@ queue_t = Table("queue", metadata, Column("id", Integer, primary_key=True, autoi
 dead_t = Table("dead", metadata, Column("id", Integer, primary_key=True),
                *_packet_cols(),
                Column("reason", Text, nullable=False), Column("dead_ns", BigInteger, nullable=False))
-ledger_t = Table("ledger", metadata, Column("id", Integer, primary_key=True),
-                 Column("h1", BigInteger, nullable=False), Column("h2", BigInteger, nullable=False),
-                 Column("delivered_ns", BigInteger, nullable=False))
+ledger_blocks_t = Table("ledger_blocks", metadata, Column("id", Integer, primary_key=True),
+                        Column("delivered_ns", BigInteger, nullable=False), Column("n", Integer, nullable=False),
+                        Column("hashes", LargeBinary, nullable=False))
 
 _DDL_V1 = [
     "CREATE TABLE meta (key VARCHAR PRIMARY KEY, value TEXT)",
@@ -163,8 +166,31 @@ def _migrate_1_to_2(conn: Any) -> None:
                          (depth, nbytes, dead))
 
 
+_LEDGER_BLOCKS_DDL = """CREATE TABLE ledger_blocks (id INTEGER PRIMARY KEY, delivered_ns BIGINT NOT NULL,
+    n INTEGER NOT NULL, hashes BLOB NOT NULL)"""
+
+
+def _pack_hashes(hs: Sequence[Tuple[int, int]]) -> bytes:
+    """(h1, h2) pairs as 16 big-endian bytes each (for a derive_key key: the key's own bytes)."""
+    return struct.pack(f">{2 * len(hs)}q", *itertools.chain.from_iterable(hs))
+
+
+def _migrate_2_to_3(conn: Any) -> None:
+    """v3 writes one ledger block per commit (16 bytes per delivered key) instead of one row
+    per key: the per-key rows were the largest single cost of an ack. Existing rows are
+    packed into blocks of up to 1000 keys, each stamped with its newest delivery time (so the
+    retention window is never shortened)."""
+    conn.exec_driver_sql(_LEDGER_BLOCKS_DDL)
+    rows = conn.exec_driver_sql("SELECT h1, h2, delivered_ns FROM ledger ORDER BY id").all()
+    for i in range(0, len(rows), 1000):
+        chunk = rows[i:i + 1000]
+        conn.exec_driver_sql("INSERT INTO ledger_blocks(delivered_ns, n, hashes) VALUES (?, ?, ?)",
+                             (max(r[2] for r in chunk), len(chunk), _pack_hashes([(r[0], r[1]) for r in chunk])))
+    conn.exec_driver_sql("DROP TABLE ledger")
+
+
 #: from-version -> step that brings a store to from-version + 1
-MIGRATIONS: Dict[int, Callable[[Any], None]] = {1: _migrate_1_to_2}
+MIGRATIONS: Dict[int, Callable[[Any], None]] = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
 
 COUNTER_NAMES = ("depth", "bytes", "dead", "accepted", "delivered", "duplicates", "dropped_overflow",
                  "rejected_full", "dead_lettered", "redriven", "nacks", "purged")
@@ -213,9 +239,13 @@ def key_hashes(keys: Sequence[str]) -> List[Tuple[int, int]]:
         return []
     if _np is not None and min(map(len, keys)) == 32 == max(map(len, keys)):
         joined = "".join(keys)
-        if not joined.strip(_HEX_DIGITS):
+        try:
+            raw = bytes.fromhex(joined)
+        except ValueError:
+            raw = b""
+        if raw.hex() == joined:  # canonical lower-case hex only (fromhex also takes A-F, spaces)
             # 16 bytes per key, big-endian signed halves: exactly key_hash's (a, b)
-            return list(map(tuple, _np.frombuffer(bytes.fromhex(joined), dtype=">i8").reshape(-1, 2).tolist()))
+            return list(map(tuple, _np.frombuffer(raw, dtype=">i8").reshape(-1, 2).tolist()))
     return [key_hash(k) for k in keys]
 
 
@@ -346,13 +376,6 @@ class Stats:
 
     def as_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def _encode(p: Packet) -> Tuple[Any, ...]:
-    meta = json.dumps(p.meta, separators=(",", ":")) if p.meta else None
-    ref = json.dumps(dataclasses.asdict(p.payload_ref)) if p.payload_ref else None
-    return (p.idempotency_key, p.stream_id, p.seq, p.epoch, p.kind, p.schema, p.content_type,
-            p.stamp_ns, p.frame_id, p.packet_id, p.payload, meta, ref)
 
 
 _new_packet = _new_row = object.__new__
@@ -651,6 +674,9 @@ class DurableStore:
             dc = c.connection.driver_connection
             for ids, sink in ack_list:
                 self._ack_in(c, ids, sink, now, ares, deltas, done_ids, done_hashes, partial_rows)
+            if done_hashes:  # the delivered keys of this commit: one ledger block
+                dc.execute("INSERT INTO ledger_blocks(delivered_ns, n, hashes) VALUES (?, ?, ?)",
+                           (now, len(done_hashes), _pack_hashes(done_hashes)))
             res = EnqueueResult()
             new_rows = None   # [(id, packet, sinks, size)] when the new rows' ids are known
             if rows:
@@ -742,11 +768,8 @@ class DurableStore:
             extra = () if sink == ANY_SINK else (sink,)
             got = dc.execute(f"DELETE FROM queue WHERE id IN ({marks}){cond} RETURNING id, size, key",
                              (*chunk, *extra)).fetchall()
-            if self.ledger_on and got:
-                hs = key_hashes([g[2] for g in got])
-                dc.executemany("INSERT INTO ledger(h1, h2, delivered_ns) VALUES (?, ?, ?)",
-                               [(a, b, now) for a, b in hs])
-                done_hashes.extend(hs)
+            if self.ledger_on and got:  # written as one ledger block by write()
+                done_hashes.extend(key_hashes([g[2] for g in got]))
             done_n += len(got)
             done_bytes += sum(g[1] for g in got)
             if len(got) == len(chunk):
@@ -774,10 +797,7 @@ class DurableStore:
             if done:
                 c.exec_driver_sql("DELETE FROM queue WHERE id = ?", [(d[0],) for d in done])
                 if self.ledger_on:
-                    hs = [key_hash(d[1]) for d in done]
-                    c.exec_driver_sql("INSERT INTO ledger(h1, h2, delivered_ns) VALUES (?, ?, ?)",
-                                      [(a, b, now) for a, b in hs])
-                    done_hashes.extend(hs)
+                    done_hashes.extend(key_hashes([d[1] for d in done]))
                 done_n += len(done)
                 done_bytes += sum(d[2] for d in done)
                 done_ids.extend(d[0] for d in done)
@@ -959,9 +979,7 @@ class DurableStore:
             else:
                 c.exec_driver_sql("DELETE FROM dead WHERE id = ?", (rid,))
                 if self.ledger_on:
-                    h = key_hash(r[0])
-                    c.exec_driver_sql("INSERT INTO ledger(h1, h2, delivered_ns) VALUES (?, ?, ?)", (*h, now))
-                    done_hashes.append(h)
+                    done_hashes.append(key_hash(r[0]))
                 deltas["dead"] = deltas.get("dead", 0) - 1
                 deltas["delivered"] = deltas.get("delivered", 0) + 1
         return unknown
@@ -1114,18 +1132,25 @@ class DurableStore:
         cutoff = self.clock_ns() - int(self.ledger_retention_s * 1e9)
 
         def fn(c: Any) -> int:
-            first_kept = c.exec_driver_sql("SELECT id FROM ledger WHERE delivered_ns >= ? ORDER BY id LIMIT 1",
+            # blocks are in delivery order and stamped with their newest key: cut a prefix
+            first_kept = c.exec_driver_sql("SELECT id FROM ledger_blocks WHERE delivered_ns >= ? ORDER BY id LIMIT 1",
                                            (cutoff,)).scalar()
-            if first_kept is None:
-                n = c.exec_driver_sql("DELETE FROM ledger").rowcount
-            else:
-                n = c.exec_driver_sql("DELETE FROM ledger WHERE id < ?", (first_kept,)).rowcount
+            where, args = ("", ()) if first_kept is None else (" WHERE id < ?", (first_kept,))
+            n = int(c.exec_driver_sql(f"SELECT coalesce(sum(n), 0) FROM ledger_blocks{where}", args).scalar())
+            if n:
+                c.exec_driver_sql(f"DELETE FROM ledger_blocks{where}", args)
             if self.ledger_max_rows:
-                total = c.exec_driver_sql("SELECT count(*) FROM ledger").scalar()
-                if total > self.ledger_max_rows:
-                    cut = c.exec_driver_sql("SELECT id FROM ledger ORDER BY id LIMIT 1 OFFSET ?",
-                                            (total - self.ledger_max_rows,)).scalar()
-                    n += c.exec_driver_sql("DELETE FROM ledger WHERE id < ?", (cut,)).rowcount
+                blocks = c.exec_driver_sql("SELECT id, n FROM ledger_blocks ORDER BY id").all()
+                total = sum(b[1] for b in blocks)
+                cut = None
+                for bid, bn in blocks:  # whole blocks, keeping at least ledger_max_rows keys
+                    if total - bn < self.ledger_max_rows:
+                        break
+                    total -= bn
+                    n += bn
+                    cut = bid
+                if cut is not None:
+                    c.exec_driver_sql("DELETE FROM ledger_blocks WHERE id <= ?", (cut,))
             return n
 
         n = self._tx("prune ledger", fn)
@@ -1136,9 +1161,13 @@ class DurableStore:
     def _load_keys(self) -> None:
         keys = _KeySet()
         if self.ledger_on:
-            pairs = self._read(lambda c: c.exec_driver_sql("SELECT h1, h2 FROM ledger").all())
-            if pairs:
-                keys.load([tuple(p) for p in pairs])
+            blob = b"".join(self._read(lambda c: [r[0] for r in c.connection.driver_connection.execute(
+                "SELECT hashes FROM ledger_blocks ORDER BY id")]))
+            if blob:
+                if keys._np is not None:
+                    keys.load(keys._np.frombuffer(blob, dtype=">i8").astype(keys._np.int64).reshape(-1, 2))
+                else:
+                    keys.load(list(struct.iter_unpack(">qq", blob)))
         with self._lock:
             self._keys = keys
 
@@ -1186,7 +1215,7 @@ class DurableStore:
             counters = {n: int(v) for n, v in c.exec_driver_sql("SELECT name, value FROM counters")}
             head = c.exec_driver_sql("SELECT id, enq_ns FROM queue ORDER BY id LIMIT 1").first()
             leased = self.leased
-            ledger = c.exec_driver_sql("SELECT count(*) FROM ledger").scalar() or 0
+            ledger = c.exec_driver_sql("SELECT coalesce(sum(n), 0) FROM ledger_blocks").scalar() or 0
             return Stats(depth=counters.get("depth", 0), bytes=counters.get("bytes", 0), leased=int(leased),
                          dead=counters.get("dead", 0),
                          oldest_age_s=max(0.0, (now - head[1]) / 1e9) if head else 0.0,

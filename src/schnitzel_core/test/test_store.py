@@ -407,3 +407,38 @@ def test_capacity_with_ledger_duplicates_counts_each_once(db):
     assert (res.accepted, res.duplicates) == (2, 3)
     assert s.stats().depth == 2 and s.counters["duplicates"] == 3
     s.close()
+
+
+def test_v2_ledger_rows_migrate_to_blocks_and_prune_by_block(tmp_path):
+    """A store whose ledger is one row per key (schema <= 2) keeps every delivered key after
+    the migration to ledger blocks; retention and ledger_max_rows cut whole blocks, never
+    below the window or the row cap."""
+    from schnitzel_core.store import key_hash
+
+    old = str(tmp_path / "v1.db")
+    c = sqlite3.connect(old)
+    for ddl in _DDL_V1:
+        c.execute(ddl)
+    c.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    c.execute(f"PRAGMA application_id={APPLICATION_ID}")
+    keys = [pk(i).idempotency_key for i in range(2500)] + ["not-a-hex-key"]
+    c.executemany("INSERT INTO ledger(h1, h2, delivered_ns) VALUES (?, ?, ?)",
+                  [(*key_hash(k), 1_000_000_000_000 + i) for i, k in enumerate(keys)])
+    c.commit()
+    c.close()
+    clock = Clock()
+    s = DurableStore(old, clock_ns=clock, ledger_retention_s=3600)
+    assert s.schema_version == SCHEMA_VERSION and s.stats().ledger == len(keys)
+    assert all(s.in_ledger(k) for k in keys) and not s.in_ledger(pk(99999).idempotency_key)
+    assert s.enqueue([pk(7), pk(2600)]).accepted == 1           # pk(7) was delivered before
+    s.ack([r.id for r in s.lease(10)])
+    assert s.in_ledger(pk(2600).idempotency_key) and s.stats().ledger == len(keys) + 1
+    s.close()
+    s = DurableStore(old, clock_ns=clock, ledger_retention_s=3600, ledger_max_rows=1500)
+    assert s.in_ledger(pk(2600).idempotency_key) and s.in_ledger(keys[0])
+    n = s.prune_ledger()          # cap 1500: whole old blocks go, at least 1500 keys stay
+    assert n == 1000 and s.stats().ledger == 1502               # blocks of 1000, 1000, 501, 1
+    assert s.in_ledger(pk(2600).idempotency_key) and s.in_ledger(keys[1000]) and not s.in_ledger(keys[0])
+    clock.advance(7200)
+    assert s.prune_ledger() == 1502 and s.stats().ledger == 0 and not s.in_ledger(pk(2600).idempotency_key)
+    s.close()

@@ -887,6 +887,20 @@ class LifecycleManager:
                 return
             prev = cur
 
+    def _answers(self, cid: str) -> bool:
+        """Whether a container is alive enough for an ordered tear-down.
+
+        A fresh heartbeat from any of its nodes is enough; otherwise ``list_nodes`` gets a
+        few tries. One slow answer on a loaded machine (e.g. a container catching up after a
+        freeze) must not cost its nodes their ordered shutdown.
+        """
+        now = time.monotonic()
+        with self.lock:
+            mine = [t for t in self.tracks.values() if t.node.container == cid]
+        if any(t.age(now) < HEARTBEAT_TIMEOUT_S for t in mine):
+            return True
+        return any(self._list(cid, timeout=1.5) is not None for _ in range(3))
+
     def stop(self) -> None:
         """Ordered tear-down: sources first, drain, the rest in data-flow order, then shut down."""
         from lifecycle_msgs.msg import Transition
@@ -896,7 +910,7 @@ class LifecycleManager:
         # going down with them); a dead one would cost a timeout per transition.
         reachable = set()
         for c in self.plan.containers:
-            if self.container_state.get(c.id) == "up" and self._list(c.id, timeout=1.0) is not None:
+            if self.container_state.get(c.id) == "up" and self._answers(c.id):
                 reachable.add(c.id)
             else:
                 with self.lock:

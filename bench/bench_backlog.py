@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _delivery_results import record  # noqa: E402
+from _results import record  # noqa: E402
 
 CHILD = r"""
 import time, json, sys

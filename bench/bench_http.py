@@ -15,13 +15,12 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _delivery_results import record  # noqa: E402
+from _results import record  # noqa: E402
 
 from schnitzel_core.delivery import HttpSink  # noqa: E402
 from schnitzel_core.packet import Packet  # noqa: E402

@@ -19,13 +19,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _delivery_results import record  # noqa: E402
+from _results import record  # noqa: E402
 
 GRAPH = """\
 schnitzel: 1

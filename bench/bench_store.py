@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _delivery_results import machine, record  # noqa: E402
+from _results import record  # noqa: E402
 
 from schnitzel_core.packet import Packet  # noqa: E402
 from schnitzel_core.store import DurableStore  # noqa: E402

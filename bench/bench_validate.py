@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import random
 import statistics
 import sys
@@ -30,6 +28,9 @@ from schnitzel_core.graph_loader import parse_graph
 from schnitzel_core.plugin import Category, In, NodeLogic, Out, Param, PluginSpec
 from schnitzel_core.registry import Registry
 from schnitzel_validator import validate_path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import append_block, machine  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -106,18 +107,6 @@ def median_time(fn, repeat: int) -> float:
     return statistics.median(times)
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nodes", type=int, default=1000)
@@ -167,21 +156,9 @@ def main(argv=None) -> int:
 
 
 def record(table) -> None:
-    results = HERE / "RESULTS.md"
-    head = "## Validator"
-    block = "\n".join(["", "### bench_validate.py", ""] + table) + "\n"
-    text = results.read_text() if results.exists() else "# Benchmark results\n"
-    if head not in text:
-        text = text.rstrip("\n") + f"\n\n{head}\n\n`python bench/bench_validate.py` (validating a generated graph; " \
-                                   "ratio to plain YAML loading of the same file).\n"
-    # insert at the end of the Validator section (before the next "## " heading, if any)
-    start = text.index(head) + len(head)
-    nxt = text.find("\n## ", start)
-    if nxt == -1:
-        text = text.rstrip("\n") + "\n" + block
-    else:
-        text = text[:nxt].rstrip("\n") + "\n" + block + text[nxt:]
-    results.write_text(text)
+    append_block("## Validator", "`python bench/bench_validate.py` (validating a generated graph; "
+                 "ratio to plain YAML loading of the same file).",
+                 "\n".join(["", "### bench_validate.py", ""] + table) + "\n")
 
 
 if __name__ == "__main__":

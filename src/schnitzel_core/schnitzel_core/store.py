@@ -41,7 +41,7 @@ import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from sqlalchemy import (BigInteger, Column, Integer, LargeBinary, MetaData, String, Table, Text,
-                        create_engine, event, func, select, text)
+                        create_engine, event, select)
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
@@ -580,18 +580,22 @@ class DurableStore:
         for n, v in deltas.items():
             self._counters[n] = self._counters.get(n, 0) + v
 
+    def _in_transaction(self, begin_sql: str, fn: Callable[[Any], Any]) -> Any:
+        """Run ``fn(conn)`` in one transaction opened with ``begin_sql`` (caller holds the lock)."""
+        self._end(self._conn)
+        self._begin_sql = begin_sql
+        try:
+            tx = self._conn.begin()
+        finally:
+            self._begin_sql = None
+        with tx:
+            return fn(self._conn)
+
     def _tx(self, what: str, fn: Callable[[Any], Any]) -> Any:
         """Run ``fn(conn)`` in one IMMEDIATE transaction; map SQLite errors to StoreError."""
         with self._lock:
             try:
-                self._end(self._conn)
-                self._begin_sql = "BEGIN IMMEDIATE"
-                try:
-                    tx = self._conn.begin()
-                finally:
-                    self._begin_sql = None
-                with tx:
-                    return fn(self._conn)
+                return self._in_transaction("BEGIN IMMEDIATE", fn)
             except StoreError:
                 raise
             except (SQLAlchemyError, sqlite3.Error) as exc:
@@ -1175,14 +1179,7 @@ class DurableStore:
     def _read(self, fn: Callable[[Any], Any]) -> Any:
         with self._lock:
             try:
-                self._end(self._conn)
-                self._begin_sql = "BEGIN"
-                try:
-                    tx = self._conn.begin()
-                finally:
-                    self._begin_sql = None
-                with tx:
-                    return fn(self._conn)
+                return self._in_transaction("BEGIN", fn)
             except (SQLAlchemyError, sqlite3.Error) as exc:
                 raise _classify(exc, self.path, "read") from None
             finally:

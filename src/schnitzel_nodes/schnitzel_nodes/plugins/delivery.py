@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Dict, List, Optional, Set
+from typing import Any, Dict, List, Optional
 
 from schnitzel_core.delivery import (DELIVERED, REJECTED, RETRY, DeliveryConfigError, HttpSink, JsonlSink,
                                      Outcome, Routes, Sink, SinkWorker)

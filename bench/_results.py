@@ -1,5 +1,5 @@
-"""Shared by bench_store.py, bench_http.py and bench_backlog.py: machine line and
-appending a block under the "## Durable delivery (issue 5)" heading of bench/RESULTS.md."""
+"""Shared by the benchmarks: the machine line, a UTC stamp, and appending a block to a
+section ("## ...") of bench/RESULTS.md, creating the section when it is missing."""
 from __future__ import annotations
 
 import datetime
@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import List
 
 HERE = Path(__file__).resolve().parent
-HEAD = "## Durable delivery (issue 5)"
+DELIVERY = ("## Durable delivery (issue 5)",
+            "Durable store, HTTP delivery and backlog start-up "
+            "(`bench/bench_store.py`, `bench/bench_http.py`, `bench/bench_backlog.py`).")
 
 
 def machine() -> str:
@@ -28,17 +30,22 @@ def stamp() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def record(title: str, lines: List[str]) -> None:
+def append_block(head: str, intro: str, block: str) -> None:
+    """Add ``block`` at the end of the ``head`` section of RESULTS.md."""
     results = HERE / "RESULTS.md"
     text = results.read_text() if results.exists() else "# Benchmark results\n"
-    block = "\n".join(["", f"### {title} ({stamp()})", "", f"Machine: {machine()}.", ""] + lines) + "\n"
-    if HEAD not in text:
-        text = text.rstrip("\n") + f"\n\n{HEAD}\n\nDurable store, HTTP delivery and backlog start-up " \
-                                   "(`bench/bench_store.py`, `bench/bench_http.py`, `bench/bench_backlog.py`).\n"
-    start = text.index(HEAD) + len(HEAD)
+    if head not in text:
+        text = text.rstrip("\n") + f"\n\n{head}\n\n{intro}\n"
+    start = text.index(head) + len(head)
     nxt = text.find("\n## ", start)
     if nxt == -1:
         text = text.rstrip("\n") + "\n" + block
     else:
         text = text[:nxt].rstrip("\n") + "\n" + block + text[nxt:]
     results.write_text(text)
+
+
+def record(title: str, lines: List[str], section=DELIVERY) -> None:
+    """A dated block with the machine line, under ``section`` (head, intro)."""
+    block = "\n".join(["", f"### {title} ({stamp()})", "", f"Machine: {machine()}.", ""] + lines) + "\n"
+    append_block(*section, block)

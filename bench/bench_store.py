@@ -114,22 +114,17 @@ def bench_raw(d: str, sync: str, batch: int, pk, delete: bool):
     return len(rows) / dt
 
 
-def bench_raw_schema(d: str, sync: str, batch: int, pk):
-    """Bare sqlite3 running exactly the store's statements on the store's schema (same table,
-    unique key index, one ledger block per commit, counters), with everything Python-side precomputed: the
-    SQLite share of the store's cost, without its Python."""
+def _store_sql_loop(c, ddl, rows, ins: str, pk, batch: int) -> float:
+    """The store's per-commit statements in bare sqlite3 (delete the previous batch with
+    RETURNING into one ledger block, insert this batch, bump counters); packets/s."""
     from schnitzel_core import store as st
 
-    c = raw_conn(os.path.join(d, f"rawschema-{sync}-{batch}.db"), sync)
-    for ddl in st._DDL_V1[:4]:
-        c.execute(ddl)
+    for stmt in ddl:
+        c.execute(stmt)
     c.execute(st._LEDGER_BLOCKS_DDL)
     c.execute("CREATE TABLE counters (name VARCHAR PRIMARY KEY, value BIGINT NOT NULL DEFAULT 0)")
     c.executemany("INSERT INTO counters(name, value) VALUES (?, 0)", [(n,) for n in st.COUNTER_NAMES])
-    rows = [(p.idempotency_key, p.stream_id, p.seq, p.epoch, p.kind, p.schema, p.content_type, p.stamp_ns,
-             p.frame_id, p.packet_id, p.payload, None, None, len(p.payload) + 256, "*") for p in pk]
     hs = dict(zip((p.idempotency_key for p in pk), st.key_hashes([p.idempotency_key for p in pk])))
-    ins = st._ENQUEUE_SQL % time.time_ns()
     prev: list = []
     t0 = time.perf_counter()
     for i in range(0, len(rows) + batch, batch):
@@ -153,6 +148,18 @@ def bench_raw_schema(d: str, sync: str, batch: int, pk):
     assert c.execute("SELECT count(*) FROM queue").fetchone()[0] == 0
     c.close()
     return len(rows) / dt
+
+
+def bench_raw_schema(d: str, sync: str, batch: int, pk):
+    """Bare sqlite3 running exactly the store's statements on the store's schema (same table,
+    unique key index, one ledger block per commit, counters), with everything Python-side precomputed: the
+    SQLite share of the store's cost, without its Python."""
+    from schnitzel_core import store as st
+
+    c = raw_conn(os.path.join(d, f"rawschema-{sync}-{batch}.db"), sync)
+    rows = [(p.idempotency_key, p.stream_id, p.seq, p.epoch, p.kind, p.schema, p.content_type, p.stamp_ns,
+             p.frame_id, p.packet_id, p.payload, None, None, len(p.payload) + 256, "*") for p in pk]
+    return _store_sql_loop(c, st._DDL_V1[:4], rows, st._ENQUEUE_SQL % time.time_ns(), pk, batch)
 
 
 LEAN_DDL = ("CREATE TABLE queue (id INTEGER PRIMARY KEY AUTOINCREMENT, key VARCHAR NOT NULL, hdr BLOB NOT NULL, "
@@ -172,40 +179,9 @@ def lean_header(p) -> bytes:
 
 def bench_raw_lean(d: str, sync: str, batch: int, pk):
     """As bench_raw_schema, on the leaner queue table (LEAN_DDL): the SQL floor after a migration."""
-    from schnitzel_core import store as st
-
     c = raw_conn(os.path.join(d, f"rawlean-{sync}-{batch}.db"), sync)
-    for ddl in LEAN_DDL:
-        c.execute(ddl)
-    c.execute(st._LEDGER_BLOCKS_DDL)
-    c.execute("CREATE TABLE counters (name VARCHAR PRIMARY KEY, value BIGINT NOT NULL DEFAULT 0)")
-    c.executemany("INSERT INTO counters(name, value) VALUES (?, 0)", [(n,) for n in st.COUNTER_NAMES])
     rows = [(p.idempotency_key, lean_header(p), p.payload, len(p.payload) + 256, "*") for p in pk]
-    hs = dict(zip((p.idempotency_key for p in pk), st.key_hashes([p.idempotency_key for p in pk])))
-    ins = LEAN_INSERT % time.time_ns()
-    prev: list = []
-    t0 = time.perf_counter()
-    for i in range(0, len(rows) + batch, batch):
-        c.execute("BEGIN IMMEDIATE")
-        if prev:
-            got = c.execute(f"DELETE FROM queue WHERE id IN ({','.join('?' * len(prev))}) RETURNING id, size, key",
-                            prev).fetchall()
-            c.execute("INSERT INTO ledger_blocks(delivered_ns, n, hashes) VALUES (?, ?, ?)",
-                      (1, len(got), st._pack_hashes([hs[g[2]] for g in got])))
-        chunk = rows[i:i + batch]
-        if chunk:
-            cur = c.executemany(ins, chunk)
-            last = c.execute("SELECT last_insert_rowid()").fetchone()[0]
-            prev = list(range(last - cur.rowcount + 1, last + 1))
-        else:
-            prev = []
-        c.executemany("UPDATE counters SET value = value + ? WHERE name = ?",
-                      [(len(chunk), "depth"), (len(chunk), "accepted"), (100, "bytes"), (len(chunk), "delivered")])
-        c.execute("COMMIT")
-    dt = time.perf_counter() - t0
-    assert c.execute("SELECT count(*) FROM queue").fetchone()[0] == 0
-    c.close()
-    return len(rows) / dt
+    return _store_sql_loop(c, LEAN_DDL, rows, LEAN_INSERT % time.time_ns(), pk, batch)
 
 
 def cpu_split(d: str, rounds: int, n: int = 20000, batch: int = 100) -> list:

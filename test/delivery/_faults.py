@@ -146,3 +146,35 @@ def queue_stats(db: Path) -> Dict[str, Any]:
                           "--format", "json"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
+
+
+def graph_pids(name: str, container: str = ""):
+    """pids of this graph's processes (matched on its unique graph name)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if (d / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+        except OSError:
+            continue
+        if f"--graph {name} " in cmd + " " and (not container or f"--container {container} " in cmd + " "):
+            out.append(int(d.name))
+    return sorted(out)
+
+
+def stop_graph(runner: subprocess.Popen, name: str) -> None:
+    """Teardown of a `schnitzel run` started by a test: SIGINT, then SIGKILL what is left."""
+    if runner.poll() is None:
+        runner.send_signal(signal.SIGINT)
+        try:
+            runner.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(runner.pid, signal.SIGKILL)
+    for pid in graph_pids(name):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -17,8 +17,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _faults import packet, queue_stats, wait_until  # noqa: E402
-from test_delivery_graph import graph_pids  # noqa: E402
+from _faults import packet, queue_stats, stop_graph, wait_until  # noqa: E402
 
 from schnitzel_core.store import DurableStore  # noqa: E402
 
@@ -87,14 +86,4 @@ def test_burst_of_1000_acks_cross_container_no_duplicate_no_lease_resend(tmp_pat
         assert sc.get("delivered") == N and not sc.get("reacked") and not sc.get("busy"), sc
         print(f"\n{N} rows, burst of {N} acks across containers: done in {took:.1f} s, q {qc}, sink {sc}")
     finally:
-        if runner.poll() is None:
-            runner.send_signal(signal.SIGINT)
-            try:
-                runner.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(runner.pid, signal.SIGKILL)
-        for pid in graph_pids(name):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        stop_graph(runner, name)

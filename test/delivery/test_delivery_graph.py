@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _faults import Backend, queue_stats, wait_until  # noqa: E402
+from _faults import Backend, graph_pids, queue_stats, stop_graph, wait_until  # noqa: E402
 
 from schnitzel_core.packet import derive_key  # noqa: E402
 
@@ -45,23 +45,6 @@ edges:
   - {{from: src.out, to: q.in}}
   - {{from: q.out, to: http.in}}
 """
-
-
-def graph_pids(name: str, container: str = ""):
-    """pids of this graph's processes (matched on its unique graph name)."""
-    out = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            if (d / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                continue
-        except OSError:
-            continue
-        if f"--graph {name} " in cmd + " " and (not container or f"--container {container} " in cmd + " "):
-            out.append(int(d.name))
-    return sorted(out)
 
 
 def status(run_dir: Path):
@@ -113,17 +96,7 @@ def test_graph_backend_outage_and_queue_container_sigkill_lose_nothing(tmp_path,
         print(f"\ngraph: {count} produced, {pending} pending at the queue kill, "
               f"{be.stats()['unique_keys']} unique at the backend, duplicates {be.stats()['duplicates']}")
     finally:
-        if runner.poll() is None:
-            runner.send_signal(signal.SIGINT)
-            try:
-                runner.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(runner.pid, signal.SIGKILL)
-        for pid in graph_pids(name):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        stop_graph(runner, name)
         be.kill()
 
 
@@ -170,15 +143,5 @@ def test_graph_disk_full_reported_in_status_and_accepting_resumes(tmp_path, ros_
         unique = be.stats()["unique_keys"]
         assert unique <= st["counters"]["accepted"] <= unique + st["depth"], (st, be.stats())
     finally:
-        if runner.poll() is None:
-            runner.send_signal(signal.SIGINT)
-            try:
-                runner.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(runner.pid, signal.SIGKILL)
-        for pid in graph_pids(name):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        stop_graph(runner, name)
         be.kill()

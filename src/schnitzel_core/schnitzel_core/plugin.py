@@ -271,8 +271,16 @@ class NodeLogic:
     def on_ack(self, ack: Ack) -> None:
         """Durable queue only: a sink acknowledged a packet (see docs/contracts.md)."""
 
+    def check_params(self, params: Mapping[str, Any]) -> None:
+        """Raise ValueError if this combination of parameters is unusable (the schema
+        already checked each value on its own). Called with the merged params before a live
+        change is applied, so a refused change leaves the node as it was."""
+
     def on_params(self, changed: Mapping[str, Any]) -> None:
         """Apply live parameter changes (only params declared ``live=True`` arrive here)."""
+        merged = dict(self.params)
+        merged.update(changed)
+        self.check_params(merged)
         self.params.update(changed)
 
     # hot replacement: state hand-over through the blackboard

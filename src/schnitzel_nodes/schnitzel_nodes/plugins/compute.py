@@ -442,11 +442,8 @@ class SyntheticModelLogic(Compute):
         if len(p["box"]) not in (0, 4):
             raise ConfigError(f"synthetic_model: box must be [x1, y1, x2, y2] or empty, got {p['box']!r}")
 
-    def on_params(self, changed: Mapping[str, Any]) -> None:
-        merged = dict(self.params)
-        merged.update(changed)
-        self._check(merged)
-        self.params.update(changed)
+    def check_params(self, params: Mapping[str, Any]) -> None:
+        self._check(params)
 
     def process(self, port: str, packet: Packet) -> Packet:
         delay = float(self.params["latency_ms"]) / 1000.0

@@ -113,11 +113,8 @@ class ResizeLogic(Transform):
         if p["interpolation"] not in _INTERP:
             raise ConfigError(f"resize: interpolation must be one of {', '.join(_INTERP)}, got {p['interpolation']!r}")
 
-    def on_params(self, changed: Mapping[str, Any]) -> None:
-        merged = dict(self.params)
-        merged.update(changed)
-        self._check(merged)
-        self.params.update(changed)
+    def check_params(self, params: Mapping[str, Any]) -> None:
+        self._check(params)
 
     def process(self, port: str, packet: Packet) -> Packet:
         import cv2

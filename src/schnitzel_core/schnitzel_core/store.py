@@ -2,15 +2,23 @@
 
 SQLAlchemy 2 (Core) over SQLite in WAL mode. One file holds:
 
-- ``queue``: accepted rows, oldest first (``id`` is AUTOINCREMENT, never reused).
-  ``sinks`` is the comma-separated set of sinks that still have to confirm the row
-  (``*`` = any one sink). ``state`` 0 = ready, 1 = leased. ``avail_ns`` is when the
-  row may be leased again (lease expiry or next-attempt time after a nack).
-- ``dead``: dead-lettered rows with their reason; ``redrive`` moves them back.
+- ``segments``: accepted rows, oldest first. Each commit appends its new rows as ONE
+  segment row (the batch packed with msgpack, plus the rows' sizes and 128-bit key hashes),
+  like the chunks of Fluent Bit's or Vector's disk buffers: a batch costs one insert and,
+  once every row is confirmed, one delete, however many packets it holds. Row ``i`` of
+  segment ``s`` has the id ``s << SEG_BITS | i`` (ids grow, oldest first, never reused).
+  ``segments_gone`` marks the rows of a partly confirmed segment that are gone.
+- ``queue``: "loose" rows, one SQLite row each, for everything that changes a row on its
+  own: a nack (attempts, next-attempt time ``avail_ns``), a retry, a fan-out row that
+  some of its sinks confirmed (``sinks`` = the sinks still to confirm, ``*`` = any one
+  sink), a redriven or migrated row. A segment row moves here (keeping its id) the
+  first time that happens to it; the common path (enqueue, lease, ack) never touches it.
+- ``dead``: dead-lettered rows with their reason; ``redrive`` appends them to the tail again.
 - ``ledger_blocks``: 128-bit hashes of the idempotency keys of delivered rows, one block
   (16 bytes per key) per commit, append-only, kept for ``ledger_retention_s`` and looked up
   in memory (:class:`_KeySet`); a re-enqueued key found there is a no-op (counted as
-  ``duplicates``). (Schema v2 and older kept one ``ledger`` row per key.)
+  ``duplicates``). A key still queued is a no-op too (:class:`_KnownKeys`, in memory,
+  rebuilt from the file at open).
 - ``counters``: persistent counters (depth, bytes, accepted, delivered, drops, ...),
   updated in the same transaction as the rows they count.
 - ``meta``: schema version and the store's identity.
@@ -28,17 +36,24 @@ read-only, I/O error; ``.reason`` is ``disk_full``, ``read_only`` or ``io_error`
 """
 from __future__ import annotations
 
+import array
+import bisect
+import collections
 import dataclasses
 import hashlib
+import heapq
 import itertools
 import json
 import operator
 import os
 import sqlite3
 import struct
+import sys
 import threading
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import msgpack
 
 from sqlalchemy import (BigInteger, Column, Integer, LargeBinary, MetaData, String, Table, Text,
                         create_engine, event, select)
@@ -49,7 +64,7 @@ from .packet import Packet, PayloadRef
 
 _blake2b = hashlib.blake2b
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 APPLICATION_ID = 0x537A5154  # "SzQT": marks a file as a schnitzel durable store
 SQLITE_HEADER = b"SQLite format 3\x00"
 ANY_SINK = "*"
@@ -189,25 +204,51 @@ def _migrate_2_to_3(conn: Any) -> None:
     conn.exec_driver_sql("DROP TABLE ledger")
 
 
+SEG_BITS = 16
+SEG_ROWS = 1 << SEG_BITS          # rows per segment at most (a larger batch takes several)
+_SEG_MASK = SEG_ROWS - 1
+
+_SEGMENTS_DDL = [
+    # sizes: uint32 little-endian per row; hashes: 16 bytes per row (key_hash, big-endian);
+    # data: msgpack array of (key, stream_id, seq, epoch, kind, schema, content_type,
+    # stamp_ns, frame_id, packet_id, payload, meta JSON, payload_ref JSON, size, sinks);
+    # sinks: the rows' sinks when all rows share them (else NULL: per row in data)
+    """CREATE TABLE segments (id INTEGER PRIMARY KEY AUTOINCREMENT, enq_ns BIGINT NOT NULL,
+        n INTEGER NOT NULL, sinks VARCHAR, sizes BLOB NOT NULL, hashes BLOB NOT NULL, data BLOB NOT NULL)""",
+    # bitmap of the rows gone from a partly confirmed segment (bit i = row i)
+    "CREATE TABLE segments_gone (id INTEGER PRIMARY KEY, gone BLOB NOT NULL)",
+]
+
+
+def _migrate_3_to_4(conn: Any) -> None:
+    """v4 appends each commit's rows as one segment instead of one queue row per packet
+    (the per-row inserts, deletes and key index were most of an enqueue+ack). Rows already
+    queued stay in ``queue`` as loose rows; segment ids start above every id used so far,
+    so the oldest-first order holds across both."""
+    for ddl in _SEGMENTS_DDL:
+        conn.exec_driver_sql(ddl)
+    top = conn.exec_driver_sql(
+        "SELECT max(coalesce((SELECT max(id) FROM queue), 0), coalesce((SELECT max(id) FROM dead), 0), "
+        "coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'queue'), 0))").scalar()
+    conn.exec_driver_sql("INSERT INTO sqlite_sequence(name, seq) VALUES ('segments', ?)", (int(top) >> SEG_BITS,))
+
+
 #: from-version -> step that brings a store to from-version + 1
-MIGRATIONS: Dict[int, Callable[[Any], None]] = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
+MIGRATIONS: Dict[int, Callable[[Any], None]] = {1: _migrate_1_to_2, 2: _migrate_2_to_3, 3: _migrate_3_to_4}
 
 COUNTER_NAMES = ("depth", "bytes", "dead", "accepted", "delivered", "duplicates", "dropped_overflow",
                  "rejected_full", "dead_lettered", "redriven", "nacks", "purged")
 
-_INSERT_COLS = ("key", "stream_id", "seq", "epoch", "kind", "schema", "content_type", "stamp_ns",
-                "frame_id", "packet_id", "payload", "meta", "payload_ref", "size", "sinks")
-# enq_ns is one value per batch (a literal: the statement is prepared once per batch, not
-# bound per row); attempts, state and avail_ns take their column defaults (0)
-_ENQUEUE_SQL = (
-    f"INSERT OR IGNORE INTO queue ({', '.join(_INSERT_COLS)}, enq_ns) "
-    f"VALUES ({', '.join('?' * len(_INSERT_COLS))}, %d)"
-)
 _ROW_COLS = ("id", "key", "stream_id", "seq", "epoch", "kind", "schema", "content_type", "stamp_ns",
              "frame_id", "packet_id", "payload", "meta", "payload_ref", "size", "sinks", "enq_ns",
              "attempts", "last_error")
 _COPY_COLS = ", ".join(_ROW_COLS)
-_LEASE_SQL = f"SELECT {_COPY_COLS} FROM queue WHERE id > ? AND id < ? AND avail_ns <= ? ORDER BY id LIMIT ?"
+_LOOSE_LEASE_SQL = f"SELECT {_COPY_COLS} FROM queue WHERE id > ? AND avail_ns <= ? ORDER BY id LIMIT ?"
+_LOOSE_INSERT_SQL = f"INSERT INTO queue ({_COPY_COLS}, state, avail_ns) VALUES ({', '.join('?' * len(_ROW_COLS))}, 0, 0)"
+_SEGMENT_INSERT_SQL = "INSERT INTO segments(enq_ns, n, sinks, sizes, hashes, data) VALUES (?, ?, ?, ?, ?, ?)"
+_SEGMENTS_READ_SQL = ("SELECT s.id, s.enq_ns, s.n, s.sinks, s.sizes, s.hashes, g.gone FROM segments s "
+                      "LEFT JOIN segments_gone g ON g.id = s.id ORDER BY s.id")
+_HASH = struct.Struct(">qq")
 
 
 # ---------------------------------------------------------------- ledger in memory
@@ -233,10 +274,12 @@ except ImportError:  # pragma: no cover - numpy is a dependency
     _np = None
 
 
-def key_hashes(keys: Sequence[str]) -> List[Tuple[int, int]]:
-    """:func:`key_hash` of many keys; a batch of derive_key keys is converted in one go."""
+def hash_batch(keys: Sequence[str]) -> Tuple[List[Tuple[int, int]], bytes, Any]:
+    """:func:`key_hash` of many keys: (pairs, the pairs packed as 16 big-endian bytes each,
+    an int64 (n, 2) numpy array of them or None). A batch of derive_key keys is converted
+    in one go (the 16 bytes are the key's own)."""
     if not keys:
-        return []
+        return [], b"", None
     if _np is not None and min(map(len, keys)) == 32 == max(map(len, keys)):
         joined = "".join(keys)
         try:
@@ -244,9 +287,15 @@ def key_hashes(keys: Sequence[str]) -> List[Tuple[int, int]]:
         except ValueError:
             raw = b""
         if raw.hex() == joined:  # canonical lower-case hex only (fromhex also takes A-F, spaces)
-            # 16 bytes per key, big-endian signed halves: exactly key_hash's (a, b)
-            return list(map(tuple, _np.frombuffer(raw, dtype=">i8").reshape(-1, 2).tolist()))
-    return [key_hash(k) for k in keys]
+            arr = _np.frombuffer(raw, dtype=">i8").reshape(-1, 2).astype(_np.int64)
+            return list(map(tuple, arr.tolist())), raw, arr
+    hs = [key_hash(k) for k in keys]
+    return hs, _pack_hashes(hs), None
+
+
+def key_hashes(keys: Sequence[str]) -> List[Tuple[int, int]]:
+    """:func:`key_hash` of many keys."""
+    return hash_batch(keys)[0]
 
 
 class _KeySet:
@@ -286,22 +335,30 @@ class _KeySet:
 
     def add(self, hs: Iterable[Tuple[int, int]]) -> None:
         self.recent.update(hs)
-        if len(self.recent) < self.MERGE_AT:
+        # merge when the recent keys reach MERGE_AT or 1/8 of the sorted part: a merge costs a
+        # copy of the sorted part, so this keeps its cost per key about constant
+        if len(self.recent) < max(self.MERGE_AT, (len(self.hi) if self._np is not None else len(self.sorted)) >> 3):
             return
         np = self._np
         if np is None:
             self.sorted = sorted(self.sorted + [self._as_int(h) for h in self.recent])
         else:
-            arr = np.array(list(self.recent), dtype=np.int64).reshape(-1, 2)
-            hi, lo = np.concatenate((self.hi, arr[:, 0])), np.concatenate((self.lo, arr[:, 1]))
-            order = np.lexsort((lo, hi))
-            self.hi, self.lo = hi[order], lo[order]
+            # sort only the new keys and insert them in place (O(n) copy, not a sort of the whole
+            # set: a ledger of a million keys merges every MERGE_AT deliveries). contains() needs
+            # the high halves sorted; equal high halves are scanned.
+            arr = np.fromiter(itertools.chain.from_iterable(self.recent), dtype=np.int64,
+                              count=2 * len(self.recent)).reshape(-1, 2)
+            arr = arr[np.argsort(arr[:, 0], kind="stable")]
+            pos = np.searchsorted(self.hi, arr[:, 0])
+            self.hi, self.lo = np.insert(self.hi, pos, arr[:, 0]), np.insert(self.lo, pos, arr[:, 1])
         self.recent = set()
 
-    def contains(self, hs: Sequence[Tuple[int, int]]) -> List[bool]:
+    def contains(self, hs: Sequence[Tuple[int, int]], arr: Any = None) -> List[bool]:
+        """Membership of each pair; ``arr``: the same pairs as an int64 (n, 2) array, if at hand."""
         if not hs:
             return []
-        out = [h in self.recent for h in hs]
+        recent = self.recent
+        out = [h in recent for h in hs] if recent else [False] * len(hs)
         np = self._np
         if np is None:
             import bisect
@@ -314,7 +371,7 @@ class _KeySet:
             return out
         n = len(self.hi)
         if n:
-            q = np.array(hs, dtype=np.int64).reshape(-1, 2)
+            q = arr if arr is not None else np.array(hs, dtype=np.int64).reshape(-1, 2)
             idx = np.searchsorted(self.hi, q[:, 0])
             hit = idx < n
             hit[hit] &= self.hi[idx[hit]] == q[hit, 0]
@@ -328,8 +385,137 @@ class _KeySet:
         return out
 
 
+class _KnownKeys(_KeySet):
+    """Hashes of every key an enqueue must refuse: the keys still queued plus, with the
+    ledger on, the keys delivered within the retention window. A confirmed delivery moves a
+    key from one to the other, so it changes nothing here. A _KeySet plus the keys removed
+    since it was built (dropped, dead-lettered, delivered without a ledger); rebuilt from the
+    file when removals pile up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.removed: set = set()
+
+    def load(self, pairs: Any) -> None:
+        super().load(pairs)
+        self.removed = set()
+
+    def add(self, hs: Iterable[Tuple[int, int]]) -> None:
+        rm = self.removed
+        if rm:  # back in the queue: un-remove (the base still holds it) instead of adding twice
+            fresh = []
+            for h in hs:
+                if h in rm:
+                    rm.discard(h)
+                else:
+                    fresh.append(h)
+            hs = fresh
+        super().add(hs)
+
+    def discard(self, hs: Iterable[Tuple[int, int]]) -> None:
+        recent, rm = self.recent, self.removed
+        for h in hs:
+            if h in recent:
+                recent.discard(h)
+            else:
+                rm.add(h)
+
+    def contains(self, hs: Sequence[Tuple[int, int]], arr: Any = None) -> List[bool]:
+        out = super().contains(hs, arr)
+        rm = self.removed
+        if rm:
+            out = [o and h not in rm for o, h in zip(out, hs)]
+        return out
+
+
+class _Seg:
+    """Bookkeeping of one segment in memory (its packets stay in the file)."""
+
+    __slots__ = ("id", "enq_ns", "n", "sinks", "sizes", "hashes", "gone", "live", "bytes", "marked")
+
+    def __init__(self, sid: int, enq_ns: int, n: int, sinks: Optional[str], sizes: Any, hashes: bytes,
+                 gone: Optional[bytes]) -> None:
+        self.id, self.enq_ns, self.n, self.sinks, self.hashes = sid, enq_ns, n, sinks, hashes
+        if isinstance(sizes, array.array):
+            a = sizes
+        else:  # as stored: uint32 little-endian
+            a = array.array("I")
+            a.frombytes(sizes)
+            if sys.byteorder == "big":
+                a.byteswap()
+        self.sizes = a
+        self.marked = gone is not None        # a segments_gone row exists in the file
+        self.gone = bytearray(gone) if gone is not None else bytearray((n + 7) // 8)
+        if gone is None:
+            self.live, self.bytes = n, sum(a)
+        else:
+            alive = [i for i in range(n) if self.has(i)]
+            self.live, self.bytes = len(alive), sum(a[i] for i in alive)
+
+    def sizes_blob(self) -> bytes:
+        if sys.byteorder == "big":
+            a = array.array("I", self.sizes)
+            a.byteswap()
+            return a.tobytes()
+        return self.sizes.tobytes()
+
+    def has(self, i: int) -> bool:
+        return not self.gone[i >> 3] >> (i & 7) & 1
+
+    def live_hashes(self, np: Any) -> Any:
+        arr = np.frombuffer(self.hashes, dtype=">i8").astype(np.int64).reshape(-1, 2)
+        if self.live == self.n:
+            return arr
+        mask = np.unpackbits(np.frombuffer(bytes(self.gone), np.uint8), bitorder="little")[:self.n] == 0
+        return arr[mask]
+
+
+class _Edit:
+    """What one write transaction does to the segments, written with it and applied to the
+    in-memory view only after it commits (a failed commit leaves the view as it was)."""
+
+    __slots__ = ("segs", "new", "gone_ids", "moved_ids", "gone_keys", "added_keys", "ledger_n", "ledger_blob",
+                 "loose")
+
+    def __init__(self) -> None:
+        self.segs: Dict[int, List[Any]] = {}   # id -> [gone bitmap copy, live, bytes]
+        self.new: List[Tuple[Any, ...]] = []   # (segment, packets, rows, hashes) appended
+        self.gone_ids: List[int] = []          # rows that left the queue (delivered, dropped, dead)
+        self.moved_ids: List[int] = []         # segment rows now loose rows
+        self.gone_keys: List[Tuple[int, int]] = []    # keys no longer known (dropped, dead, ...)
+        self.added_keys: List[Tuple[int, int]] = []   # keys known from now on (a dead row delivered)
+        self.ledger_n = 0                             # keys delivered by this commit ...
+        self.ledger_blob: List[bytes] = []            # ... packed, for its ledger block
+        self.loose = False                     # loose rows changed
+
+    def has(self, s: _Seg, i: int) -> bool:
+        e = self.segs.get(s.id)
+        g = s.gone if e is None else e[0]
+        return not g[i >> 3] >> (i & 7) & 1
+
+    def take(self, s: _Seg, i: int) -> int:
+        """Row ``i`` leaves segment ``s``; returns its size."""
+        e = self.segs.get(s.id)
+        if e is None:
+            e = self.segs[s.id] = [bytearray(s.gone), s.live, s.bytes]
+        e[0][i >> 3] |= 1 << (i & 7)
+        e[1] -= 1
+        size = s.sizes[i]
+        e[2] -= size
+        return size
+
+    def write(self, dc: Any, segs: Dict[int, _Seg]) -> None:
+        for sid, (g, live, _b) in self.segs.items():
+            if live <= 0:
+                dc.execute("DELETE FROM segments WHERE id = ?", (sid,))
+                if segs[sid].marked:
+                    dc.execute("DELETE FROM segments_gone WHERE id = ?", (sid,))
+            else:
+                dc.execute("INSERT OR REPLACE INTO segments_gone(id, gone) VALUES (?, ?)", (sid, bytes(g)))
+
+
 # ---------------------------------------------------------------- records
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class Row:
     """One queued (or dead-lettered) row."""
 
@@ -378,7 +564,7 @@ class Stats:
         return dataclasses.asdict(self)
 
 
-_new_packet = _new_row = object.__new__
+_new_packet = object.__new__
 _PLAIN_TAIL = (None, None)
 
 
@@ -409,6 +595,22 @@ def _row(r: Sequence[Any]) -> Row:
                enq_ns=r[16], attempts=r[17], last_error=r[18] or "")
 
 
+def _mp_default(o: Any) -> Any:
+    if isinstance(o, PayloadRef):
+        return dataclasses.asdict(o)
+    raise TypeError(f"cannot store a {type(o).__name__} in a packet")
+
+
+def _seg_packet(f: Sequence[Any]) -> Packet:
+    """A Packet from its fields as a segment stores them (_PACKET_FIELDS order)."""
+    p = _new_packet(Packet)
+    p.__dict__ = {"stream_id": f[1], "seq": f[2], "kind": f[4], "payload": f[10], "epoch": f[3],
+                  "stamp_ns": f[7], "frame_id": f[8], "schema": f[5], "content_type": f[6], "packet_id": f[9],
+                  "idempotency_key": f[0], "payload_ref": PayloadRef(**f[12]) if f[12] else None,
+                  "meta": dict(f[11]) if f[11] else {}}
+    return p
+
+
 def _check_file(path: str) -> bool:
     """True when ``path`` holds an existing database; raises if it is not SQLite at all."""
     if not os.path.exists(path):
@@ -428,7 +630,12 @@ def _check_file(path: str) -> bool:
 
 
 class DurableStore:
-    """A durable, bounded, at-least-once queue in one SQLite file. Thread-safe."""
+    """A durable, bounded, at-least-once queue in one SQLite file. Thread-safe.
+
+    One consumer per file (the queue node): leases live in memory. Other processes (the
+    ``schnitzel queue`` CLI) may open the same file; a change they commit is noticed
+    (``PRAGMA data_version``) and the in-memory view is read again.
+    """
 
     def __init__(self, path: str, *, synchronous: str = "FULL", max_rows: int = 0, max_bytes: int = 0,
                  overflow: str = "reject_new", ledger_retention_s: float = 7 * 24 * 3600,
@@ -469,19 +676,23 @@ class DurableStore:
             dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
 
         self._begin_sql: Optional[str] = None
-        self._pending_deltas: Dict[str, int] = {}
-        self._dropped_rows = self._dropped_bytes = 0
         self._leases: Dict[int, int] = {}
-        # Rows this process enqueued, kept in memory (up to hot_max) so that leasing them
-        # needs no read and no decoding: every queue row with id >= _hot_lo is in _hot.
-        # Rows below _hot_lo ("cold": a backlog from before the start, nacked, redriven, or
-        # beyond hot_max) are read from the file, oldest first, before any hot row.
+        # In-memory view of the segments (ids, which rows are gone, sizes, key hashes; not
+        # the packets), read at open and whenever another connection changed the file.
+        self._segs: Dict[int, _Seg] = {}
+        self._seg_ids: List[int] = []        # ascending
+        self._known = _KnownKeys()         # queued keys and (ledger on) keys delivered in the window
+        self._cursor = 0                     # no ready segment row has a smaller id
+        self._loose_done = False             # no ready loose row left (besides leased ones)
+        self._loose_wake_ns: Optional[int] = None  # a loose row becomes ready then (nack delay)
+        self._data_version: Optional[int] = None   # PRAGMA data_version: other writers
+        # Decoded packets of the last few segments read (cold rows: a backlog, or beyond hot_max)
+        self._decoded: "collections.OrderedDict[int, Tuple[Any, ...]]" = collections.OrderedDict()
+        # Rows this process enqueued, kept as Row objects per segment (up to hot_max rows) so
+        # that leasing them needs no read and no decoding; other segments are decoded on demand.
         self.hot_max = 10_000
-        self._hot: Dict[int, Row] = {}
-        self._hot_lo: Optional[int] = None   # None: not known yet (set at the next lease)
-        self._cold_done = False              # no ready cold row left (besides leased ones)
-        self._cold_wake_ns: Optional[int] = None  # a cold row becomes ready then (nack delay)
-        self._data_version: Optional[int] = None  # PRAGMA data_version: other writers
+        self._hot: Dict[int, List[Row]] = {}
+        self._hot_n = 0
 
         @event.listens_for(self.engine, "begin")
         def _on_begin(conn: Any) -> None:
@@ -492,6 +703,7 @@ class DurableStore:
 
         try:
             self._conn = self.engine.connect()
+            self._dc = self._conn.connection.driver_connection  # StaticPool: one connection
             self._open(existed)
         except StoreError:
             self.engine.dispose()
@@ -557,7 +769,7 @@ class DurableStore:
             for n in COUNTER_NAMES:
                 c.exec_driver_sql("INSERT OR IGNORE INTO counters(name, value) VALUES (?, 0)", (n,))
         self._counters = self._load_counters()
-        self._load_keys()
+        self._read(lambda c: self._reload(c.connection.driver_connection))
 
     @staticmethod
     def _end(c: Any) -> None:
@@ -570,16 +782,119 @@ class DurableStore:
         self._end(self._conn)
         return {n: int(v) for n, v in rows}
 
-    def _bump(self, c: Any, deltas: Dict[str, int]) -> None:
+    def _load_counters_locked(self) -> Dict[str, int]:
+        with self._lock:
+            return self._load_counters()
+
+    def _bump(self, dc: Any, deltas: Dict[str, int]) -> None:
         items = [(v, n) for n, v in deltas.items() if v]
         if items:
-            c.connection.driver_connection.executemany("UPDATE counters SET value = value + ? WHERE name = ?",
-                                                       items)
+            dc.executemany("UPDATE counters SET value = value + ? WHERE name = ?", items)
 
     def _apply(self, deltas: Dict[str, int]) -> None:
         for n, v in deltas.items():
             self._counters[n] = self._counters.get(n, 0) + v
 
+    # ------------------------------------------------------------ in-memory view
+    def _reload(self, dc: Any) -> None:
+        """Read the segments' bookkeeping (not their packets) and every queued key's hash;
+        forget rows kept in memory. At open, and after another connection wrote."""
+        self._data_version = dc.execute("PRAGMA data_version").fetchone()[0]
+        segs: Dict[int, _Seg] = {}
+        for sid, enq_ns, n, sinks, sizes, hashes, gone in dc.execute(_SEGMENTS_READ_SQL):
+            segs[sid] = _Seg(sid, enq_ns, n, sinks, sizes, hashes, gone)
+        self._segs, self._seg_ids = segs, list(segs)
+        self._hot = {}
+        self._hot_n = 0
+        self._decoded.clear()
+        self._cursor = 0
+        self._loose_done = False
+        self._loose_wake_ns = None
+        self._known = self._build_known(dc)
+
+    def _build_known(self, dc: Any) -> "_KnownKeys":
+        """The keys an enqueue refuses, from the file: the ledger (when on), the segments'
+        live rows and the loose rows."""
+        known = _KnownKeys()
+        ledger = b"".join(r[0] for r in dc.execute("SELECT hashes FROM ledger_blocks ORDER BY id")) \
+            if self.ledger_on else b""
+        loose = key_hashes([r[0] for r in dc.execute("SELECT key FROM queue")])
+        np = known._np
+        if np is not None:
+            parts = [np.frombuffer(ledger, dtype=">i8").astype(np.int64).reshape(-1, 2)]
+            parts += [s.live_hashes(np) for s in self._segs.values()]
+            if loose:
+                parts.append(np.array(loose, dtype=np.int64).reshape(-1, 2))
+            known.load(np.concatenate(parts))
+        else:
+            pairs = list(struct.iter_unpack(">qq", ledger)) + list(loose)
+            for s in self._segs.values():
+                pairs.extend(h for i, h in enumerate(struct.iter_unpack(">qq", s.hashes)) if s.has(i))
+            known.load(pairs)
+        return known
+
+    def _refresh(self) -> None:
+        """Read the in-memory view again if another connection committed a change (caller holds the lock)."""
+        try:
+            dv = self._dc.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise _classify(exc, self.path, "read") from None
+        if dv != self._data_version:
+            self._read(lambda c: self._reload(c.connection.driver_connection))
+
+    def _sync(self, dc: Any) -> None:
+        """Inside a write transaction: make sure the in-memory view matches the file."""
+        if dc.execute("PRAGMA data_version").fetchone()[0] != self._data_version:
+            self._reload(dc)
+
+    def _seg_data(self, s: "_Seg", dc: Any = None) -> Tuple[Any, Any]:
+        """Segment ``s`` decoded: (fields of each row, sinks of each row or None), read once."""
+        got = self._decoded.get(s.id)
+        if got is None:
+            q = "SELECT data FROM segments WHERE id = ?"
+            row = (dc.execute(q, (s.id,)).fetchone() if dc is not None else
+                   self._read(lambda c: c.connection.driver_connection.execute(q, (s.id,)).fetchone()))
+            if row is None:
+                raise StoreCorruptError(f"durable store {self.path}: segment {s.id} is missing from the file")
+            got = msgpack.unpackb(row[0], use_list=False, strict_map_key=False)
+            self._decoded[s.id] = got
+            if len(self._decoded) > 8:
+                self._decoded.popitem(last=False)
+        else:
+            self._decoded.move_to_end(s.id)
+        return got
+
+    def _row_sinks(self, s: "_Seg", i: int, dc: Any = None) -> str:
+        if s.sinks is not None:
+            return s.sinks
+        hot = self._hot.get(s.id)
+        if hot is not None:
+            return ",".join(hot[i].sinks)
+        return self._seg_data(s, dc)[1][i]
+
+    def _seg_row(self, rid: int, s: "_Seg", i: int) -> Row:
+        hot = self._hot.get(s.id)
+        if hot is not None:
+            return hot[i]
+        fields, sinks = self._seg_data(s)
+        st = s.sinks if sinks is None else sinks[i]
+        return Row(rid, fields[i][0], _seg_packet(fields[i]), tuple(st.split(",")), 0, s.enq_ns, s.sizes[i])
+
+    def _iter_seg_rows(self, ed: Optional["_Edit"] = None, start: int = 0) -> Iterator[Tuple[int, "_Seg", int]]:
+        """(id, segment, index) of every segment row still queued with id >= start, oldest first."""
+        ids = self._seg_ids
+        k = bisect.bisect_left(ids, start >> SEG_BITS)
+        segs = self._segs
+        while k < len(ids):
+            s = segs[ids[k]]
+            base = s.id << SEG_BITS
+            g = s.gone if ed is None or s.id not in ed.segs else ed.segs[s.id][0]
+            for i in range(max(0, start - base), s.n):
+                if not g[i >> 3] >> (i & 7) & 1:
+                    yield base | i, s, i
+            k += 1
+
+    # ------------------------------------------------------------ transactions
     def _in_transaction(self, begin_sql: str, fn: Callable[[Any], Any]) -> Any:
         """Run ``fn(conn)`` in one transaction opened with ``begin_sql`` (caller holds the lock)."""
         self._end(self._conn)
@@ -592,11 +907,13 @@ class DurableStore:
             return fn(self._conn)
 
     def _tx(self, what: str, fn: Callable[[Any], Any]) -> Any:
-        """Run ``fn(conn)`` in one IMMEDIATE transaction; map SQLite errors to StoreError."""
+        """Run ``fn(conn)`` (a SQLAlchemy connection) in one IMMEDIATE transaction; map SQLite
+        errors to StoreError."""
         with self._lock:
             try:
-                return self._in_transaction("BEGIN IMMEDIATE", fn)
+                out = self._in_transaction("BEGIN IMMEDIATE", fn)
             except StoreError:
+                self._end(self._conn)
                 raise
             except (SQLAlchemyError, sqlite3.Error) as exc:
                 try:
@@ -610,6 +927,94 @@ class DurableStore:
                 except Exception:  # noqa: BLE001
                     pass
                 raise err from None
+            return out
+
+    def _change(self, what: str, fn: Callable[[Any, "_Edit", Dict[str, int]], Any]) -> Any:
+        """One IMMEDIATE write transaction: ``fn(dbapi_conn, edit, counter_deltas)``; the
+        segments' bookkeeping and the counters are written with it and applied in memory
+        only after the commit. SQLite errors reach the caller as StoreError.
+
+        It runs on the DB-API connection of the store's SQLAlchemy connection, begun and
+        committed there: SQLAlchemy's per-transaction and per-statement cost was a large
+        share of a small batch."""
+        with self._lock:
+            self._end(self._conn)   # SQLAlchemy holds no transaction of its own now
+            dc = self._dc
+            try:
+                dc.execute("BEGIN IMMEDIATE")
+                try:
+                    self._sync(dc)
+                    ed = _Edit()
+                    deltas: Dict[str, int] = {}
+                    out = fn(dc, ed, deltas)
+                    ed.write(dc, self._segs)
+                    self._bump(dc, deltas)
+                    dc.execute("COMMIT")
+                except BaseException:
+                    if dc.in_transaction:
+                        try:
+                            dc.execute("ROLLBACK")
+                        except sqlite3.Error:
+                            pass
+                    raise
+            except StoreError:
+                raise
+            except (SQLAlchemyError, sqlite3.Error) as exc:
+                err = _classify(exc, self.path, what)
+                # a failed transaction changed nothing: reload counters from the file
+                try:
+                    self._counters = self._load_counters()
+                except Exception:  # noqa: BLE001
+                    pass
+                raise err from None
+            self._apply(deltas)
+            self._commit_edit(ed)
+            return out
+
+    def _commit_edit(self, ed: "_Edit") -> None:
+        segs, ids, hot = self._segs, self._seg_ids, self._hot
+        for sid, (g, live, nbytes) in ed.segs.items():
+            s = segs.get(sid)
+            if s is None:
+                continue
+            if live <= 0:
+                del segs[sid]
+                j = bisect.bisect_left(ids, sid)
+                if j < len(ids) and ids[j] == sid:
+                    del ids[j]
+                self._decoded.pop(sid, None)
+                h = hot.pop(sid, None)
+                if h is not None:
+                    self._hot_n -= len(h)
+            else:
+                s.gone, s.live, s.bytes, s.marked = g, live, nbytes, True
+        leases = self._leases
+        for rid in ed.gone_ids:
+            leases.pop(rid, None)
+        known = self._known
+        if ed.gone_keys:
+            known.discard(ed.gone_keys)
+        if ed.added_keys:
+            known.add(ed.added_keys)
+        for s, pks, s_list, hs in ed.new:
+            segs[s.id] = s
+            ids.append(s.id)
+            known.add(hs)
+            if pks is None or self._hot_n + s.n > self.hot_max:
+                continue  # beyond the in-memory bound: decoded from the file when leased
+            base, enq, sizes = s.id << SEG_BITS, s.enq_ns, s.sizes
+            if s_list is None:
+                t = tuple(s.sinks.split(","))
+                hot[s.id] = [Row(base | i, p.idempotency_key, p, t, 0, enq, sizes[i]) for i, p in enumerate(pks)]
+            else:
+                tuples: Dict[str, Tuple[str, ...]] = {x: tuple(x.split(",")) for x in set(s_list)}
+                hot[s.id] = [Row(base | i, p.idempotency_key, p, tuples[s_list[i]], 0, enq, sizes[i])
+                             for i, p in enumerate(pks)]
+            self._hot_n += s.n
+        if ed.loose:
+            self._loose_done = False
+        if len(known.removed) > max(known.MERGE_AT, len(known) // 2):
+            self._known = self._read(lambda c: self._build_known(c.connection.driver_connection))
 
     # ------------------------------------------------------------ enqueue
     def enqueue(self, packets: Iterable[Packet], sinks: Any = None) -> EnqueueResult:
@@ -630,12 +1035,14 @@ class DurableStore:
         """Enqueue ``packets`` and apply ``acks`` ([(row_ids, sink), ...]) in ONE commit.
 
         This is the group commit the queue node uses: new rows and confirmations that
-        arrived within the same few milliseconds share one fsync.
+        arrived within the same few milliseconds share one fsync. The new rows are one
+        segment (one SQLite row holding the batch), so a batch costs one insert however
+        many packets it holds.
         """
         now = self.clock_ns()
-        hs: List[Tuple[int, int]] = []
-        ledger_on = self.ledger_on
         pk: List[Packet] = packets if isinstance(packets, list) else list(packets)
+        s_list: Optional[List[str]] = None       # per packet, when routed per packet
+        uniform = ANY_SINK
         if callable(sinks):
             memo: Dict[Any, str] = {}
             s_list = []
@@ -646,110 +1053,54 @@ class DurableStore:
                 if s_txt is None:
                     s_txt = memo[t] = ",".join(sorted(set(t))) if t else ANY_SINK
                 s_list.append(s_txt)
-        else:
-            s_list = [",".join(sorted(set(sinks))) if sinks else ANY_SINK] * len(pk)
-        enc, plain = _encode_extra, _PLAIN_TAIL
-        # (key, ..., payload) in one C call per packet; meta and payload_ref as JSON when set
-        rows: List[Tuple[Any, ...]] = [
-            f[:11] + ((plain if not (f[11] or f[12]) else enc(f)) + (len(f[10]) + 256, s_txt))
-            for f, s_txt in zip(map(_PACKET_FIELDS, pk), s_list)]
+            if len(memo) <= 1:
+                uniform, s_list = (s_list[0] if s_list else ANY_SINK), None
+        elif sinks:
+            uniform = ",".join(sorted(set(sinks)))
+        # every field of every packet in one C call each; msgpack packs them as they are
+        fields = list(map(_PACKET_FIELDS, pk))
         ack_list = []
         for ids, sink in acks:
-            ids = list(dict.fromkeys(int(i) for i in ids))
+            ids = list(dict.fromkeys(map(int, ids)))
             if ids:
                 ack_list.append((ids, sink))
-        if not rows and not ack_list:
+        if not fields and not ack_list:
             return EnqueueResult(), AckResult()
+        hs, hblob, harr = hash_batch([f[0] for f in fields])
+        sizes = [len(f[10]) + 256 for f in fields]
 
-        known: List[bool] = []
-        if rows and ledger_on:  # delivered within the window: a no-op
-            hs = key_hashes([r[0] for r in rows])
-            with self._lock:
-                known = self._keys.contains(hs)
-
-        def fn(c: Any) -> Tuple[Any, ...]:
-            deltas: Dict[str, int] = {}
+        def fn(dc: Any, ed: _Edit, deltas: Dict[str, int]) -> Tuple[EnqueueResult, AckResult]:
             ares = AckResult()
-            done_ids: List[int] = []
-            done_hashes: List[Tuple[int, int]] = []
-            partial_rows: List[Tuple[str, int]] = []
-            # hot path: the DB-API connection of this SQLAlchemy connection, inside its
-            # transaction (SQLAlchemy's per-statement cost was a large share of a batch)
-            dc = c.connection.driver_connection
             for ids, sink in ack_list:
-                self._ack_in(c, ids, sink, now, ares, deltas, done_ids, done_hashes, partial_rows)
-            if done_hashes:  # the delivered keys of this commit: one ledger block
+                self._ack_in(dc, ed, ids, sink, now, ares, deltas)
+            if ed.ledger_n and self.ledger_on:  # the delivered keys of this commit: one ledger block
                 dc.execute("INSERT INTO ledger_blocks(delivered_ns, n, hashes) VALUES (?, ?, ?)",
-                           (now, len(done_hashes), _pack_hashes(done_hashes)))
+                           (now, ed.ledger_n, b"".join(ed.ledger_blob)))
             res = EnqueueResult()
-            new_rows = None   # [(id, packet, sinks, size)] when the new rows' ids are known
-            if rows:
-                self._dropped_rows = self._dropped_bytes = 0
-                todo, todo_pk = rows, pk
-                if any(known):
-                    todo = [r for r, kn in zip(rows, known) if not kn]
-                    todo_pk = [p for p, kn in zip(pk, known) if not kn]
-                res.duplicates = len(rows) - len(todo)
-                if todo and (self.max_rows or self.max_bytes):
-                    kept = self._make_room(c, todo, res, deltas)
-                    if len(kept) != len(todo):
-                        keep = {id(r) for r in kept}
-                        todo_pk = [p for p, r in zip(todo_pk, todo) if id(r) in keep]
-                        todo = kept
-                if todo:
-                    cur = dc.executemany(_ENQUEUE_SQL % int(now), todo)
-                    n = cur.rowcount if cur.rowcount is not None and cur.rowcount >= 0 else len(todo)
-                    res.accepted = n
-                    res.duplicates += len(todo) - n
-                    if n == len(todo):
-                        added = sum(r[13] for r in todo)
-                        # AUTOINCREMENT ids of one statement are consecutive
-                        last = dc.execute("SELECT last_insert_rowid()").fetchone()[0]
-                        new_rows = (last - n + 1, todo_pk, todo)
-                    else:
-                        added = self._bytes_of_new(c, n)
+            if fields:
+                keep = self._fresh(hs, harr)
+                res.duplicates = len(fields) - len(keep)
+                if keep and (self.max_rows or self.max_bytes):
+                    keep = [keep[j] for j in self._make_room(dc, ed, [sizes[i] for i in keep], res, deltas)]
+                if len(keep) == len(fields):
+                    self._append(dc, ed, fields, sizes, uniform, s_list, pk, hs, hblob, now)
+                elif keep:
+                    self._append(dc, ed, [fields[i] for i in keep], [sizes[i] for i in keep], uniform,
+                                 None if s_list is None else [s_list[i] for i in keep], [pk[i] for i in keep],
+                                 [hs[i] for i in keep], b"".join(hblob[i << 4:(i + 1) << 4] for i in keep), now)
+                if keep:
+                    n = len(keep)
+                    added = sum(sizes) if n == len(sizes) else sum(sizes[i] for i in keep)
                     for k, v in (("depth", n), ("bytes", added), ("accepted", n)):
                         deltas[k] = deltas.get(k, 0) + v
+                    res.accepted = n
                 if res.duplicates:
                     deltas["duplicates"] = deltas.get("duplicates", 0) + res.duplicates
                 if res.rejected:
                     deltas["rejected_full"] = deltas.get("rejected_full", 0) + res.rejected
-            self._bump(c, deltas)
-            return res, ares, deltas, done_ids, done_hashes, new_rows, partial_rows
+            return res, ares
 
-        res, ares, deltas, done_ids, done_hashes, new_rows, partial_rows = self._tx("write", fn)
-        with self._lock:
-            self._apply(deltas)
-            hot = self._hot
-            for i in done_ids:
-                self._leases.pop(i, None)
-                hot.pop(i, None)
-            for sinks_txt, i in partial_rows:
-                r = hot.get(i)
-                if r is not None:
-                    r.sinks = tuple(sinks_txt.split(","))
-            if done_hashes:
-                self._keys.add(done_hashes)
-            if res.dropped or (rows and new_rows is None and res.accepted):
-                self._hot_reset()        # rows deleted or ids unknown: read them from the file
-            elif new_rows:
-                first, new_pk, new_todo = new_rows
-                if len(hot) + len(new_pk) > self.hot_max:
-                    self._hot_reset()    # a backlog builds up: it is read from the file
-                elif self._hot_lo is not None and first >= self._hot_lo:
-                    # (rows below _hot_lo are read from the file: a lease between this
-                    # commit and here may have placed the boundary above them)
-                    tuples: Dict[str, Tuple[str, ...]] = {}
-                    new = _new_row
-                    for rid, p, r in zip(range(first, first + len(new_pk)), new_pk, new_todo):
-                        t = tuples.get(r[14])
-                        if t is None:
-                            t = tuples[r[14]] = tuple(r[14].split(","))
-                        row = new(Row)
-                        row.__dict__ = {"id": rid, "key": r[0], "packet": p, "sinks": t, "attempts": 0,
-                                        "enq_ns": now, "size": r[13], "last_error": "", "reason": "",
-                                        "dead_ns": 0}
-                        hot[rid] = row
+        res, ares = self._change("write", fn)
         if ares.done and time.monotonic() >= self._next_prune:
             self._next_prune = time.monotonic() + self.prune_every_s
             try:
@@ -758,29 +1109,119 @@ class DurableStore:
                 pass  # retried at the next interval
         return res, ares
 
-    def _ack_in(self, c: Any, ids: List[int], sink: str, now: int, res: AckResult,
-                deltas: Dict[str, int], done_ids: List[int], done_hashes: List[Tuple[int, int]],
-                partial_out: Optional[List[Tuple[str, int]]] = None) -> None:
-        dc = c.connection.driver_connection  # DB-API connection, same transaction
+    def _fresh(self, hs: List[Tuple[int, int]], arr: Any = None) -> List[int]:
+        """Indexes of the keys to queue: not delivered within the window (ledger), not queued
+        already, first of their batch."""
+        known = self._known.contains(hs, arr)
+        if not any(known) and len(set(hs)) == len(hs):
+            return list(range(len(hs)))   # the common case: every key is new
+        seen: set = set()
+        keep = []
+        for i, h in enumerate(hs):
+            if known[i] or h in seen:
+                continue
+            seen.add(h)
+            keep.append(i)
+        return keep
+
+    def _append(self, dc: Any, ed: "_Edit", fields: List[Tuple[Any, ...]], sizes: List[int], uniform: str,
+                s_list: Optional[List[str]], pks: Optional[List[Packet]], hs: List[Tuple[int, int]],
+                hblob: bytes, now: int) -> None:
+        """Append rows (packet fields, sizes, sinks: ``uniform`` for all or ``s_list`` per row)
+        as new segments of up to SEG_ROWS rows at the tail."""
+        for off in range(0, len(fields), SEG_ROWS):
+            end = off + SEG_ROWS
+            part_s = None if s_list is None else s_list[off:end]
+            n = min(len(fields), end) - off
+            sz = array.array("I", sizes[off:end])
+            s = _Seg(0, now, n, uniform if part_s is None else None, sz, hblob[off << 4:end << 4], None)
+            data = msgpack.packb((fields[off:end] if n < len(fields) else fields, part_s), default=_mp_default)
+            s.id = dc.execute(_SEGMENT_INSERT_SQL, (now, n, s.sinks, s.sizes_blob(), s.hashes, data)).lastrowid
+            ed.new.append((s, None if pks is None else pks[off:end], part_s, hs[off:end]))
+
+    def _ack_in(self, dc: Any, ed: "_Edit", ids: List[int], sink: str, now: int, res: AckResult,
+                deltas: Dict[str, int]) -> None:
+        segs, unpack = self._segs, _HASH.unpack_from
+        any_sink = sink == ANY_SINK
+        ledger_on = self.ledger_on
         done_n = done_bytes = 0
+        rest: List[int] = []
+        fan_out: List[int] = []
+        by_seg: Dict[int, List[int]] = {}
+        for rid in ids:
+            g = by_seg.get(rid >> SEG_BITS)
+            if g is None:
+                by_seg[rid >> SEG_BITS] = [rid]
+            else:
+                g.append(rid)
+        for sid, rids in by_seg.items():
+            s = segs.get(sid)
+            if s is None:
+                rest.extend(rids)   # loose rows, dead ones or none at all
+                continue
+            base = sid << SEG_BITS
+            if (len(rids) == s.live == s.n and sid not in ed.segs and max(rids) - base < s.n
+                    and (any_sink or s.sinks == ANY_SINK or s.sinks == sink)):
+                # the whole segment is confirmed (the common case): no per-row work
+                ed.segs[sid] = [bytearray(b"\xff" * len(s.gone)), 0, 0]
+                done_n += s.n
+                done_bytes += s.bytes
+                ed.gone_ids.extend(rids)
+                if ledger_on:   # the keys stay known: queued before, delivered now
+                    ed.ledger_n += s.n
+                    ed.ledger_blob.append(s.hashes)
+                else:
+                    ed.gone_keys.extend(_HASH.iter_unpack(s.hashes))
+                continue
+            for rid in rids:
+                i = rid - base
+                if i >= s.n or not ed.has(s, i):
+                    rest.append(rid)   # moved to the loose rows, dead-lettered or gone
+                    continue
+                if not any_sink:
+                    st = self._row_sinks(s, i, dc)
+                    if st != ANY_SINK and st != sink:
+                        fan_out.append(rid)   # other sinks still have to confirm: per-row state
+                        continue
+                done_bytes += ed.take(s, i)
+                done_n += 1
+                ed.gone_ids.append(rid)
+                if ledger_on:
+                    ed.ledger_n += 1
+                    ed.ledger_blob.append(s.hashes[i << 4:(i + 1) << 4])
+                else:
+                    ed.gone_keys.append(unpack(s.hashes, i << 4))
+        if fan_out:
+            self._materialize(dc, ed, fan_out)
+            rest.extend(fan_out)
+        if rest:
+            n, b = self._ack_loose(dc, ed, rest, sink, now, res, deltas)
+            done_n += n
+            done_bytes += b
+        if done_n:
+            for k, v in (("depth", -done_n), ("bytes", -done_bytes), ("delivered", done_n)):
+                deltas[k] = deltas.get(k, 0) + v
+        res.done += done_n
+
+    def _ack_loose(self, dc: Any, ed: "_Edit", ids: List[int], sink: str, now: int, res: AckResult,
+                   deltas: Dict[str, int]) -> Tuple[int, int]:
+        """Acks of rows in the ``queue`` table (nacked, fan-out, migrated); returns (done, bytes)."""
+        done_n = done_bytes = 0
+        done_keys: List[str] = []
         rest: List[int] = []
         for i in range(0, len(ids), 900):
             chunk = ids[i:i + 900]
             marks = ",".join("?" * len(chunk))
-            # fast path: rows this sink completes (single-sink or any-sink rows), set-based
+            # rows this sink completes (single-sink or any-sink rows), set-based
             cond = "" if sink == ANY_SINK else " AND (sinks = '*' OR sinks = ?)"
             extra = () if sink == ANY_SINK else (sink,)
             got = dc.execute(f"DELETE FROM queue WHERE id IN ({marks}){cond} RETURNING id, size, key",
                              (*chunk, *extra)).fetchall()
-            if self.ledger_on and got:  # written as one ledger block by write()
-                done_hashes.extend(key_hashes([g[2] for g in got]))
             done_n += len(got)
             done_bytes += sum(g[1] for g in got)
-            if len(got) == len(chunk):
-                done_ids.extend(chunk)
-                continue
+            done_keys.extend(g[2] for g in got)
+            ed.gone_ids.extend(g[0] for g in got)
             gone = {g[0] for g in got}
-            done_ids.extend(gone)
             rest.extend(x for x in chunk if x not in gone)
         partial: List[Tuple[str, int]] = []
         found_ids = set()
@@ -789,7 +1230,7 @@ class DurableStore:
             for i in range(0, len(rest), 900):
                 chunk = rest[i:i + 900]
                 q = f"SELECT id, key, sinks, size FROM queue WHERE id IN ({','.join('?' * len(chunk))})"
-                found.extend(c.exec_driver_sql(q, tuple(chunk)).all())
+                found.extend(dc.execute(q, tuple(chunk)).fetchall())
             done: List[Tuple[int, str, int]] = []
             for rid, key, sinks, size in found:
                 found_ids.add(rid)
@@ -799,84 +1240,133 @@ class DurableStore:
                 else:
                     partial.append((",".join(left), rid))
             if done:
-                c.exec_driver_sql("DELETE FROM queue WHERE id = ?", [(d[0],) for d in done])
-                if self.ledger_on:
-                    done_hashes.extend(key_hashes([d[1] for d in done]))
+                dc.executemany("DELETE FROM queue WHERE id = ?", [(d[0],) for d in done])
                 done_n += len(done)
                 done_bytes += sum(d[2] for d in done)
-                done_ids.extend(d[0] for d in done)
+                done_keys.extend(d[1] for d in done)
+                ed.gone_ids.extend(d[0] for d in done)
             if partial:
-                c.exec_driver_sql("UPDATE queue SET sinks = ? WHERE id = ?", partial)
-                if partial_out is not None:
-                    partial_out.extend(partial)
-        if done_n:
-            for k, v in (("depth", -done_n), ("bytes", -done_bytes), ("delivered", done_n)):
-                deltas[k] = deltas.get(k, 0) + v
-        res.done += done_n
+                dc.executemany("UPDATE queue SET sinks = ? WHERE id = ?", partial)
+        if done_keys:
+            hs, blob, _ = hash_batch(done_keys)
+            if self.ledger_on:
+                ed.ledger_n += len(hs)
+                ed.ledger_blob.append(blob)
+            else:
+                ed.gone_keys.extend(hs)
         res.partial += len(partial)
         missing = [i for i in rest if i not in found_ids]
         if missing:  # maybe dead-lettered meanwhile: a later success clears it from the DLQ
-            res.unknown += self._ack_dead(c, missing, sink, now, deltas, done_hashes)
+            res.unknown += self._ack_dead(dc, ed, missing, sink, deltas)
+        return done_n, done_bytes
 
-    def _bytes_of_new(self, c: Any, n: int) -> int:
-        return int(c.exec_driver_sql(
-            "SELECT coalesce(sum(size),0) FROM (SELECT size FROM queue ORDER BY id DESC LIMIT ?)", (n,)).scalar())
+    def _ack_dead(self, dc: Any, ed: "_Edit", ids: List[int], sink: str, deltas: Dict[str, int]) -> int:
+        unknown = 0
+        for rid in ids:
+            r = dc.execute("SELECT key, sinks FROM dead WHERE id = ?", (rid,)).fetchone()
+            if r is None:
+                unknown += 1
+                continue
+            left = [s for s in r[1].split(",") if s not in (sink, ANY_SINK)] if sink != ANY_SINK else []
+            if left:
+                dc.execute("UPDATE dead SET sinks = ? WHERE id = ?", (",".join(left), rid))
+            else:
+                dc.execute("DELETE FROM dead WHERE id = ?", (rid,))
+                if self.ledger_on:  # a dead row's key was forgotten: it is known again
+                    h = key_hash(r[0])
+                    ed.ledger_n += 1
+                    ed.ledger_blob.append(_HASH.pack(*h))
+                    ed.added_keys.append(h)
+                deltas["dead"] = deltas.get("dead", 0) - 1
+                deltas["delivered"] = deltas.get("delivered", 0) + 1
+        return unknown
 
-    def _make_room(self, c: Any, rows: List[Tuple[Any, ...]], res: EnqueueResult,
-                   deltas: Dict[str, int]) -> List[Tuple[Any, ...]]:
+    def _materialize(self, dc: Any, ed: "_Edit", ids: Iterable[int]) -> int:
+        """Move segment rows into the ``queue`` table (keeping their ids) before anything
+        changes them one by one: attempts, next-attempt time, the sinks still to confirm."""
+        ins = []
+        for rid in ids:
+            s = self._segs.get(rid >> SEG_BITS)
+            i = rid & _SEG_MASK
+            if s is None or i >= s.n or not ed.has(s, i):
+                continue
+            fields, sinks = self._seg_data(s, dc)
+            f = fields[i]
+            ins.append((rid,) + tuple(f[:11]) + _encode_extra(f) +
+                       (s.sizes[i], s.sinks if sinks is None else sinks[i], s.enq_ns, 0, None))
+            ed.take(s, i)
+            ed.moved_ids.append(rid)
+        if ins:
+            dc.executemany(_LOOSE_INSERT_SQL, ins)
+            ed.loose = True
+        return len(ins)
+
+    def _make_room(self, dc: Any, ed: "_Edit", sizes: List[int], res: EnqueueResult,
+                   deltas: Dict[str, int]) -> List[int]:
+        """Capacity: the indexes of the new rows (``sizes``) that fit (after dropping the
+        oldest rows with ``drop_oldest``); every refusal and drop is counted."""
         depth = self._counters.get("depth", 0) + deltas.get("depth", 0)
         nbytes = self._counters.get("bytes", 0) + deltas.get("bytes", 0)
-        need_rows, need_bytes = len(rows), sum(r[13] for r in rows)
+        need_rows, need_bytes = len(sizes), sum(sizes)
 
         def over(d: int, b: int) -> bool:
             return bool((self.max_rows and d > self.max_rows) or (self.max_bytes and b > self.max_bytes))
 
-        if not over(depth + need_rows, nbytes + need_bytes):
-            return rows
-        if self.overflow == "reject_new":
-            keep: List[Tuple[Any, ...]] = []
-            d, b = depth, nbytes
-            for r in rows:
-                if over(d + 1, b + r[13]):
+        def fit(d: int, b: int) -> List[int]:
+            keep: List[int] = []
+            for j, size in enumerate(sizes):
+                if over(d + 1, b + size):
                     res.rejected += 1
                     continue
-                keep.append(r)
+                keep.append(j)
                 d += 1
-                b += r[13]
+                b += size
             return keep
-        # drop_oldest: delete ready rows from the head until the batch fits
+
+        if not over(depth + need_rows, nbytes + need_bytes):
+            return list(range(len(sizes)))
+        if self.overflow == "reject_new":
+            return fit(depth, nbytes)
+        # drop_oldest: drop rows that are not leased from the head until the batch fits
         d, b = depth + need_rows, nbytes + need_bytes
-        victims: List[Tuple[int, int]] = []
-        cur = c.exec_driver_sql("SELECT id, size FROM queue ORDER BY id")
-        for rid, size in cur:
-            if rid in self._leases:
-                continue
+        loose_v: List[Tuple[int, int, str]] = []
+        seg_v: List[Tuple[int, _Seg, int]] = []
+        cur = dc.execute("SELECT id, size, key FROM queue ORDER BY id")
+        heads = heapq.merge(((r[0], 0, r) for r in cur),
+                            ((rid, 1, (rid, s, i)) for rid, s, i in self._iter_seg_rows(ed)))
+        leases = self._leases
+        for rid, kind, x in heads:
             if not over(d, b):
                 break
-            victims.append((rid, size))
+            if rid in leases:
+                continue
+            if kind == 0:
+                loose_v.append(x)
+                size = x[1]
+            else:
+                seg_v.append(x)
+                size = x[1].sizes[x[2]]
             d -= 1
             b -= size
         cur.close()
-        if victims:
-            c.exec_driver_sql("DELETE FROM queue WHERE id = ?", [(v[0],) for v in victims])
-            self._dropped_rows = len(victims)
-            self._dropped_bytes = sum(v[1] for v in victims)
-            for k, v in (("depth", -self._dropped_rows), ("bytes", -self._dropped_bytes),
-                         ("dropped_overflow", self._dropped_rows)):
+        dropped = dropped_bytes = 0
+        for rid, s, i in seg_v:
+            dropped_bytes += ed.take(s, i)
+            ed.gone_ids.append(rid)
+            ed.gone_keys.append(_HASH.unpack_from(s.hashes, i << 4))
+        if loose_v:
+            dc.executemany("DELETE FROM queue WHERE id = ?", [(v[0],) for v in loose_v])
+            dropped_bytes += sum(v[1] for v in loose_v)
+            ed.gone_ids.extend(v[0] for v in loose_v)
+            ed.gone_keys.extend(key_hashes([v[2] for v in loose_v]))
+        dropped = len(seg_v) + len(loose_v)
+        if dropped:
+            for k, v in (("depth", -dropped), ("bytes", -dropped_bytes), ("dropped_overflow", dropped)):
                 deltas[k] = deltas.get(k, 0) + v
-            res.dropped = len(victims)
+            res.dropped = dropped
         if over(d, b):  # the batch alone exceeds capacity: refuse what does not fit
-            keep = []
-            d, b = depth - res.dropped, nbytes - self._dropped_bytes
-            for r in rows:
-                if over(d + 1, b + r[13]):
-                    res.rejected += 1
-                    continue
-                keep.append(r)
-                d += 1
-                b += r[13]
-            return keep
-        return rows
+            return fit(depth - dropped, nbytes - dropped_bytes)
+        return list(range(len(sizes)))
 
     # ------------------------------------------------------------ lease/ack/nack
     def lease(self, n: int, lease_s: float = 30.0) -> List[Row]:
@@ -895,98 +1385,93 @@ class DurableStore:
                 if expired:
                     for i in expired:
                         del leases[i]
-                    if self._hot_lo is None or min(expired) < self._hot_lo:
-                        self._cold_done = False
-            dv = self._conn.connection.driver_connection.execute("PRAGMA data_version").fetchone()[0]
-            if dv != self._data_version:
-                # another connection (the CLI: redrive, purge) changed the file
-                self._data_version = dv
-                self._hot_reset()
-            if self._hot_lo is None:
-                seq = self._read(lambda c: c.connection.driver_connection.execute(
-                    "SELECT seq FROM sqlite_sequence WHERE name = 'queue'").fetchone())
-                self._hot_lo = (int(seq[0]) if seq else 0) + 1
-                self._hot = {}
-                self._cold_done = False
-            if self._cold_done and self._cold_wake_ns is not None and now >= self._cold_wake_ns:
-                self._cold_done = False
-            out: List[Row] = []
-            if not self._cold_done:
-                hot_lo = self._hot_lo
-                got: List[Any] = []
+                    self._cursor = min(self._cursor, min(expired))
+                    self._loose_done = False
+            self._refresh()
+            if self._loose_done and self._loose_wake_ns is not None and now >= self._loose_wake_ns:
+                self._loose_done = False
+            loose: List[Any] = []
+            if not self._loose_done:
                 last = 0
-                while len(got) < n:
-                    want = n - len(got) + len(leases)
-                    # plain DB-API rows from the same connection and transaction
-                    # (SQLAlchemy's Row processing cost more than the query itself here)
+                while len(loose) < n:
+                    want = n - len(loose) + len(leases)
+                    # plain DB-API rows (SQLAlchemy's Row processing cost more than the query)
                     batch = self._read(lambda c: c.connection.driver_connection.execute(
-                        _LEASE_SQL, (last, hot_lo, now, want)).fetchall())
-                    got.extend(r for r in batch if r[0] not in leases)
+                        _LOOSE_LEASE_SQL, (last, now, want)).fetchall())
+                    loose.extend(r for r in batch if r[0] not in leases)
                     if len(batch) < want:
-                        # the cold part is drained: remember when a delayed row gets ready
+                        # drained: remember when a delayed row gets ready
                         wake = self._read(lambda c: c.connection.driver_connection.execute(
-                            "SELECT min(avail_ns) FROM queue WHERE id < ? AND avail_ns > ?",
-                            (hot_lo, now)).fetchone())
-                        self._cold_wake_ns = wake[0] if wake and wake[0] is not None else None
-                        self._cold_done = True
+                            "SELECT min(avail_ns) FROM queue WHERE avail_ns > ?", (now,)).fetchone())
+                        self._loose_wake_ns = wake[0] if wake and wake[0] is not None else None
+                        self._loose_done = True
                         break
                     last = batch[-1][0]
-                out = [_row(r) for r in got[:n]]
-            if len(out) < n and self._hot:
-                need = n - len(out)
-                for rid, row in self._hot.items():
-                    if rid in leases:
-                        continue
-                    out.append(row)
-                    need -= 1
-                    if not need:
-                        break
-            for r in out:
-                leases[r.id] = until
+            # segment rows from the cursor on, skipping gone and leased ones
+            seg_rows: List[Row] = []
+            ids, segs, cursor = self._seg_ids, self._segs, self._cursor
+            k = bisect.bisect_left(ids, cursor >> SEG_BITS)
+            need = n
+            while k < len(ids) and need > 0:
+                s = segs[ids[k]]
+                base, g, full = s.id << SEG_BITS, s.gone, s.live == s.n
+                lo = max(0, cursor - base)
+                while lo < s.n and need > 0:
+                    hi = min(s.n, lo + max(2 * need, 64))   # a window: segments can be large
+                    if full and not leases:
+                        idx = list(range(lo, hi))
+                    elif full:
+                        idx = [i for i in range(lo, hi) if base | i not in leases]
+                    else:
+                        idx = [i for i in range(lo, hi) if not g[i >> 3] >> (i & 7) & 1 and base | i not in leases]
+                    del idx[need:]
+                    if idx:
+                        hot = self._hot.get(s.id)
+                        if hot is not None:
+                            seg_rows.extend([hot[i] for i in idx])
+                        else:
+                            seg_rows.extend([self._seg_row(base | i, s, i) for i in idx])
+                        need -= len(idx)
+                    lo = hi
+                k += 1
+            last_seg = seg_rows[-1].id if seg_rows else None   # seg_rows holds at most n rows
+            if loose:  # oldest first across loose and segment rows
+                out = []
+                last_seg = None
+                n_loose = 0
+                for rid, tag, r in itertools.islice(heapq.merge(
+                        ((r[0], 0, r) for r in loose), ((r.id, 1, r) for r in seg_rows),
+                        key=operator.itemgetter(0)), n):
+                    if tag:
+                        out.append(r)
+                        last_seg = rid
+                    else:
+                        out.append(_row(r))
+                        n_loose += 1
+                if n_loose < len(loose):
+                    self._loose_done = False   # ready loose rows were left for the next lease
+            else:
+                out = seg_rows
+            if last_seg is not None:
+                self._cursor = last_seg + 1
+            leases.update(dict.fromkeys([r.id for r in out], until))
             return out
-
-    def _hot_reset(self) -> None:
-        """Forget the in-memory rows: everything is read from the file again (after nack,
-        dead-letter, redrive, purge, drop_oldest: anything that changes rows behind the
-        enqueue/ack path)."""
-        with self._lock:
-            self._hot = {}
-            self._hot_lo = None
-            self._cold_done = False
-            self._cold_wake_ns = None
 
     @property
     def leased(self) -> int:
+        """Rows leased and not expired. Takes no lock (the queue node asks at every poll and
+        must not wait for a commit's fsync): a copy of the values is taken in one C call."""
         now = self.clock_ns()
-        with self._lock:
-            return sum(1 for t in self._leases.values() if t > now)
+        return sum(1 for t in list(self._leases.values()) if t > now)
 
     def release(self, row_ids: Iterable[int]) -> None:
         """Give leased rows back without counting an attempt (ready again at once)."""
         with self._lock:
             for i in row_ids:
                 i = int(i)
-                if self._leases.pop(i, None) is not None and (self._hot_lo is None or i < self._hot_lo):
-                    self._cold_done = False
-
-    def _ack_dead(self, c: Any, ids: List[int], sink: str, now: int, deltas: Dict[str, int],
-                  done_hashes: List[Tuple[int, int]]) -> int:
-        unknown = 0
-        for rid in ids:
-            r = c.exec_driver_sql("SELECT key, sinks FROM dead WHERE id = ?", (rid,)).first()
-            if r is None:
-                unknown += 1
-                continue
-            left = [s for s in r[1].split(",") if s not in (sink, ANY_SINK)] if sink != ANY_SINK else []
-            if left:
-                c.exec_driver_sql("UPDATE dead SET sinks = ? WHERE id = ?", (",".join(left), rid))
-            else:
-                c.exec_driver_sql("DELETE FROM dead WHERE id = ?", (rid,))
-                if self.ledger_on:
-                    done_hashes.append(key_hash(r[0]))
-                deltas["dead"] = deltas.get("dead", 0) - 1
-                deltas["delivered"] = deltas.get("delivered", 0) + 1
-        return unknown
+                if self._leases.pop(i, None) is not None:
+                    self._cursor = min(self._cursor, i)
+                    self._loose_done = False
 
     def nack(self, row_ids: Iterable[int], reason: str = "", delay_s: float = 0.0,
              max_attempts: int = 0) -> int:
@@ -998,23 +1483,23 @@ class DurableStore:
         now = self.clock_ns()
         until = now + int(max(0.0, delay_s) * 1e9)
 
-        def fn(c: Any) -> int:
-            c.exec_driver_sql(
+        def fn(dc: Any, ed: _Edit, deltas: Dict[str, int]) -> int:
+            self._materialize(dc, ed, ids)
+            dc.executemany(
                 "UPDATE queue SET attempts = attempts + 1, last_error = ?, state = 0, avail_ns = ? WHERE id = ?",
                 [(reason[:2000], until, i) for i in ids])
-            self._bump(c, {"nacks": len(ids)})
-            n_dead = 0
+            deltas["nacks"] = len(ids)
+            ed.loose = True
             if max_attempts > 0:
                 q = f"SELECT id FROM queue WHERE attempts >= ? AND id IN ({','.join('?' * len(ids))})"
-                over = [r[0] for r in c.exec_driver_sql(q, (max_attempts, *ids))]
+                over = [r[0] for r in dc.execute(q, (max_attempts, *ids))]
                 if over:
-                    n_dead = self._dead_letter(c, over, f"gave up after {max_attempts} attempts: {reason}", now)
-            return n_dead
+                    return self._dead_letter(dc, ed, over, f"gave up after {max_attempts} attempts: {reason}",
+                                             now, deltas)
+            return 0
 
-        n = self._tx("nack", fn)
-        self._hot_reset()  # attempts, next-attempt time: read from the file from now on
+        n = self._change("nack", fn)
         self.release(ids)
-        self._counters = self._load_counters_locked()
         return n
 
     def extend(self, row_ids: Iterable[int], lease_s: float, reason: str = "") -> None:
@@ -1023,17 +1508,17 @@ class DurableStore:
         if not ids:
             return
         until = self.clock_ns() + int(lease_s * 1e9)
-        self._tx("extend lease", lambda c: c.exec_driver_sql(
-            "UPDATE queue SET attempts = attempts + 1, last_error = ? WHERE id = ?",
-            [(reason[:2000], i) for i in ids]))
+
+        def fn(dc: Any, ed: _Edit, deltas: Dict[str, int]) -> None:
+            self._materialize(dc, ed, ids)
+            dc.executemany("UPDATE queue SET attempts = attempts + 1, last_error = ? WHERE id = ?",
+                           [(reason[:2000], i) for i in ids])
+
+        self._change("extend lease", fn)
         with self._lock:
             for i in ids:
                 if i in self._leases:
                     self._leases[i] = until
-                r = self._hot.get(i)
-                if r is not None:
-                    r.attempts += 1
-                    r.last_error = reason[:2000]
 
     def nack_over(self, row_ids: Iterable[int], max_attempts: int, reason: str) -> int:
         """Dead-letter those of ``row_ids`` that reached ``max_attempts`` attempts."""
@@ -1042,18 +1527,17 @@ class DurableStore:
             return 0
         now = self.clock_ns()
 
-        def fn(c: Any) -> int:
+        def fn(dc: Any, ed: _Edit, deltas: Dict[str, int]) -> int:
+            # attempts are counted on loose rows only: a row in a segment has none yet
             q = f"SELECT id FROM queue WHERE attempts >= ? AND id IN ({','.join('?' * len(ids))})"
-            over = [r[0] for r in c.exec_driver_sql(q, (max_attempts, *ids))]
+            over = [r[0] for r in dc.execute(q, (max_attempts, *ids))]
             if not over:
                 return 0
-            return self._dead_letter(c, over, f"gave up after {max_attempts} attempts: {reason}", now)
+            return self._dead_letter(dc, ed, over, f"gave up after {max_attempts} attempts: {reason}", now, deltas)
 
-        n = self._tx("dead-letter", fn)
+        n = self._change("dead-letter", fn)
         if n:
-            self._hot_reset()
             self.release(ids)
-            self._counters = self._load_counters_locked()
         return n
 
     def dead_letter(self, row_ids: Iterable[int], reason: str) -> int:
@@ -1062,69 +1546,85 @@ class DurableStore:
         if not ids:
             return 0
         now = self.clock_ns()
-        n = self._tx("dead-letter", lambda c: self._dead_letter(c, ids, reason, now))
-        self._hot_reset()
+        n = self._change("dead-letter", lambda dc, ed, deltas: self._dead_letter(dc, ed, ids, reason, now, deltas))
         self.release(ids)
-        self._counters = self._load_counters_locked()
         return n
 
-    def _dead_letter(self, c: Any, ids: List[int], reason: str, now: int) -> int:
+    def _dead_letter(self, dc: Any, ed: "_Edit", ids: List[int], reason: str, now: int,
+                     deltas: Dict[str, int]) -> int:
+        self._materialize(dc, ed, ids)
         marks = ",".join("?" * len(ids))
-        size = c.exec_driver_sql(f"SELECT count(*), coalesce(sum(size),0) FROM queue WHERE id IN ({marks})",
-                                 tuple(ids)).one()
-        c.exec_driver_sql(
+        got = dc.execute(f"SELECT id, key, size FROM queue WHERE id IN ({marks})", tuple(ids)).fetchall()
+        if not got:
+            return 0
+        dc.execute(
             f"INSERT OR REPLACE INTO dead ({_COPY_COLS}, reason, dead_ns) SELECT {_COPY_COLS}, ?, ? "
             f"FROM queue WHERE id IN ({marks})", (reason[:2000], now, *ids))
-        c.exec_driver_sql(f"DELETE FROM queue WHERE id IN ({marks})", tuple(ids))
-        n = int(size[0])
-        self._bump(c, {"depth": -n, "bytes": -int(size[1]), "dead": n, "dead_lettered": n})
+        dc.execute(f"DELETE FROM queue WHERE id IN ({marks})", tuple(ids))
+        n = len(got)
+        ed.gone_ids.extend(g[0] for g in got)
+        ed.gone_keys.extend(key_hashes([g[1] for g in got]))
+        for k, v in (("depth", -n), ("bytes", -sum(g[2] for g in got)), ("dead", n), ("dead_lettered", n)):
+            deltas[k] = deltas.get(k, 0) + v
         return n
-
-    def _load_counters_locked(self) -> Dict[str, int]:
-        with self._lock:
-            return self._load_counters()
 
     def redrive(self, row_ids: Optional[Iterable[int]] = None) -> int:
         """Move dead-lettered rows (all, or these ids) back to the tail of the queue, attempts reset."""
         now = self.clock_ns()
         ids = None if row_ids is None else [int(i) for i in row_ids]
 
-        def fn(c: Any) -> int:
-            where = "" if ids is None else f" WHERE id IN ({','.join('?' * len(ids))})"
-            args = () if ids is None else tuple(ids)
+        def fn(dc: Any, ed: _Edit, deltas: Dict[str, int]) -> int:
             if ids is not None and not ids:
                 return 0
-            cols = [x for x in _ROW_COLS if x not in ("id", "attempts", "enq_ns", "last_error")]
-            cnt, nbytes = c.exec_driver_sql(f"SELECT count(*), coalesce(sum(size),0) FROM dead{where}", args).one()
-            # a key still queued (re-enqueued meanwhile) wins: drop the dead duplicate
-            c.exec_driver_sql(
-                f"INSERT OR IGNORE INTO queue ({', '.join(cols)}, enq_ns, attempts, state, avail_ns) "
-                f"SELECT {', '.join(cols)}, ?, 0, 0, 0 FROM dead{where} ORDER BY id", (now, *args))
-            c.exec_driver_sql(f"DELETE FROM dead{where}", args)
-            self._bump(c, {"depth": int(cnt), "bytes": int(nbytes), "dead": -int(cnt), "redriven": int(cnt)})
-            return int(cnt)
+            where = "" if ids is None else f" WHERE id IN ({','.join('?' * len(ids))})"
+            args = () if ids is None else tuple(ids)
+            dead = dc.execute(f"SELECT {_COPY_COLS} FROM dead{where} ORDER BY id", args).fetchall()
+            if not dead:
+                return 0
+            fields = [_PACKET_FIELDS(_decode(r)) for r in dead]
+            hs, _, _ = hash_batch([f[0] for f in fields])
+            # a key queued again (or delivered) meanwhile wins: the dead duplicate is dropped
+            queued = self._known.contains(hs)
+            seen: set = set()
+            keep = []
+            for j, h in enumerate(hs):
+                if not queued[j] and h not in seen:
+                    seen.add(h)
+                    keep.append(j)
+            if keep:
+                sizes = [dead[j][14] for j in keep]
+                self._append(dc, ed, [fields[j] for j in keep], sizes, ANY_SINK, [dead[j][15] for j in keep], None,
+                             [hs[j] for j in keep], _pack_hashes([hs[j] for j in keep]), now)
+                for k, v in (("depth", len(keep)), ("bytes", sum(sizes))):
+                    deltas[k] = deltas.get(k, 0) + v
+            dc.execute(f"DELETE FROM dead{where}", args)
+            for k, v in (("dead", -len(dead)), ("redriven", len(dead))):
+                deltas[k] = deltas.get(k, 0) + v
+            return len(dead)
 
-        n = self._tx("redrive", fn)
-        self._hot_reset()  # the redriven rows get new ids: read them from the file
-        self._counters = self._load_counters_locked()
-        return n
+        return self._change("redrive", fn)
 
     def purge(self, dead: bool = False, queue: bool = False) -> int:
         """Delete all rows of the dead-letter table and/or the queue (counted as ``purged``)."""
-        def fn(c: Any) -> int:
+        def fn(dc: Any, ed: _Edit, deltas: Dict[str, int]) -> int:
             n = 0
             if queue:
-                n += c.exec_driver_sql("DELETE FROM queue").rowcount
-                c.exec_driver_sql("UPDATE counters SET value = 0 WHERE name IN ('depth', 'bytes')")
+                n += dc.execute("DELETE FROM queue").rowcount + sum(s.live for s in self._segs.values())
+                dc.execute("DELETE FROM segments")
+                dc.execute("DELETE FROM segments_gone")
+                dc.execute("UPDATE counters SET value = 0 WHERE name IN ('depth', 'bytes')")
             if dead:
-                n += c.exec_driver_sql("DELETE FROM dead").rowcount
-                c.exec_driver_sql("UPDATE counters SET value = 0 WHERE name = 'dead'")
-            self._bump(c, {"purged": n})
+                n += dc.execute("DELETE FROM dead").rowcount
+                dc.execute("UPDATE counters SET value = 0 WHERE name = 'dead'")
+            deltas["purged"] = n
             return n
 
-        n = self._tx("purge", fn)
-        self._hot_reset()
-        self._counters = self._load_counters_locked()
+        n = self._change("purge", fn)
+        with self._lock:
+            self._counters = self._load_counters()
+            if queue:
+                self._leases.clear()
+                self._read(lambda c: self._reload(c.connection.driver_connection))
         return n
 
     def prune_ledger(self) -> int:
@@ -1158,22 +1658,10 @@ class DurableStore:
             return n
 
         n = self._tx("prune ledger", fn)
-        if n and (n > 0.05 * max(1, len(self._keys)) or len(self._keys) <= n):
-            self._load_keys()
-        return n
-
-    def _load_keys(self) -> None:
-        keys = _KeySet()
-        if self.ledger_on:
-            blob = b"".join(self._read(lambda c: [r[0] for r in c.connection.driver_connection.execute(
-                "SELECT hashes FROM ledger_blocks ORDER BY id")]))
-            if blob:
-                if keys._np is not None:
-                    keys.load(keys._np.frombuffer(blob, dtype=">i8").astype(keys._np.int64).reshape(-1, 2))
-                else:
-                    keys.load(list(struct.iter_unpack(">qq", blob)))
         with self._lock:
-            self._keys = keys
+            if n and (n > 0.05 * max(1, len(self._known)) or len(self._known) <= n):
+                self._known = self._read(lambda c: self._build_known(c.connection.driver_connection))
+        return n
 
     # ------------------------------------------------------------ reading
     def _read(self, fn: Callable[[Any], Any]) -> Any:
@@ -1186,8 +1674,16 @@ class DurableStore:
                 self._end(self._conn)
 
     def peek(self, n: int = 10, offset: int = 0) -> List[Row]:
-        return self._read(lambda c: [_row(r) for r in c.exec_driver_sql(
-            f"SELECT {_COPY_COLS} FROM queue ORDER BY id LIMIT ? OFFSET ?", (n, offset))])
+        """Queued rows (leased or not), oldest first."""
+        need = max(0, n) + max(0, offset)
+        with self._lock:
+            self._refresh()
+            loose = self._read(lambda c: c.connection.driver_connection.execute(
+                f"SELECT {_COPY_COLS} FROM queue ORDER BY id LIMIT ?", (need,)).fetchall())
+            seg = list(itertools.islice(self._iter_seg_rows(), need))
+            both = heapq.merge(((r[0], 0, r) for r in loose), ((x[0], 1, x) for x in seg))
+            return [_row(x) if kind == 0 else self._seg_row(*x)
+                    for _, kind, x in itertools.islice(both, max(0, offset), need)]
 
     def dlq(self, n: int = 10, offset: int = 0) -> List[Row]:
         def fn(c: Any) -> List[Row]:
@@ -1202,24 +1698,44 @@ class DurableStore:
         return self._read(fn)
 
     def in_ledger(self, key: str) -> bool:
+        """Was ``key`` delivered within the retention window (re-enqueueing it is a no-op)?"""
+        h = key_hash(key)
         with self._lock:
-            return self._keys.contains([key_hash(key)])[0]
+            self._refresh()
+            if not self.ledger_on or not self._known.contains([h])[0]:
+                return False
+            # known: delivered, unless it is still queued
+            h16 = _HASH.pack(*h)
+            for sg in self._segs.values():
+                j = sg.hashes.find(h16)
+                while j != -1:
+                    if j % 16 == 0 and sg.has(j >> 4):
+                        return False
+                    j = sg.hashes.find(h16, j + 1)
+            return self._read(lambda c: c.connection.driver_connection.execute(
+                "SELECT 1 FROM queue WHERE key = ?", (key,)).fetchone()) is None
 
     def stats(self) -> Stats:
         now = self.clock_ns()
 
-        def fn(c: Any) -> Stats:
+        def fn(c: Any) -> Tuple[Dict[str, int], Any, int]:
             counters = {n: int(v) for n, v in c.exec_driver_sql("SELECT name, value FROM counters")}
             head = c.exec_driver_sql("SELECT id, enq_ns FROM queue ORDER BY id LIMIT 1").first()
-            leased = self.leased
             ledger = c.exec_driver_sql("SELECT coalesce(sum(n), 0) FROM ledger_blocks").scalar() or 0
-            return Stats(depth=counters.get("depth", 0), bytes=counters.get("bytes", 0), leased=int(leased),
-                         dead=counters.get("dead", 0),
-                         oldest_age_s=max(0.0, (now - head[1]) / 1e9) if head else 0.0,
-                         oldest_id=head[0] if head else None, ledger=int(ledger), counters=counters,
-                         path=self.path, schema_version=self.schema_version, synchronous=self.synchronous)
+            return counters, head, int(ledger)
 
-        return self._read(fn)
+        with self._lock:
+            self._refresh()
+            counters, head, ledger = self._read(fn)
+            first = next(self._iter_seg_rows(), None)
+            if first is not None and (head is None or first[0] < head[0]):
+                head = (first[0], first[1].enq_ns)
+            leased = self.leased
+        return Stats(depth=counters.get("depth", 0), bytes=counters.get("bytes", 0), leased=int(leased),
+                     dead=counters.get("dead", 0),
+                     oldest_age_s=max(0.0, (now - head[1]) / 1e9) if head else 0.0,
+                     oldest_id=head[0] if head else None, ledger=ledger, counters=counters,
+                     path=self.path, schema_version=self.schema_version, synchronous=self.synchronous)
 
     @property
     def depth(self) -> int:

@@ -442,3 +442,99 @@ def test_v2_ledger_rows_migrate_to_blocks_and_prune_by_block(tmp_path):
     clock.advance(7200)
     assert s.prune_ledger() == 1502 and s.stats().ledger == 0 and not s.in_ledger(pk(2600).idempotency_key)
     s.close()
+
+
+def test_partly_confirmed_segment_survives_a_restart(db):
+    """A commit's rows are one segment; confirming some of them, then restarting, brings
+    back exactly the others, oldest first, and the counters agree with the rows."""
+    s = DurableStore(db)
+    s.enqueue([pk(i) for i in range(10)])
+    rows = s.lease(10)
+    assert s.ack([r.id for r in rows if r.packet.seq % 3 == 0]).done == 4
+    st = s.stats()
+    assert (st.depth, st.counters["delivered"]) == (6, 4)
+    s.close()
+    s = DurableStore(db)
+    left = s.lease(100)
+    assert [r.packet.seq for r in left] == [1, 2, 4, 5, 7, 8]
+    assert s.stats().bytes == sum(r.size for r in left)
+    assert s.ack([r.id for r in left]).done == 6
+    s.close()
+    s = DurableStore(db)
+    assert s.stats().depth == 0 and s.lease(10) == [] and s.stats().bytes == 0
+    c = sqlite3.connect(db)  # nothing left behind in the file either
+    assert c.execute("SELECT count(*) FROM segments").fetchone()[0] == 0
+    assert c.execute("SELECT count(*) FROM segments_gone").fetchone()[0] == 0
+    c.close()
+    s.close()
+
+
+def test_queued_keys_are_deduplicated_after_a_restart_and_across_segments(db):
+    s = DurableStore(db, ledger_retention_s=0)   # no ledger: only the queued-key index says no
+    s.enqueue([pk(i) for i in range(5)])
+    s.enqueue([pk(i) for i in range(3, 8)])      # 3 and 4 are queued in the first segment
+    assert s.stats().depth == 8 and s.counters["duplicates"] == 2
+    s.close()
+    s = DurableStore(db, ledger_retention_s=0)
+    res = s.enqueue([pk(2), pk(7), pk(8), pk(8)])  # queued, queued, new, new twice in one batch
+    assert (res.accepted, res.duplicates) == (1, 3)
+    # a key that left the queue without delivery (dead-lettered) may be queued again
+    [r] = [r for r in s.lease(20) if r.packet.seq == 2]
+    s.dead_letter([r.id], "bad")
+    assert s.enqueue([pk(2)]).accepted == 1
+    s.close()
+
+
+def test_large_batches_take_several_segments(db, monkeypatch):
+    from schnitzel_core import store as st
+
+    monkeypatch.setattr(st, "SEG_ROWS", 8)
+    s = DurableStore(db)
+    assert s.enqueue([pk(i) for i in range(20)]).accepted == 20
+    ids = [r.id for r in s.peek(100)]
+    assert len({i >> st.SEG_BITS for i in ids}) == 3 and ids == sorted(ids)
+    assert [r.packet.seq for r in s.lease(100)] == list(range(20))
+    assert s.ack(ids).done == 20 and s.stats().depth == 0
+    s.close()
+
+
+def test_drop_oldest_takes_retried_and_fresh_rows_in_id_order(db):
+    """drop_oldest counts across both kinds of rows: rows a nack made individual and rows
+    still in their segment; leased rows are not dropped."""
+    s = DurableStore(db, max_rows=6, overflow="drop_oldest")
+    s.enqueue([pk(i) for i in range(6)])
+    r0, r1, r2 = s.lease(3)
+    s.nack([r0.id, r2.id], "503")               # 0 and 2 now wait for a retry, 1 stays leased
+    res = s.enqueue([pk(i) for i in range(6, 9)])
+    assert (res.accepted, res.dropped) == (3, 3)
+    assert [r.packet.seq for r in s.peek(100)] == [1, 4, 5, 6, 7, 8]
+    st = s.stats()
+    assert st.depth == 6 and st.counters["dropped_overflow"] == 3
+    assert s.ack([r1.id]).done == 1
+    s.close()
+
+
+def test_v3_store_migrates_with_its_queued_rows_first(tmp_path):
+    """A store written before segments (schema v3: one queue row per packet) keeps its
+    rows; they come first, new rows follow, ids keep growing."""
+    v3_src = os.path.join(os.path.dirname(__file__), "data", "store_v3_schema.sql")
+    db = str(tmp_path / "v3.db")
+    c = sqlite3.connect(db)
+    c.executescript(open(v3_src).read())
+    c.execute(f"PRAGMA application_id={APPLICATION_ID}")
+    for i in range(3):
+        c.execute("INSERT INTO queue(key, stream_id, seq, epoch, kind, payload, size, sinks, enq_ns) "
+                  "VALUES (?, 's', ?, 0, 'event', x'00', 300, '*', 1)", (f"old{i}", i))
+    c.execute("UPDATE counters SET value = 3 WHERE name = 'depth'")
+    c.execute("UPDATE counters SET value = 900 WHERE name = 'bytes'")
+    c.commit()
+    c.close()
+    s = DurableStore(db)
+    assert s.schema_version == SCHEMA_VERSION and s.stats().depth == 3
+    s.enqueue([pk(i) for i in range(2)])
+    assert s.enqueue([Packet(stream_id="s", seq=9, kind="event", idempotency_key="old1")]).duplicates == 1
+    rows = s.lease(10)
+    assert [r.key for r in rows[:3]] == ["old0", "old1", "old2"] and [r.packet.seq for r in rows[3:]] == [0, 1]
+    assert [r.id for r in rows] == sorted(r.id for r in rows)
+    assert s.ack([r.id for r in rows]).done == 5 and s.stats().depth == 0 and s.stats().bytes == 0
+    s.close()

@@ -20,7 +20,8 @@ WAL, the same ``synchronous`` for every column of a row):
   same batches").
 - raw insert+delete: the same logical work as 'store' with nothing else: per batch ONE
   commit holding the INSERT of the batch and ``DELETE ... WHERE id IN (...)`` of the previous
-  batch.
+  batch. Both raw tables use ``secure_delete=FAST`` as the store does (Debian's SQLite
+  defaults to ON, which rewrites freed pages with zeros).
 - before (``--compare-with``): the 'store' column for another store module (e.g. the
   previous commit's ``store.py``) in the same run.
 Targets (issue 5) at batch 100 and synchronous=FULL: >= 0.5x raw and >= 100,000 packets/s.
@@ -79,6 +80,7 @@ def raw_conn(path: str, sync: str):
     c = sqlite3.connect(path, isolation_level=None)
     c.execute("PRAGMA journal_mode=WAL")
     c.execute(f"PRAGMA synchronous={sync}")
+    c.execute("PRAGMA secure_delete=FAST")  # as the store sets it (some builds default to ON)
     c.execute("CREATE TABLE q (id INTEGER PRIMARY KEY, key TEXT, payload BLOB)")
     return c
 

@@ -248,24 +248,22 @@ _LOOSE_INSERT_SQL = f"INSERT INTO queue ({_COPY_COLS}, state, avail_ns) VALUES (
 _SEGMENT_INSERT_SQL = "INSERT INTO segments(enq_ns, n, sinks, sizes, hashes, data) VALUES (?, ?, ?, ?, ?, ?)"
 _SEGMENTS_READ_SQL = ("SELECT s.id, s.enq_ns, s.n, s.sinks, s.sizes, s.hashes, g.gone FROM segments s "
                       "LEFT JOIN segments_gone g ON g.id = s.id ORDER BY s.id")
-_HASH = struct.Struct(">qq")
+_BUMP_SQL: Dict[Tuple[str, ...], str] = {}   # counters-update statement per set of counter names
 
 
-# ---------------------------------------------------------------- ledger in memory
+# ---------------------------------------------------------------- keys in memory
+# A key is known by its 128-bit hash written as 32 lower-case hex digits: for a key made by
+# derive_key that is the key itself (nothing to compute, and Python caches a str's hash), any
+# other key is hashed (blake2b-128). On disk the same 128 bits are 16 bytes (bytes.fromhex).
 _HEX_DIGITS = "0123456789abcdef"
-_2_63, _2_64 = 1 << 63, 1 << 64
 
 
-def key_hash(key: str) -> Tuple[int, int]:
-    """128 bits of an idempotency key as two signed 64-bit ints. Keys made by derive_key
-    (32 lower-case hex digits) are used as they are; any other key is hashed (blake2b-128)."""
+def key_hash(key: str) -> str:
+    """The 128-bit hash of an idempotency key as 32 lower-case hex digits. Keys made by
+    derive_key (32 lower-case hex digits) are used as they are; any other key is hashed."""
     if len(key) == 32 and not key.strip(_HEX_DIGITS):  # canonical lower-case hex only
-        v = int(key, 16)
-        a, b = v >> 64, v & 0xFFFFFFFFFFFFFFFF
-    else:
-        d = _blake2b(key.encode("utf-8"), digest_size=16).digest()
-        a, b = int.from_bytes(d[:8], "big"), int.from_bytes(d[8:], "big")
-    return (a - _2_64 if a >= _2_63 else a, b - _2_64 if b >= _2_63 else b)
+        return key
+    return _blake2b(key.encode("utf-8"), digest_size=16).hexdigest()
 
 
 try:
@@ -274,33 +272,43 @@ except ImportError:  # pragma: no cover - numpy is a dependency
     _np = None
 
 
-def hash_batch(keys: Sequence[str]) -> Tuple[List[Tuple[int, int]], bytes, Any]:
-    """:func:`key_hash` of many keys: (pairs, the pairs packed as 16 big-endian bytes each,
-    an int64 (n, 2) numpy array of them or None). A batch of derive_key keys is converted
-    in one go (the 16 bytes are the key's own)."""
+def hash_batch(keys: Sequence[str]) -> Tuple[List[str], bytes]:
+    """:func:`key_hash` of many keys and the hashes packed (16 bytes each). A batch of
+    derive_key keys is checked and packed in one go."""
     if not keys:
-        return [], b"", None
-    if _np is not None and min(map(len, keys)) == 32 == max(map(len, keys)):
+        return [], b""
+    if min(map(len, keys)) == 32 == max(map(len, keys)):
         joined = "".join(keys)
         try:
             raw = bytes.fromhex(joined)
         except ValueError:
             raw = b""
         if raw.hex() == joined:  # canonical lower-case hex only (fromhex also takes A-F, spaces)
-            arr = _np.frombuffer(raw, dtype=">i8").reshape(-1, 2).astype(_np.int64)
-            return list(map(tuple, arr.tolist())), raw, arr
+            return list(keys), raw
     hs = [key_hash(k) for k in keys]
-    return hs, _pack_hashes(hs), None
+    return hs, bytes.fromhex("".join(hs))
 
 
-def key_hashes(keys: Sequence[str]) -> List[Tuple[int, int]]:
+def key_hashes(keys: Sequence[str]) -> List[str]:
     """:func:`key_hash` of many keys."""
     return hash_batch(keys)[0]
 
 
+def _split_hashes(blob: bytes) -> List[str]:
+    """16-byte hashes packed in ``blob`` -> hex strings."""
+    h = blob.hex()
+    return [h[i:i + 32] for i in range(0, len(h), 32)]
+
+
+def _hash_array(np: Any, blob: bytes) -> Any:
+    """16-byte hashes packed in ``blob`` -> int64 (n, 2) array (high, low halves, signed)."""
+    return np.frombuffer(blob, dtype=">i8").reshape(-1, 2).astype(np.int64)
+
+
 class _KeySet:
-    """Delivered-key hashes in memory: sorted numpy arrays (hi, lo) plus a set of recent
-    additions merged in batches. Without numpy, a sorted list of 128-bit ints (bisect)."""
+    """Key hashes in memory: sorted numpy arrays (hi, lo halves) plus a set of recent
+    additions (hex strings) merged in batches. Without numpy, a sorted list of the hex
+    strings (for 32 lower-case hex digits, text order is number order; bisect)."""
 
     MERGE_AT = 65536
 
@@ -312,28 +320,32 @@ class _KeySet:
         self._np = np
         self.hi: Any = np.empty(0, np.int64) if np is not None else None
         self.lo: Any = np.empty(0, np.int64) if np is not None else None
-        self.sorted: List[int] = []  # fallback: (hi << 64) | (lo & mask), sorted
+        self.sorted: List[str] = []  # fallback without numpy
         self.recent: set = set()
 
     def __len__(self) -> int:
         base = len(self.hi) if self._np is not None else len(self.sorted)
         return base + len(self.recent)
 
-    @staticmethod
-    def _as_int(h: Tuple[int, int]) -> int:
-        return (h[0] << 64) | (h[1] & 0xFFFFFFFFFFFFFFFF)
-
-    def load(self, pairs: Sequence[Tuple[int, int]]) -> None:
+    def load(self, keys: Any) -> None:
+        """Replace the set: ``keys`` is a list of hex hashes, their packed bytes, or an int64
+        (n, 2) array (numpy only)."""
         np = self._np
         self.recent = set()
+        if isinstance(keys, (bytes, bytearray)):
+            blob = bytes(keys)
+        elif isinstance(keys, list):
+            blob = bytes.fromhex("".join(keys))
+        else:
+            blob = None
         if np is None:
-            self.sorted = sorted(self._as_int(h) for h in pairs)
+            self.sorted = sorted(_split_hashes(blob if blob is not None else b""))
             return
-        arr = np.array(pairs, dtype=np.int64).reshape(-1, 2)
-        order = np.lexsort((arr[:, 1], arr[:, 0]))
+        arr = _hash_array(np, blob) if blob is not None else np.asarray(keys, dtype=np.int64).reshape(-1, 2)
+        order = np.argsort(arr[:, 0], kind="stable")
         self.hi, self.lo = arr[order, 0].copy(), arr[order, 1].copy()
 
-    def add(self, hs: Iterable[Tuple[int, int]]) -> None:
+    def add(self, hs: Iterable[str]) -> None:
         self.recent.update(hs)
         # merge when the recent keys reach MERGE_AT or 1/8 of the sorted part: a merge costs a
         # copy of the sorted part, so this keeps its cost per key about constant
@@ -341,37 +353,37 @@ class _KeySet:
             return
         np = self._np
         if np is None:
-            self.sorted = sorted(self.sorted + [self._as_int(h) for h in self.recent])
+            self.sorted = sorted(self.sorted + list(self.recent))
         else:
             # sort only the new keys and insert them in place (O(n) copy, not a sort of the whole
             # set: a ledger of a million keys merges every MERGE_AT deliveries). contains() needs
             # the high halves sorted; equal high halves are scanned.
-            arr = np.fromiter(itertools.chain.from_iterable(self.recent), dtype=np.int64,
-                              count=2 * len(self.recent)).reshape(-1, 2)
+            arr = _hash_array(np, bytes.fromhex("".join(self.recent)))
             arr = arr[np.argsort(arr[:, 0], kind="stable")]
             pos = np.searchsorted(self.hi, arr[:, 0])
             self.hi, self.lo = np.insert(self.hi, pos, arr[:, 0]), np.insert(self.lo, pos, arr[:, 1])
         self.recent = set()
 
-    def contains(self, hs: Sequence[Tuple[int, int]], arr: Any = None) -> List[bool]:
-        """Membership of each pair; ``arr``: the same pairs as an int64 (n, 2) array, if at hand."""
+    def contains(self, hs: Sequence[str], blob: Optional[bytes] = None) -> List[bool]:
+        """Membership of each hash; ``blob``: the same hashes packed, if at hand."""
         if not hs:
             return []
         recent = self.recent
         out = [h in recent for h in hs] if recent else [False] * len(hs)
+        return self._in_base(hs, out, blob)
+
+    def _in_base(self, hs: Sequence[str], out: List[bool], blob: Optional[bytes] = None) -> List[bool]:
+        """Sets out[i] for each hash found in the sorted part (those already True are kept)."""
         np = self._np
         if np is None:
-            import bisect
-
             for i, h in enumerate(hs):
                 if not out[i]:
-                    v = self._as_int(h)
-                    j = bisect.bisect_left(self.sorted, v)
-                    out[i] = j < len(self.sorted) and self.sorted[j] == v
+                    j = bisect.bisect_left(self.sorted, h)
+                    out[i] = j < len(self.sorted) and self.sorted[j] == h
             return out
         n = len(self.hi)
         if n:
-            q = arr if arr is not None else np.array(hs, dtype=np.int64).reshape(-1, 2)
+            q = _hash_array(np, blob if blob is not None else bytes.fromhex("".join(hs)))
             idx = np.searchsorted(self.hi, q[:, 0])
             hit = idx < n
             hit[hit] &= self.hi[idx[hit]] == q[hit, 0]
@@ -400,28 +412,28 @@ class _KnownKeys(_KeySet):
         super().load(pairs)
         self.removed = set()
 
-    def add(self, hs: Iterable[Tuple[int, int]]) -> None:
+    # Invariant: no hash is both in ``recent`` and in ``removed``; ``removed`` only masks the
+    # sorted part. contains = (in recent or in the sorted part) and not in removed.
+    def add(self, hs: Iterable[str]) -> None:
         rm = self.removed
-        if rm:  # back in the queue: un-remove (the base still holds it) instead of adding twice
-            fresh = []
-            for h in hs:
-                if h in rm:
-                    rm.discard(h)
-                else:
-                    fresh.append(h)
-            hs = fresh
+        if rm:
+            hs = list(hs)
+            rm.difference_update(hs)
         super().add(hs)
 
-    def discard(self, hs: Iterable[Tuple[int, int]]) -> None:
+    def discard(self, hs: Iterable[str]) -> None:
+        hs = list(hs)
         recent, rm = self.recent, self.removed
-        for h in hs:
-            if h in recent:
-                recent.discard(h)
-            else:
+        was_recent = [h in recent for h in hs]
+        recent.difference_update(hs)
+        # a hash can be in the sorted part too (merged, removed, added again): mask it there
+        in_base = self._in_base(hs, [False] * len(hs)) if any(was_recent) and len(self) > len(recent) else None
+        for i, h in enumerate(hs):
+            if not was_recent[i] or (in_base is not None and in_base[i]):
                 rm.add(h)
 
-    def contains(self, hs: Sequence[Tuple[int, int]], arr: Any = None) -> List[bool]:
-        out = super().contains(hs, arr)
+    def contains(self, hs: Sequence[str], blob: Optional[bytes] = None) -> List[bool]:
+        out = super().contains(hs, blob)
         rm = self.removed
         if rm:
             out = [o and h not in rm for o, h in zip(out, hs)]
@@ -463,7 +475,7 @@ class _Seg:
         return not self.gone[i >> 3] >> (i & 7) & 1
 
     def live_hashes(self, np: Any) -> Any:
-        arr = np.frombuffer(self.hashes, dtype=">i8").astype(np.int64).reshape(-1, 2)
+        arr = _hash_array(np, self.hashes)
         if self.live == self.n:
             return arr
         mask = np.unpackbits(np.frombuffer(bytes(self.gone), np.uint8), bitorder="little")[:self.n] == 0
@@ -482,8 +494,8 @@ class _Edit:
         self.new: List[Tuple[Any, ...]] = []   # (segment, packets, rows, hashes) appended
         self.gone_ids: List[int] = []          # rows that left the queue (delivered, dropped, dead)
         self.moved_ids: List[int] = []         # segment rows now loose rows
-        self.gone_keys: List[Tuple[int, int]] = []    # keys no longer known (dropped, dead, ...)
-        self.added_keys: List[Tuple[int, int]] = []   # keys known from now on (a dead row delivered)
+        self.gone_keys: List[str] = []    # key hashes no longer known (dropped, dead, ...)
+        self.added_keys: List[str] = []   # key hashes known from now on (a dead row delivered)
         self.ledger_n = 0                             # keys delivered by this commit ...
         self.ledger_blob: List[bytes] = []            # ... packed, for its ledger block
         self.loose = False                     # loose rows changed
@@ -573,9 +585,20 @@ def _encode_extra(f: Tuple[Any, ...]) -> Tuple[Any, Any]:
             json.dumps(dataclasses.asdict(f[12])) if f[12] else None)
 
 
-_PACKET_FIELDS = operator.attrgetter("idempotency_key", "stream_id", "seq", "epoch", "kind", "schema",
-                                     "content_type", "stamp_ns", "frame_id", "packet_id", "payload", "meta",
-                                     "payload_ref")
+_FIELD_NAMES = ("idempotency_key", "stream_id", "seq", "epoch", "kind", "schema", "content_type", "stamp_ns",
+                "frame_id", "packet_id", "payload", "meta", "payload_ref")
+_PACKET_FIELDS = operator.attrgetter(*_FIELD_NAMES)
+_DICT_FIELDS = operator.itemgetter(*_FIELD_NAMES)
+
+
+def _fields_of(pk: List[Packet]) -> List[Tuple[Any, ...]]:
+    """Each packet's fields (_FIELD_NAMES order) as a tuple. Read from the instance dicts
+    (a dataclass keeps every field there; a third faster than getattr per field), by
+    attribute if one is not."""
+    try:
+        return list(map(_DICT_FIELDS, map(vars, pk)))
+    except (KeyError, TypeError):
+        return list(map(_PACKET_FIELDS, pk))
 
 
 def _decode(r: Sequence[Any]) -> Packet:
@@ -736,6 +759,10 @@ class DurableStore:
         c.exec_driver_sql(f"PRAGMA synchronous={self.synchronous}")
         c.exec_driver_sql("PRAGMA temp_store=MEMORY")
         c.exec_driver_sql("PRAGMA cache_size=-16000")
+        # Debian's and many other builds turn secure_delete on: freeing a confirmed segment would
+        # then write its overflow pages again, full of zeros (8 of a 100-row commit's 19 WAL
+        # frames). FAST still clears deleted content on the pages a commit writes anyway.
+        c.exec_driver_sql("PRAGMA secure_delete=FAST")
         self._end(c)
         if not existed:
             self._begin_sql = "BEGIN IMMEDIATE"
@@ -787,9 +814,15 @@ class DurableStore:
             return self._load_counters()
 
     def _bump(self, dc: Any, deltas: Dict[str, int]) -> None:
-        items = [(v, n) for n, v in deltas.items() if v]
-        if items:
-            dc.executemany("UPDATE counters SET value = value + ? WHERE name = ?", items)
+        items = [(n, v) for n, v in deltas.items() if v]
+        if items:  # one statement for every counter the commit changes
+            names = tuple(n for n, _ in items)
+            sql = _BUMP_SQL.get(names)
+            if sql is None:
+                sql = _BUMP_SQL[names] = (
+                    "UPDATE counters SET value = value + CASE name "
+                    + " ".join("WHEN ? THEN ?" for _ in names) + f" END WHERE name IN ({','.join('?' * len(names))})")
+            dc.execute(sql, (*itertools.chain.from_iterable(items), *names))
 
     def _apply(self, deltas: Dict[str, int]) -> None:
         for n, v in deltas.items():
@@ -818,19 +851,17 @@ class DurableStore:
         known = _KnownKeys()
         ledger = b"".join(r[0] for r in dc.execute("SELECT hashes FROM ledger_blocks ORDER BY id")) \
             if self.ledger_on else b""
-        loose = key_hashes([r[0] for r in dc.execute("SELECT key FROM queue")])
+        loose = hash_batch([r[0] for r in dc.execute("SELECT key FROM queue")])[1]
         np = known._np
         if np is not None:
-            parts = [np.frombuffer(ledger, dtype=">i8").astype(np.int64).reshape(-1, 2)]
+            parts = [_hash_array(np, ledger), _hash_array(np, loose)]
             parts += [s.live_hashes(np) for s in self._segs.values()]
-            if loose:
-                parts.append(np.array(loose, dtype=np.int64).reshape(-1, 2))
             known.load(np.concatenate(parts))
         else:
-            pairs = list(struct.iter_unpack(">qq", ledger)) + list(loose)
+            hs = _split_hashes(ledger) + _split_hashes(loose)
             for s in self._segs.values():
-                pairs.extend(h for i, h in enumerate(struct.iter_unpack(">qq", s.hashes)) if s.has(i))
-            known.load(pairs)
+                hs.extend(h for i, h in enumerate(_split_hashes(s.hashes)) if s.has(i))
+            known.load(hs)
         return known
 
     def _refresh(self) -> None:
@@ -905,29 +936,6 @@ class DurableStore:
             self._begin_sql = None
         with tx:
             return fn(self._conn)
-
-    def _tx(self, what: str, fn: Callable[[Any], Any]) -> Any:
-        """Run ``fn(conn)`` (a SQLAlchemy connection) in one IMMEDIATE transaction; map SQLite
-        errors to StoreError."""
-        with self._lock:
-            try:
-                out = self._in_transaction("BEGIN IMMEDIATE", fn)
-            except StoreError:
-                self._end(self._conn)
-                raise
-            except (SQLAlchemyError, sqlite3.Error) as exc:
-                try:
-                    self._conn.rollback()
-                except Exception:  # noqa: BLE001
-                    pass
-                err = _classify(exc, self.path, what)
-                # a failed transaction changed nothing: reload counters from the file
-                try:
-                    self._counters = self._load_counters()
-                except Exception:  # noqa: BLE001
-                    pass
-                raise err from None
-            return out
 
     def _change(self, what: str, fn: Callable[[Any, "_Edit", Dict[str, int]], Any]) -> Any:
         """One IMMEDIATE write transaction: ``fn(dbapi_conn, edit, counter_deltas)``; the
@@ -1058,15 +1066,19 @@ class DurableStore:
         elif sinks:
             uniform = ",".join(sorted(set(sinks)))
         # every field of every packet in one C call each; msgpack packs them as they are
-        fields = list(map(_PACKET_FIELDS, pk))
-        ack_list = []
+        fields = _fields_of(pk)
+        # one list per sink: the queue node submits its acks one row at a time
+        by_sink: Dict[str, List[int]] = {}
         for ids, sink in acks:
-            ids = list(dict.fromkeys(map(int, ids)))
-            if ids:
-                ack_list.append((ids, sink))
+            got = by_sink.get(sink)
+            if got is None:
+                by_sink[sink] = list(map(int, ids))
+            else:
+                got.extend(map(int, ids))
+        ack_list = [(list(dict.fromkeys(ids)), sink) for sink, ids in by_sink.items() if ids]
         if not fields and not ack_list:
             return EnqueueResult(), AckResult()
-        hs, hblob, harr = hash_batch([f[0] for f in fields])
+        hs, hblob = hash_batch([f[0] for f in fields])
         sizes = [len(f[10]) + 256 for f in fields]
 
         def fn(dc: Any, ed: _Edit, deltas: Dict[str, int]) -> Tuple[EnqueueResult, AckResult]:
@@ -1078,7 +1090,7 @@ class DurableStore:
                            (now, ed.ledger_n, b"".join(ed.ledger_blob)))
             res = EnqueueResult()
             if fields:
-                keep = self._fresh(hs, harr)
+                keep = self._fresh(hs, hblob)
                 res.duplicates = len(fields) - len(keep)
                 if keep and (self.max_rows or self.max_bytes):
                     keep = [keep[j] for j in self._make_room(dc, ed, [sizes[i] for i in keep], res, deltas)]
@@ -1109,10 +1121,10 @@ class DurableStore:
                 pass  # retried at the next interval
         return res, ares
 
-    def _fresh(self, hs: List[Tuple[int, int]], arr: Any = None) -> List[int]:
+    def _fresh(self, hs: List[str], blob: Optional[bytes] = None) -> List[int]:
         """Indexes of the keys to queue: not delivered within the window (ledger), not queued
         already, first of their batch."""
-        known = self._known.contains(hs, arr)
+        known = self._known.contains(hs, blob)
         if not any(known) and len(set(hs)) == len(hs):
             return list(range(len(hs)))   # the common case: every key is new
         seen: set = set()
@@ -1125,7 +1137,7 @@ class DurableStore:
         return keep
 
     def _append(self, dc: Any, ed: "_Edit", fields: List[Tuple[Any, ...]], sizes: List[int], uniform: str,
-                s_list: Optional[List[str]], pks: Optional[List[Packet]], hs: List[Tuple[int, int]],
+                s_list: Optional[List[str]], pks: Optional[List[Packet]], hs: List[str],
                 hblob: bytes, now: int) -> None:
         """Append rows (packet fields, sizes, sinks: ``uniform`` for all or ``s_list`` per row)
         as new segments of up to SEG_ROWS rows at the tail."""
@@ -1141,19 +1153,24 @@ class DurableStore:
 
     def _ack_in(self, dc: Any, ed: "_Edit", ids: List[int], sink: str, now: int, res: AckResult,
                 deltas: Dict[str, int]) -> None:
-        segs, unpack = self._segs, _HASH.unpack_from
+        segs = self._segs
         any_sink = sink == ANY_SINK
         ledger_on = self.ledger_on
         done_n = done_bytes = 0
         rest: List[int] = []
         fan_out: List[int] = []
-        by_seg: Dict[int, List[int]] = {}
-        for rid in ids:
-            g = by_seg.get(rid >> SEG_BITS)
-            if g is None:
-                by_seg[rid >> SEG_BITS] = [rid]
-            else:
-                g.append(rid)
+        lo, hi = min(ids), max(ids)
+        by_seg: Dict[int, List[int]]
+        if lo >> SEG_BITS == hi >> SEG_BITS:   # one segment (the usual case): no grouping
+            by_seg = {lo >> SEG_BITS: ids}
+        else:
+            by_seg = {}
+            for rid in ids:
+                g = by_seg.get(rid >> SEG_BITS)
+                if g is None:
+                    by_seg[rid >> SEG_BITS] = [rid]
+                else:
+                    g.append(rid)
         for sid, rids in by_seg.items():
             s = segs.get(sid)
             if s is None:
@@ -1171,7 +1188,7 @@ class DurableStore:
                     ed.ledger_n += s.n
                     ed.ledger_blob.append(s.hashes)
                 else:
-                    ed.gone_keys.extend(_HASH.iter_unpack(s.hashes))
+                    ed.gone_keys.extend(_split_hashes(s.hashes))
                 continue
             for rid in rids:
                 i = rid - base
@@ -1190,7 +1207,7 @@ class DurableStore:
                     ed.ledger_n += 1
                     ed.ledger_blob.append(s.hashes[i << 4:(i + 1) << 4])
                 else:
-                    ed.gone_keys.append(unpack(s.hashes, i << 4))
+                    ed.gone_keys.append(s.hashes[i << 4:(i + 1) << 4].hex())
         if fan_out:
             self._materialize(dc, ed, fan_out)
             rest.extend(fan_out)
@@ -1248,7 +1265,7 @@ class DurableStore:
             if partial:
                 dc.executemany("UPDATE queue SET sinks = ? WHERE id = ?", partial)
         if done_keys:
-            hs, blob, _ = hash_batch(done_keys)
+            hs, blob = hash_batch(done_keys)
             if self.ledger_on:
                 ed.ledger_n += len(hs)
                 ed.ledger_blob.append(blob)
@@ -1275,7 +1292,7 @@ class DurableStore:
                 if self.ledger_on:  # a dead row's key was forgotten: it is known again
                     h = key_hash(r[0])
                     ed.ledger_n += 1
-                    ed.ledger_blob.append(_HASH.pack(*h))
+                    ed.ledger_blob.append(bytes.fromhex(h))
                     ed.added_keys.append(h)
                 deltas["dead"] = deltas.get("dead", 0) - 1
                 deltas["delivered"] = deltas.get("delivered", 0) + 1
@@ -1353,7 +1370,7 @@ class DurableStore:
         for rid, s, i in seg_v:
             dropped_bytes += ed.take(s, i)
             ed.gone_ids.append(rid)
-            ed.gone_keys.append(_HASH.unpack_from(s.hashes, i << 4))
+            ed.gone_keys.append(s.hashes[i << 4:(i + 1) << 4].hex())
         if loose_v:
             dc.executemany("DELETE FROM queue WHERE id = ?", [(v[0],) for v in loose_v])
             dropped_bytes += sum(v[1] for v in loose_v)
@@ -1582,7 +1599,7 @@ class DurableStore:
             if not dead:
                 return 0
             fields = [_PACKET_FIELDS(_decode(r)) for r in dead]
-            hs, _, _ = hash_batch([f[0] for f in fields])
+            hs, _ = hash_batch([f[0] for f in fields])
             # a key queued again (or delivered) meanwhile wins: the dead duplicate is dropped
             queued = self._known.contains(hs)
             seen: set = set()
@@ -1594,7 +1611,7 @@ class DurableStore:
             if keep:
                 sizes = [dead[j][14] for j in keep]
                 self._append(dc, ed, [fields[j] for j in keep], sizes, ANY_SINK, [dead[j][15] for j in keep], None,
-                             [hs[j] for j in keep], _pack_hashes([hs[j] for j in keep]), now)
+                             [hs[j] for j in keep], bytes.fromhex("".join(hs[j] for j in keep)), now)
                 for k, v in (("depth", len(keep)), ("bytes", sum(sizes))):
                     deltas[k] = deltas.get(k, 0) + v
             dc.execute(f"DELETE FROM dead{where}", args)
@@ -1635,16 +1652,16 @@ class DurableStore:
         count as delivered (the window is a minimum, never shorter)."""
         cutoff = self.clock_ns() - int(self.ledger_retention_s * 1e9)
 
-        def fn(c: Any) -> int:
+        def fn(dc: Any, ed: _Edit, deltas: Dict[str, int]) -> int:
             # blocks are in delivery order and stamped with their newest key: cut a prefix
-            first_kept = c.exec_driver_sql("SELECT id FROM ledger_blocks WHERE delivered_ns >= ? ORDER BY id LIMIT 1",
-                                           (cutoff,)).scalar()
-            where, args = ("", ()) if first_kept is None else (" WHERE id < ?", (first_kept,))
-            n = int(c.exec_driver_sql(f"SELECT coalesce(sum(n), 0) FROM ledger_blocks{where}", args).scalar())
+            first_kept = dc.execute("SELECT id FROM ledger_blocks WHERE delivered_ns >= ? ORDER BY id LIMIT 1",
+                                    (cutoff,)).fetchone()
+            where, args = ("", ()) if first_kept is None else (" WHERE id < ?", (first_kept[0],))
+            n = int(dc.execute(f"SELECT coalesce(sum(n), 0) FROM ledger_blocks{where}", args).fetchone()[0])
             if n:
-                c.exec_driver_sql(f"DELETE FROM ledger_blocks{where}", args)
+                dc.execute(f"DELETE FROM ledger_blocks{where}", args)
             if self.ledger_max_rows:
-                blocks = c.exec_driver_sql("SELECT id, n FROM ledger_blocks ORDER BY id").all()
+                blocks = dc.execute("SELECT id, n FROM ledger_blocks ORDER BY id").fetchall()
                 total = sum(b[1] for b in blocks)
                 cut = None
                 for bid, bn in blocks:  # whole blocks, keeping at least ledger_max_rows keys
@@ -1654,10 +1671,10 @@ class DurableStore:
                     n += bn
                     cut = bid
                 if cut is not None:
-                    c.exec_driver_sql("DELETE FROM ledger_blocks WHERE id <= ?", (cut,))
+                    dc.execute("DELETE FROM ledger_blocks WHERE id <= ?", (cut,))
             return n
 
-        n = self._tx("prune ledger", fn)
+        n = self._change("prune ledger", fn)
         with self._lock:
             if n and (n > 0.05 * max(1, len(self._known)) or len(self._known) <= n):
                 self._known = self._read(lambda c: self._build_known(c.connection.driver_connection))
@@ -1705,7 +1722,7 @@ class DurableStore:
             if not self.ledger_on or not self._known.contains([h])[0]:
                 return False
             # known: delivered, unless it is still queued
-            h16 = _HASH.pack(*h)
+            h16 = bytes.fromhex(h)
             for sg in self._segs.values():
                 j = sg.hashes.find(h16)
                 while j != -1:

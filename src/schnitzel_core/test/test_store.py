@@ -3,6 +3,7 @@ fan-out, schema versions, refusal of corrupt/foreign files, write failures."""
 import os
 import sqlite3
 import stat
+import struct
 import subprocess
 import sys
 import textwrap
@@ -423,7 +424,8 @@ def test_v2_ledger_rows_migrate_to_blocks_and_prune_by_block(tmp_path):
     c.execute(f"PRAGMA application_id={APPLICATION_ID}")
     keys = [pk(i).idempotency_key for i in range(2500)] + ["not-a-hex-key"]
     c.executemany("INSERT INTO ledger(h1, h2, delivered_ns) VALUES (?, ?, ?)",
-                  [(*key_hash(k), 1_000_000_000_000 + i) for i, k in enumerate(keys)])
+                  [(*struct.unpack(">qq", bytes.fromhex(key_hash(k))), 1_000_000_000_000 + i)
+                   for i, k in enumerate(keys)])
     c.commit()
     c.close()
     clock = Clock()
@@ -538,3 +540,34 @@ def test_v3_store_migrates_with_its_queued_rows_first(tmp_path):
     assert [r.id for r in rows] == sorted(r.id for r in rows)
     assert s.ack([r.id for r in rows]).done == 5 and s.stats().depth == 0 and s.stats().bytes == 0
     s.close()
+
+
+@pytest.mark.parametrize("use_numpy", [True, False])
+def test_known_key_set_agrees_with_a_plain_set(use_numpy, monkeypatch):
+    """The in-memory de-duplication set (sorted array + recent additions + removals, merged
+    and compacted in batches) answers like a Python set through any mix of operations."""
+    import random
+    import secrets
+
+    from schnitzel_core.store import _KeySet, _KnownKeys, key_hash
+
+    monkeypatch.setattr(_KeySet, "MERGE_AT", 16)
+    rnd = random.Random(7)
+    pool = [key_hash(secrets.token_hex(16)) for _ in range(300)] + [key_hash(f"k{i}") for i in range(50)]
+    ks, ref = _KnownKeys(), set(pool[:40])
+    if not use_numpy:
+        ks._np = None
+        ks.sorted = []
+    ks.load(list(ref))
+    for step in range(600):
+        batch = rnd.sample(pool, rnd.randint(1, 12))
+        if rnd.random() < 0.5:
+            new = [h for h in dict.fromkeys(batch) if h not in ref]
+            ks.add(new)
+            ref.update(new)
+        else:
+            gone = list(dict.fromkeys(batch))   # some were never added: discarding them is harmless
+            ks.discard(gone)
+            ref.difference_update(gone)
+        probe = rnd.sample(pool, 20)
+        assert ks.contains(probe) == [h in ref for h in probe], step

@@ -25,8 +25,8 @@ from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Seque
 
 from .packet import Packet
 
-#: The plugin API version this runtime implements.
-PLUGIN_API_VERSION = "1.0.0"
+#: The plugin API version this runtime implements (1.1: the check_params hook).
+PLUGIN_API_VERSION = "1.1.0"
 #: Entry point group plugins register under.
 ENTRY_POINT_GROUP = "schnitzel.plugins"
 

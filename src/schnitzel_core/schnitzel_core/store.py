@@ -711,10 +711,12 @@ class DurableStore:
         self._data_version: Optional[int] = None   # PRAGMA data_version: other writers
         # Decoded packets of the last few segments read (cold rows: a backlog, or beyond hot_max)
         self._decoded: "collections.OrderedDict[int, Tuple[Any, ...]]" = collections.OrderedDict()
-        # Rows this process enqueued, kept as Row objects per segment (up to hot_max rows) so
-        # that leasing them needs no read and no decoding; other segments are decoded on demand.
+        # The packets this process enqueued, kept per segment (up to hot_max rows) with each
+        # row's sinks, so that leasing them needs no read and no decoding; other segments are
+        # decoded on demand. Row objects are made when leased and not kept: long-lived
+        # objects made per packet cost the garbage collector more than building them twice.
         self.hot_max = 10_000
-        self._hot: Dict[int, List[Row]] = {}
+        self._hot: Dict[int, Tuple[List[Packet], Any]] = {}   # id -> (packets, sinks tuple | per row)
         self._hot_n = 0
 
         @event.listens_for(self.engine, "begin")
@@ -900,13 +902,23 @@ class DurableStore:
             return s.sinks
         hot = self._hot.get(s.id)
         if hot is not None:
-            return ",".join(hot[i].sinks)
+            return ",".join(hot[1][i])
         return self._seg_data(s, dc)[1][i]
 
-    def _seg_row(self, rid: int, s: "_Seg", i: int) -> Row:
+    def _seg_rows(self, s: "_Seg", idx: List[int]) -> List[Row]:
+        """Rows ``idx`` of segment ``s`` (from the packets in memory, or decoded)."""
+        base, enq, sizes = s.id << SEG_BITS, s.enq_ns, s.sizes
         hot = self._hot.get(s.id)
-        if hot is not None:
-            return hot[i]
+        if hot is None:
+            return [self._seg_row(base | i, s, i) for i in idx]
+        pks, st = hot
+        if isinstance(st, tuple):
+            return [Row(base | i, pks[i].idempotency_key, pks[i], st, 0, enq, sizes[i]) for i in idx]
+        return [Row(base | i, pks[i].idempotency_key, pks[i], st[i], 0, enq, sizes[i]) for i in idx]
+
+    def _seg_row(self, rid: int, s: "_Seg", i: int) -> Row:
+        if s.id in self._hot:
+            return self._seg_rows(s, [i])[0]
         fields, sinks = self._seg_data(s)
         st = s.sinks if sinks is None else sinks[i]
         return Row(rid, fields[i][0], _seg_packet(fields[i]), tuple(st.split(",")), 0, s.enq_ns, s.sizes[i])
@@ -993,7 +1005,7 @@ class DurableStore:
                 self._decoded.pop(sid, None)
                 h = hot.pop(sid, None)
                 if h is not None:
-                    self._hot_n -= len(h)
+                    self._hot_n -= len(h[0])
             else:
                 s.gone, s.live, s.bytes, s.marked = g, live, nbytes, True
         leases = self._leases
@@ -1010,14 +1022,11 @@ class DurableStore:
             known.add(hs)
             if pks is None or self._hot_n + s.n > self.hot_max:
                 continue  # beyond the in-memory bound: decoded from the file when leased
-            base, enq, sizes = s.id << SEG_BITS, s.enq_ns, s.sizes
             if s_list is None:
-                t = tuple(s.sinks.split(","))
-                hot[s.id] = [Row(base | i, p.idempotency_key, p, t, 0, enq, sizes[i]) for i, p in enumerate(pks)]
+                hot[s.id] = (pks, tuple(s.sinks.split(",")))
             else:
                 tuples: Dict[str, Tuple[str, ...]] = {x: tuple(x.split(",")) for x in set(s_list)}
-                hot[s.id] = [Row(base | i, p.idempotency_key, p, tuples[s_list[i]], 0, enq, sizes[i])
-                             for i, p in enumerate(pks)]
+                hot[s.id] = (pks, [tuples[x] for x in s_list])
             self._hot_n += s.n
         if ed.loose:
             self._loose_done = False
@@ -1443,11 +1452,7 @@ class DurableStore:
                         idx = [i for i in range(lo, hi) if not g[i >> 3] >> (i & 7) & 1 and base | i not in leases]
                     del idx[need:]
                     if idx:
-                        hot = self._hot.get(s.id)
-                        if hot is not None:
-                            seg_rows.extend([hot[i] for i in idx])
-                        else:
-                            seg_rows.extend([self._seg_row(base | i, s, i) for i in idx])
+                        seg_rows.extend(self._seg_rows(s, idx))
                         need -= len(idx)
                     lo = hi
                 k += 1

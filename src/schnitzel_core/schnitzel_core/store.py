@@ -408,8 +408,8 @@ class _KnownKeys(_KeySet):
         super().__init__()
         self.removed: set = set()
 
-    def load(self, pairs: Any) -> None:
-        super().load(pairs)
+    def load(self, keys: Any) -> None:
+        super().load(keys)
         self.removed = set()
 
     # Invariant: no hash is both in ``recent`` and in ``removed``; ``removed`` only masks the
@@ -490,15 +490,15 @@ class _Edit:
                  "loose")
 
     def __init__(self) -> None:
-        self.segs: Dict[int, List[Any]] = {}   # id -> [gone bitmap copy, live, bytes]
-        self.new: List[Tuple[Any, ...]] = []   # (segment, packets, rows, hashes) appended
-        self.gone_ids: List[int] = []          # rows that left the queue (delivered, dropped, dead)
-        self.moved_ids: List[int] = []         # segment rows now loose rows
-        self.gone_keys: List[str] = []    # key hashes no longer known (dropped, dead, ...)
-        self.added_keys: List[str] = []   # key hashes known from now on (a dead row delivered)
-        self.ledger_n = 0                             # keys delivered by this commit ...
-        self.ledger_blob: List[bytes] = []            # ... packed, for its ledger block
-        self.loose = False                     # loose rows changed
+        self.segs: Dict[int, List[Any]] = {}  # id -> [gone bitmap copy, live, bytes]
+        self.new: List[Tuple[Any, ...]] = []  # appended: (segment, packets, per-row sinks, key hashes)
+        self.gone_ids: List[int] = []         # rows that left the queue (delivered, dropped, dead)
+        self.moved_ids: List[int] = []        # segment rows now loose rows
+        self.gone_keys: List[str] = []        # key hashes no longer known (dropped, dead, ...)
+        self.added_keys: List[str] = []       # key hashes known from now on (a dead row delivered)
+        self.ledger_n = 0                     # keys delivered by this commit ...
+        self.ledger_blob: List[bytes] = []    # ... packed, for its ledger block
+        self.loose = False                    # loose rows changed
 
     def has(self, s: _Seg, i: int) -> bool:
         e = self.segs.get(s.id)
@@ -704,7 +704,7 @@ class DurableStore:
         # the packets), read at open and whenever another connection changed the file.
         self._segs: Dict[int, _Seg] = {}
         self._seg_ids: List[int] = []        # ascending
-        self._known = _KnownKeys()         # queued keys and (ledger on) keys delivered in the window
+        self._known = _KnownKeys()           # queued keys and (ledger on) keys delivered in the window
         self._cursor = 0                     # no ready segment row has a smaller id
         self._loose_done = False             # no ready loose row left (besides leased ones)
         self._loose_wake_ns: Optional[int] = None  # a loose row becomes ready then (nack delay)
@@ -713,8 +713,8 @@ class DurableStore:
         self._decoded: "collections.OrderedDict[int, Tuple[Any, ...]]" = collections.OrderedDict()
         # The packets this process enqueued, kept per segment (up to hot_max rows) with each
         # row's sinks, so that leasing them needs no read and no decoding; other segments are
-        # decoded on demand. Row objects are made when leased and not kept: long-lived
-        # objects made per packet cost the garbage collector more than building them twice.
+        # decoded on demand. Row objects are made when leased and not kept: long-lived objects
+        # made per packet are walked again and again by the garbage collector.
         self.hot_max = 10_000
         self._hot: Dict[int, Tuple[List[Packet], Any]] = {}   # id -> (packets, sinks tuple | per row)
         self._hot_n = 0
@@ -1395,89 +1395,100 @@ class DurableStore:
         return list(range(len(sizes)))
 
     # ------------------------------------------------------------ lease/ack/nack
-    def lease(self, n: int, lease_s: float = 30.0) -> List[Row]:
+    def lease(self, n: int, lease_s: float = 30.0, wait: bool = True) -> List[Row]:
         """Take up to ``n`` ready rows, oldest first; unless acked or nacked they are offered
         again after ``lease_s``.
 
         Leases live in memory (one consumer per store file: the queue node): taking one
         costs no commit, and a restart makes every unacknowledged row ready at once.
+        ``wait=False`` returns [] at once while a commit holds the store (its fsync can take
+        100 ms on an SD card): the queue node's executor, which also takes the packets off
+        DDS, must not wait for it.
         """
+        if not self._lock.acquire(blocking=wait):
+            return []
+        try:
+            return self._lease(n, lease_s)
+        finally:
+            self._lock.release()
+
+    def _lease(self, n: int, lease_s: float) -> List[Row]:
         now = self.clock_ns()
         until = now + int(lease_s * 1e9)
-        with self._lock:
-            leases = self._leases
-            if leases:
-                expired = [i for i, t in leases.items() if t <= now]
-                if expired:
-                    for i in expired:
-                        del leases[i]
-                    self._cursor = min(self._cursor, min(expired))
-                    self._loose_done = False
-            self._refresh()
-            if self._loose_done and self._loose_wake_ns is not None and now >= self._loose_wake_ns:
+        # the caller holds the lock
+        leases = self._leases
+        if leases:
+            expired = [i for i, t in leases.items() if t <= now]
+            if expired:
+                for i in expired:
+                    del leases[i]
+                self._cursor = min(self._cursor, min(expired))
                 self._loose_done = False
-            loose: List[Any] = []
-            if not self._loose_done:
-                last = 0
-                while len(loose) < n:
-                    want = n - len(loose) + len(leases)
-                    # plain DB-API rows (SQLAlchemy's Row processing cost more than the query)
-                    batch = self._read(lambda c: c.connection.driver_connection.execute(
-                        _LOOSE_LEASE_SQL, (last, now, want)).fetchall())
-                    loose.extend(r for r in batch if r[0] not in leases)
-                    if len(batch) < want:
-                        # drained: remember when a delayed row gets ready
-                        wake = self._read(lambda c: c.connection.driver_connection.execute(
-                            "SELECT min(avail_ns) FROM queue WHERE avail_ns > ?", (now,)).fetchone())
-                        self._loose_wake_ns = wake[0] if wake and wake[0] is not None else None
-                        self._loose_done = True
-                        break
-                    last = batch[-1][0]
-            # segment rows from the cursor on, skipping gone and leased ones
-            seg_rows: List[Row] = []
-            ids, segs, cursor = self._seg_ids, self._segs, self._cursor
-            k = bisect.bisect_left(ids, cursor >> SEG_BITS)
-            need = n
-            while k < len(ids) and need > 0:
-                s = segs[ids[k]]
-                base, g, full = s.id << SEG_BITS, s.gone, s.live == s.n
-                lo = max(0, cursor - base)
-                while lo < s.n and need > 0:
-                    hi = min(s.n, lo + max(2 * need, 64))   # a window: segments can be large
-                    if full and not leases:
-                        idx = list(range(lo, hi))
-                    elif full:
-                        idx = [i for i in range(lo, hi) if base | i not in leases]
-                    else:
-                        idx = [i for i in range(lo, hi) if not g[i >> 3] >> (i & 7) & 1 and base | i not in leases]
-                    del idx[need:]
-                    if idx:
-                        seg_rows.extend(self._seg_rows(s, idx))
-                        need -= len(idx)
-                    lo = hi
-                k += 1
-            last_seg = seg_rows[-1].id if seg_rows else None   # seg_rows holds at most n rows
-            if loose:  # oldest first across loose and segment rows
-                out = []
-                last_seg = None
-                n_loose = 0
-                for rid, tag, r in itertools.islice(heapq.merge(
-                        ((r[0], 0, r) for r in loose), ((r.id, 1, r) for r in seg_rows),
-                        key=operator.itemgetter(0)), n):
-                    if tag:
-                        out.append(r)
-                        last_seg = rid
-                    else:
-                        out.append(_row(r))
-                        n_loose += 1
-                if n_loose < len(loose):
-                    self._loose_done = False   # ready loose rows were left for the next lease
-            else:
-                out = seg_rows
-            if last_seg is not None:
-                self._cursor = last_seg + 1
-            leases.update(dict.fromkeys([r.id for r in out], until))
-            return out
+        self._refresh()
+        if self._loose_done and self._loose_wake_ns is not None and now >= self._loose_wake_ns:
+            self._loose_done = False
+        loose: List[Any] = []
+        if not self._loose_done:
+            last = 0
+            while len(loose) < n:
+                want = n - len(loose) + len(leases)
+                # plain DB-API rows (SQLAlchemy's Row processing cost more than the query)
+                batch = self._read(lambda c: c.connection.driver_connection.execute(
+                    _LOOSE_LEASE_SQL, (last, now, want)).fetchall())
+                loose.extend(r for r in batch if r[0] not in leases)
+                if len(batch) < want:
+                    # drained: remember when a delayed row gets ready
+                    wake = self._read(lambda c: c.connection.driver_connection.execute(
+                        "SELECT min(avail_ns) FROM queue WHERE avail_ns > ?", (now,)).fetchone())
+                    self._loose_wake_ns = wake[0] if wake and wake[0] is not None else None
+                    self._loose_done = True
+                    break
+                last = batch[-1][0]
+        # segment rows from the cursor on, skipping gone and leased ones
+        seg_rows: List[Row] = []
+        ids, segs, cursor = self._seg_ids, self._segs, self._cursor
+        k = bisect.bisect_left(ids, cursor >> SEG_BITS)
+        need = n
+        while k < len(ids) and need > 0:
+            s = segs[ids[k]]
+            base, g, full = s.id << SEG_BITS, s.gone, s.live == s.n
+            lo = max(0, cursor - base)
+            while lo < s.n and need > 0:
+                hi = min(s.n, lo + max(2 * need, 64))   # a window: segments can be large
+                if full and not leases:
+                    idx = list(range(lo, hi))
+                elif full:
+                    idx = [i for i in range(lo, hi) if base | i not in leases]
+                else:
+                    idx = [i for i in range(lo, hi) if not g[i >> 3] >> (i & 7) & 1 and base | i not in leases]
+                del idx[need:]
+                if idx:
+                    seg_rows.extend(self._seg_rows(s, idx))
+                    need -= len(idx)
+                lo = hi
+            k += 1
+        last_seg = seg_rows[-1].id if seg_rows else None   # seg_rows holds at most n rows
+        if loose:  # oldest first across loose and segment rows
+            out = []
+            last_seg = None
+            n_loose = 0
+            for rid, tag, r in itertools.islice(heapq.merge(
+                    ((r[0], 0, r) for r in loose), ((r.id, 1, r) for r in seg_rows),
+                    key=operator.itemgetter(0)), n):
+                if tag:
+                    out.append(r)
+                    last_seg = rid
+                else:
+                    out.append(_row(r))
+                    n_loose += 1
+            if n_loose < len(loose):
+                self._loose_done = False   # ready loose rows were left for the next lease
+        else:
+            out = seg_rows
+        if last_seg is not None:
+            self._cursor = last_seg + 1
+        leases.update(dict.fromkeys([r.id for r in out], until))
+        return out
 
     @property
     def leased(self) -> int:
@@ -1737,7 +1748,9 @@ class DurableStore:
             return self._read(lambda c: c.connection.driver_connection.execute(
                 "SELECT 1 FROM queue WHERE key = ?", (key,)).fetchone()) is None
 
-    def stats(self) -> Stats:
+    def stats(self, wait: bool = True) -> Optional[Stats]:
+        """Depth, bytes, oldest age, dead letters, counters. ``wait=False`` returns None at
+        once while a commit holds the store (see :meth:`lease`)."""
         now = self.clock_ns()
 
         def fn(c: Any) -> Tuple[Dict[str, int], Any, int]:
@@ -1746,13 +1759,17 @@ class DurableStore:
             ledger = c.exec_driver_sql("SELECT coalesce(sum(n), 0) FROM ledger_blocks").scalar() or 0
             return counters, head, int(ledger)
 
-        with self._lock:
+        if not self._lock.acquire(blocking=wait):
+            return None
+        try:
             self._refresh()
             counters, head, ledger = self._read(fn)
             first = next(self._iter_seg_rows(), None)
             if first is not None and (head is None or first[0] < head[0]):
                 head = (first[0], first[1].enq_ns)
             leased = self.leased
+        finally:
+            self._lock.release()
         return Stats(depth=counters.get("depth", 0), bytes=counters.get("bytes", 0), leased=int(leased),
                      dead=counters.get("dead", 0),
                      oldest_age_s=max(0.0, (now - head[1]) / 1e9) if head else 0.0,

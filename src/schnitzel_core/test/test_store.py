@@ -571,3 +571,32 @@ def test_known_key_set_agrees_with_a_plain_set(use_numpy, monkeypatch):
             ref.difference_update(gone)
         probe = rnd.sample(pool, 20)
         assert ks.contains(probe) == [h in ref for h in probe], step
+
+
+def test_lease_and_stats_need_not_wait_for_a_commit(db):
+    """The queue node polls from the executor that also takes packets off DDS: with
+    wait=False a commit in progress (here: another thread holding the store, as a commit's
+    fsync does) makes lease/stats return at once instead of blocking."""
+    import threading
+    import time
+
+    s = DurableStore(db)
+    s.enqueue([pk(i) for i in range(3)])
+    held, release = threading.Event(), threading.Event()
+
+    def commit_in_progress():
+        with s._lock:
+            held.set()
+            release.wait(5)
+
+    t = threading.Thread(target=commit_in_progress)
+    t.start()
+    assert held.wait(5)
+    t0 = time.monotonic()
+    assert s.lease(10, wait=False) == [] and s.stats(wait=False) is None
+    assert time.monotonic() - t0 < 0.5
+    release.set()
+    t.join(5)
+    assert [r.packet.seq for r in s.lease(10, wait=False)] == [0, 1, 2]
+    assert s.stats(wait=False).leased == 3
+    s.close()

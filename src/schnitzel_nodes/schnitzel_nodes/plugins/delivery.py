@@ -168,8 +168,9 @@ class DurableQueueLogic(StateLogic):
             room = int(self.params.get("max_inflight", 100)) - self.store.leased
             if room > 0:
                 try:
+                    # never wait for a commit's fsync here: this executor also takes packets off DDS
                     rows = self.store.lease(min(room, int(self.params.get("forward_batch", 100))),
-                                            float(self.params.get("lease_s", 30.0)))
+                                            float(self.params.get("lease_s", 30.0)), wait=False)
                 except StoreError as exc:
                     self.last_error = str(exc)
                     self.ctx.count("errors")
@@ -188,9 +189,12 @@ class DurableQueueLogic(StateLogic):
         """depth, bytes, oldest_age_ms, leased, dead as gauges (counters set to the current value)."""
         self._next_stats = time.monotonic() + float(self.params.get("stats_s", 1.0))
         try:
-            st = self.store.stats()
+            st = self.store.stats(wait=False)
         except StoreError as exc:
             self.last_error = str(exc)
+            return
+        if st is None:  # a commit holds the store: refresh at the next tick
+            self._next_stats = 0.0
             return
         now = {"depth": st.depth, "bytes": st.bytes, "oldest_age_ms": int(st.oldest_age_s * 1000),
                "leased": st.leased, "dead": st.dead}

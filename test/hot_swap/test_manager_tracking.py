@@ -8,7 +8,6 @@
 """
 from __future__ import annotations
 
-import threading
 import types
 
 from schnitzel_core.graph_loader import load_graph
@@ -17,7 +16,7 @@ from schnitzel_core.registry import Registry
 from schnitzel_nodes.base import PolicyLogic, SinkLogic, SourceLogic
 
 from schnitzel_bringup.compiler import compile_graph
-from schnitzel_bringup.manager import LifecycleManager, MState, NodeTrack
+from schnitzel_bringup.manager import LifecycleManager, MState
 from schnitzel_bringup.replace import HotSwap, NodeRef, ReplaceTransport, StepFailed
 
 
@@ -137,21 +136,14 @@ def test_hold_refuses_requests_with_the_reason_and_reloaded_resets_the_ref():
 
 # ---------------------------------------------------------------- the manager's side
 def _manager(plan, busy=False):
+    """A running manager's bookkeeping, without rclpy: every node active, containers up."""
     m = LifecycleManager.__new__(LifecycleManager)
-    m.plan, m.status_file, m.log = plan, None, lambda _s: None
-    m.state, m.message = MState.ACTIVE, ""
-    m.lock = threading.RLock()
-    m._status_lock = threading.Lock()
-    m.tracks = {n.id: NodeTrack(n) for n in plan.nodes}
+    m._init_state(plan, log=lambda _s: None)
+    m.state, m.started_at, m.ever_active = MState.ACTIVE, 0.0, True
     for t in m.tracks.values():
         t.loaded, t.state = True, "active"
     m.container_state = {c.id: "up" for c in plan.containers}
-    m.container_pid = {c.id: 0 for c in plan.containers}
-    m.restarts = {c.id: 0 for c in plan.containers}
     m._container_prefix = {c.id: f"/g/_containers/{c.id}" for c in plan.containers}
-    m.events, m.started_at = [], 0.0
-    m.ever_active, m.degraded_episodes = True, 0
-    m._swap_gen = 0
     m.hotswap = types.SimpleNamespace(hotswap=types.SimpleNamespace(busy=busy))
     return m
 

@@ -223,6 +223,29 @@ class LifecycleManager:
         from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
         from schnitzel_msgs.msg import GraphStatus, NodeStatus
 
+        self._init_state(plan, status_file, loaded_by_launch, log)
+        if not rclpy.ok():
+            rclpy.init(args=None, signal_handler_options=_no_signal_handlers())
+        self._rclpy = rclpy
+        m = plan.manager or {}
+        self.node = Node(m.get("name", "schnitzel_manager"), namespace=m.get("namespace", plan.namespace))
+        self._GraphStatus = GraphStatus
+        self._NodeStatus = NodeStatus
+        hb_qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT,
+                            durability=DurabilityPolicy.VOLATILE, history=HistoryPolicy.KEEP_LAST)
+        self.node.create_subscription(NodeStatus, plan.status_topics["nodes"], self._on_status, hb_qos)
+        st_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                            durability=DurabilityPolicy.TRANSIENT_LOCAL, history=HistoryPolicy.KEEP_LAST)
+        self.pub = self.node.create_publisher(GraphStatus, plan.status_topics["graph"], st_qos)
+        self.node.create_timer(1.0, self._publish_status)
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self._spin = threading.Thread(target=self._spin_loop, name="manager-executor", daemon=True)
+        self._spin.start()
+
+    def _init_state(self, plan: Plan, status_file: Optional[str] = None, loaded_by_launch: bool = False,
+                    log: Callable[[str], None] = print) -> None:
+        """The manager's bookkeeping, with no rclpy (tests build a manager from this alone)."""
         self.plan = plan
         self.status_file = status_file
         self.loaded_by_launch = loaded_by_launch
@@ -245,27 +268,8 @@ class LifecycleManager:
         self._status_lock = threading.Lock()
         self._misses: Dict[str, List[float]] = {}   # container id -> times of unanswered list_nodes in a row
         self.delivery_seen: Dict[str, str] = {}     # delivery problems met during the run (newest text)
-
-        if not rclpy.ok():
-            rclpy.init(args=None, signal_handler_options=_no_signal_handlers())
-        self._rclpy = rclpy
-        m = plan.manager or {}
-        self.node = Node(m.get("name", "schnitzel_manager"), namespace=m.get("namespace", plan.namespace))
-        self._GraphStatus = GraphStatus
-        self._NodeStatus = NodeStatus
-        hb_qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT,
-                            durability=DurabilityPolicy.VOLATILE, history=HistoryPolicy.KEEP_LAST)
-        self.node.create_subscription(NodeStatus, plan.status_topics["nodes"], self._on_status, hb_qos)
-        st_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                            durability=DurabilityPolicy.TRANSIENT_LOCAL, history=HistoryPolicy.KEEP_LAST)
-        self.pub = self.node.create_publisher(GraphStatus, plan.status_topics["graph"], st_qos)
         self._clients: Dict[str, Any] = {}
         self._container_prefix: Dict[str, str] = {}
-        self.node.create_timer(1.0, self._publish_status)
-        self.executor = SingleThreadedExecutor()
-        self.executor.add_node(self.node)
-        self._spin = threading.Thread(target=self._spin_loop, name="manager-executor", daemon=True)
-        self._spin.start()
 
     # ---- plumbing ------------------------------------------------------------------------
     def _spin_loop(self) -> None:

@@ -1,6 +1,5 @@
 """Runtime robustness: when a container counts as unresponsive, restart backoff reset, and a
 durable queue whose sinks cannot deliver degrading the graph and the run report (no DDS)."""
-import threading
 import time
 import types
 
@@ -11,7 +10,7 @@ from schnitzel_bringup import manager as mgr_mod
 from schnitzel_bringup import runner as runner_mod
 from schnitzel_bringup.compiler import compile_graph
 from schnitzel_bringup.delivery_health import delivery_problems
-from schnitzel_bringup.manager import LifecycleManager, MState, NodeTrack, graph_health
+from schnitzel_bringup.manager import LifecycleManager, MState, graph_health
 from schnitzel_bringup.report import build_report
 
 from _plugins import ALL
@@ -35,25 +34,15 @@ EGRESS_PLAN = compile_graph(load_graph(EGRESS, file="e.yaml"), REG)
 
 
 def _manager(plan):
+    """A running manager's bookkeeping, without rclpy: every node active and fresh, containers up."""
     m = LifecycleManager.__new__(LifecycleManager)
-    m.plan, m.status_file, m.log = plan, None, lambda _s: None
-    m.state, m.message = MState.ACTIVE, ""
-    m.lock = threading.RLock()
-    m._status_lock = threading.Lock()
-    m.tracks = {n.id: NodeTrack(n) for n in plan.nodes}
+    m._init_state(plan, log=lambda _s: None)
+    m.state, m.started_at, m.ever_active = MState.ACTIVE, 0.0, True
     now = time.monotonic()
     for t in m.tracks.values():
         t.loaded, t.state, t.last_rx = True, "active", now
     m.container_state = {c.id: "up" for c in plan.containers}
-    m.container_pid = {c.id: 0 for c in plan.containers}
-    m.restarts = {c.id: 0 for c in plan.containers}
     m._container_prefix = {c.id: f"/g/_containers/{c.id}" for c in plan.containers}
-    m.events, m.started_at = [], 0.0
-    m.ever_active, m.degraded_episodes = True, 0
-    m._swap_gen = 0
-    m._misses, m.delivery_seen = {}, {}
-    m.hotswap = None
-    m.stop_requested = threading.Event()
     return m
 
 

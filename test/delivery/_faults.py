@@ -13,9 +13,10 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from schnitzel_core.packet import Packet
+from schnitzel_core.testing import wait_for as wait_until  # noqa: F401 - the fault tests' name
 
 HERE = Path(__file__).resolve().parent
 
@@ -28,16 +29,6 @@ def free_port() -> int:
 
 def packet(seq: int, stream: str = "cam0", epoch: int = 0, **extra: Any) -> Packet:
     return Packet.from_json(stream, seq, "event", {"seq": seq, "pad": "x" * 120, **extra}, epoch=epoch)
-
-
-def wait_until(cond: Callable[[], Any], timeout: float, step: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(step)
-    return cond()
 
 
 class Backend:

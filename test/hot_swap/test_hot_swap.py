@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import pytest
+from schnitzel_core.testing import wait_for
 
 TAG_VAR = "SZ_RUNTIME_TAG"
 pytestmark = pytest.mark.slow
@@ -39,16 +40,6 @@ def _tagged_processes(tag: str) -> Dict[int, str]:
         except OSError:
             continue
     return found
-
-
-def _wait_for(pred, timeout: float, period: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(period)
-    return pred()
 
 
 def _cli(*args: str) -> List[str]:
@@ -88,7 +79,7 @@ class Graph:
             self.proc = subprocess.Popen(_cli("run", str(self.file), "--run-dir", str(self.run_dir), "--quiet"),
                                          env=self.env, stdout=fh, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
-        ok = _wait_for(lambda: (self.status() or {}).get("state") == "active", 120)
+        ok = wait_for(lambda: (self.status() or {}).get("state") == "active", 120)
         assert ok, f"graph {self.name} did not become active\n{self.output()}"
 
     def status(self) -> Optional[dict]:
@@ -199,13 +190,13 @@ def test_policy_replaced_at_100_per_second_keeps_the_container_and_misses_nothin
     g = graph_factory(_graph("hs_policy", RULES_V1), "hs_policy")
     g.start()
     out = g.dir / "out.jsonl"
-    assert _wait_for(lambda: len(_lines(out)) >= 100, 30), g.output()
+    assert wait_for(lambda: len(_lines(out)) >= 100, 30), g.output()
     pids_before = g.container_pids()
     assert len(pids_before) == 1
     res = g.cli("replace", "hs_policy", "policy", "--plugin", "map", "--params", 'constants={"policy": "v2"}')
     assert res.returncode == 0, res.stdout + res.stderr
     command_at = _step_time_ns(res.stdout, "load")
-    assert _wait_for(lambda: any(r["payload"].get("policy") == "v2" for r in _lines(out)), 10), g.output()
+    assert wait_for(lambda: any(r["payload"].get("policy") == "v2" for r in _lines(out)), 10), g.output()
     time.sleep(1.0)
     assert g.container_pids() == pids_before, "a container was restarted"
     g.stop()
@@ -223,14 +214,14 @@ def test_replacement_whose_configure_raises_rolls_back_and_loses_nothing(graph_f
     g = graph_factory(_graph("hs_fail", RULES_V1, rate=50.0), "hs_fail")
     g.start()
     out = g.dir / "out.jsonl"
-    assert _wait_for(lambda: len(_lines(out)) >= 20, 30), g.output()
+    assert wait_for(lambda: len(_lines(out)) >= 20, 30), g.output()
     pids = g.container_pids()
     # map's configure raises: a field's source must be a path (text), not a number
     res = g.cli("replace", "hs_fail", "policy", "--plugin", "map", "--params", 'fields={"x": 5}')
     assert res.returncode == 1, res.stdout + res.stderr
     assert "failed to configure" in res.stderr and "ConfigError" in res.stderr, res.stderr
     n = len(_lines(out))
-    assert _wait_for(lambda: len(_lines(out)) >= n + 20, 15), "the old node stopped serving"
+    assert wait_for(lambda: len(_lines(out)) >= n + 20, 15), "the old node stopped serving"
     assert g.container_pids() == pids
     g.stop()
     records = _lines(out)
@@ -242,14 +233,14 @@ def test_apply_invalid_graph_changes_nothing(graph_factory):
     g = graph_factory(_graph("hs_invalid", RULES_V1, rate=20.0), "hs_invalid")
     g.start()
     out = g.dir / "out.jsonl"
-    assert _wait_for(lambda: len(_lines(out)) >= 5, 30), g.output()
+    assert wait_for(lambda: len(_lines(out)) >= 5, 30), g.output()
     before = g.status()["nodes"]
     bad = g.dir / "bad.yaml"
     bad.write_text(g.file.read_text().replace("plugin: rules", "plugin: no_such_plugin"))
     res = g.cli("apply", "hs_invalid", str(bad))
     assert res.returncode == 1 and "SCH301" in res.stderr and "nothing was changed" in res.stderr, res.stderr
     n = len(_lines(out))
-    assert _wait_for(lambda: len(_lines(out)) >= n + 10, 15), "the graph stopped after a refused apply"
+    assert wait_for(lambda: len(_lines(out)) >= n + 10, 15), "the graph stopped after a refused apply"
     assert sorted(g.status()["nodes"]) == sorted(before)
 
 
@@ -267,7 +258,7 @@ def test_apply_adds_a_sink_and_removes_another_and_the_rest_keeps_its_rate(graph
     g = graph_factory(text, "hs_apply")
     g.start()
     out = g.dir / "out.jsonl"
-    assert _wait_for(lambda: len(_lines(out)) >= 50 and len(_lines(g.dir / "a.jsonl")) >= 10, 30), g.output()
+    assert wait_for(lambda: len(_lines(out)) >= 50 and len(_lines(g.dir / "a.jsonl")) >= 10, 30), g.output()
     new = g.dir / "hs_apply_v2.yaml"
     v2 = text
     for a, b in (("queue_a", "queue_b"), ("out_a", "out_b"), ("/a.db", "/b.db"), ("/a.jsonl", "/b.jsonl")):
@@ -279,7 +270,7 @@ def test_apply_adds_a_sink_and_removes_another_and_the_rest_keeps_its_rate(graph
     assert res.returncode == 0, res.stdout + res.stderr
     for change in ("add node out_b", "add node queue_b", "remove node out_a", "remove node queue_a"):
         assert change in res.stdout, res.stdout
-    assert _wait_for(lambda: len(_lines(g.dir / "b.jsonl")) >= 20, 15), g.output()
+    assert wait_for(lambda: len(_lines(g.dir / "b.jsonl")) >= 20, 15), g.output()
     t1 = time.time_ns()
     a_after = len(_lines(g.dir / "a.jsonl"))
     time.sleep(1.0)
@@ -303,7 +294,7 @@ def test_stateful_dedup_replaced_mid_stream_keeps_its_state(graph_factory):
     g = graph_factory(_graph("hs_state", dedup, rate=50.0), "hs_state")
     g.start()
     out = g.dir / "out.jsonl"
-    assert _wait_for(lambda: len(_lines(out)) >= 1, 30), g.output()
+    assert wait_for(lambda: len(_lines(out)) >= 1, 30), g.output()
     time.sleep(1.0)
     assert len(_lines(out)) == 1          # one key: everything after the first is suppressed
     # max_keys is not live: this is a real replacement, state must travel old -> blackboard -> new
@@ -320,20 +311,20 @@ def test_a_container_restarted_after_a_replacement_gets_the_current_graph(graph_
                       "hs_restart")
     g.start()
     out = g.dir / "out.jsonl"
-    assert _wait_for(lambda: len(_lines(out)) >= 20, 30), g.output()
+    assert wait_for(lambda: len(_lines(out)) >= 20, 30), g.output()
     res = g.cli("replace", "hs_restart", "policy", "--plugin", "map", "--params", 'constants={"policy": "v2"}')
     assert res.returncode == 0, res.stdout + res.stderr
-    assert _wait_for(lambda: any(r["payload"].get("policy") == "v2" for r in _lines(out)), 10), g.output()
+    assert wait_for(lambda: any(r["payload"].get("policy") == "v2" for r in _lines(out)), 10), g.output()
     assert g.status()["nodes"]["policy"]["plugin"] == "map"
     [pid] = g.container_pids()
     killed_at = time.time_ns()
     os.kill(pid, signal.SIGKILL)
     # the runner starts the container again; the manager loads the graph as it is now (map, v2)
-    assert _wait_for(lambda: len([r for r in _lines(out) if r["stamp_ns"] > killed_at]) >= 20, 40), g.output()
+    assert wait_for(lambda: len([r for r in _lines(out) if r["stamp_ns"] > killed_at]) >= 20, 40), g.output()
     assert g.container_pids() != [pid]
     after = [r for r in _lines(out) if r["stamp_ns"] > killed_at]
     assert all(r["payload"].get("policy") == "v2" and "policy" not in r["meta"] for r in after), after[:3]
     # the next change starts from the node loaded after the restart
     res = g.cli("replace", "hs_restart", "policy", "--params", 'constants={"policy": "v3"}')
     assert res.returncode == 0, res.stdout + res.stderr
-    assert _wait_for(lambda: any(r["payload"].get("policy") == "v3" for r in _lines(out)), 10), g.output()
+    assert wait_for(lambda: any(r["payload"].get("policy") == "v3" for r in _lines(out)), 10), g.output()

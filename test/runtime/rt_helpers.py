@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -68,16 +67,6 @@ class Tagged:
 
 def schnitzel_cmd(*args: str) -> List[str]:
     return [sys.executable, "-m", "schnitzel_bringup.cli", *args]
-
-
-def wait_for(pred, timeout: float, period: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(period)
-    return pred()
 
 
 def read_status(run_dir: Path) -> Optional[dict]:

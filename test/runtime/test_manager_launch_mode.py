@@ -10,7 +10,8 @@ import os
 import signal
 import sys
 
-from rt_helpers import read_lines, wait_for
+from rt_helpers import read_lines
+from schnitzel_core.testing import wait_for
 
 from schnitzel_bringup.compiler import validate_and_compile
 from schnitzel_bringup.runner import container_command

@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from rt_helpers import wait_for
+from schnitzel_core.testing import wait_for
 
 from schnitzel_core.graph_loader import load_graph
 from schnitzel_core.registry import Registry, load_registry

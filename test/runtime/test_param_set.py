@@ -6,7 +6,8 @@ import os
 import signal
 
 
-from rt_helpers import output, read_lines, read_status, start_run, wait_for
+from rt_helpers import output, read_lines, read_status, start_run
+from schnitzel_core.testing import wait_for
 
 GRAPH = """\
 schnitzel: 1

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from rt_helpers import read_lines, schnitzel_processes, wait_for
+from rt_helpers import read_lines, schnitzel_processes
+from schnitzel_core.testing import wait_for
 
 
 def _missing() -> str:

@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 
-from rt_helpers import output, read_lines, read_status, schnitzel_cmd, start_run, wait_for
+from rt_helpers import output, read_lines, read_status, schnitzel_cmd, start_run
+from schnitzel_core.testing import wait_for
 
 CHAIN = """\
 schnitzel: 1
@@ -124,7 +125,7 @@ def test_sigkill_of_a_container_is_restarted_and_packets_flow_again_then_ctrl_c_
         [victim] = _container_pids(tagged, "b")      # hosts the transform
         os.kill(victim, signal.SIGKILL)
         killed_at = time.monotonic()
-        new = wait_for(lambda: [p for p in _container_pids(tagged, "b") if p != victim], 10, period=0.05)
+        new = wait_for(lambda: [p for p in _container_pids(tagged, "b") if p != victim], 10, step=0.05)
         restarted_in = time.monotonic() - killed_at
         assert new, output(runner)
         assert restarted_in <= 5.0, f"container restarted after {restarted_in:.1f} s"

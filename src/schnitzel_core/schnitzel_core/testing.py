@@ -1,4 +1,4 @@
-"""A harness to unit-test node logic without DDS.
+"""Test helpers: a harness to unit-test node logic without DDS, and a poll-until.
 
     h = LogicHarness(ZonesLogic, {"zones": [...]})
     h.send("in", packet)
@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Mapping, Optional, Type
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Type
 
 from .packet import Packet
 from .plugin import NodeContext, NodeLogic
@@ -47,3 +48,15 @@ class LogicHarness:
     def stop(self) -> None:
         self.logic.deactivate()
         self.logic.cleanup()
+
+
+def wait_for(cond: Callable[[], Any], timeout: float = 10.0, step: float = 0.02) -> Any:
+    """Call ``cond`` every ``step`` seconds until it returns something truthy or ``timeout``
+    passes; returns that value (or the last falsy one)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(step)
+    return cond()

@@ -30,6 +30,16 @@ class Clock:
         self.t += int(s * 1e9)
 
 
+def _v1_file(path):
+    """An open sqlite3 connection to a new file laid out as schema v1 wrote it (the test adds rows)."""
+    c = sqlite3.connect(path)
+    for ddl in _DDL_V1:
+        c.execute(ddl)
+    c.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    c.execute(f"PRAGMA application_id={APPLICATION_ID}")
+    return c
+
+
 @pytest.fixture
 def db(tmp_path):
     return str(tmp_path / "q.db")
@@ -268,11 +278,7 @@ def test_newer_schema_refused_and_v1_migrated(tmp_path):
 
     # a store written by schema v1 (no counters table): migrated, rows kept, counters computed
     v1 = str(tmp_path / "v1.db")
-    c = sqlite3.connect(v1)
-    for ddl in _DDL_V1:
-        c.execute(ddl)
-    c.execute("INSERT INTO meta VALUES ('schema_version', '1')")
-    c.execute(f"PRAGMA application_id={APPLICATION_ID}")
+    c = _v1_file(v1)
     for i in range(3):
         c.execute("INSERT INTO queue(key, stream_id, seq, epoch, kind, payload, size, sinks, enq_ns) "
                   "VALUES (?, 's', ?, 0, 'event', x'00', 300, '*', 1)", (f"k{i}", i))
@@ -417,11 +423,7 @@ def test_v2_ledger_rows_migrate_to_blocks_and_prune_by_block(tmp_path):
     from schnitzel_core.store import key_hash
 
     old = str(tmp_path / "v1.db")
-    c = sqlite3.connect(old)
-    for ddl in _DDL_V1:
-        c.execute(ddl)
-    c.execute("INSERT INTO meta VALUES ('schema_version', '1')")
-    c.execute(f"PRAGMA application_id={APPLICATION_ID}")
+    c = _v1_file(old)
     keys = [pk(i).idempotency_key for i in range(2500)] + ["not-a-hex-key"]
     c.executemany("INSERT INTO ledger(h1, h2, delivered_ns) VALUES (?, ?, ?)",
                   [(*struct.unpack(">qq", bytes.fromhex(key_hash(k))), 1_000_000_000_000 + i)

@@ -16,7 +16,8 @@ from schnitzel_msgs.msg import NodeStatus, StreamPacket  # noqa: E402
 from schnitzel_msgs.srv import ListNodes, UnloadNode  # noqa: E402
 
 from test_container_support import (Boom, FailConfigure, Marker, RosClient, Scale, Ticker, ports_json, ref,  # noqa: E402
-                                    start_container, stop_process, unique_graph, wait_for)
+                                    start_container, stop_process, unique_graph)
+from schnitzel_core.testing import wait_for  # noqa: E402
 
 CID = "c1"
 

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import uuid
-from typing import Any, Callable, List, Optional
+from typing import Any, List, Optional
 
 from schnitzel_core.packet import Packet
 from schnitzel_core.plugin import Category, In, Out, Param, PluginSpec
@@ -302,13 +302,3 @@ class InprocBox:
         self.container.destroy()
         self.executor.shutdown()
         self.context.try_shutdown()
-
-
-def wait_for(pred: Callable[[], Any], timeout: float = 10.0, step: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(step)
-    return pred()

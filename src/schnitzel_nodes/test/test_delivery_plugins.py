@@ -8,8 +8,7 @@ import pytest
 
 from schnitzel_core.packet import Packet
 from schnitzel_core.plugin import Ack
-from schnitzel_core.store import DurableStore
-from schnitzel_core.testing import LogicHarness
+from schnitzel_core.testing import LogicHarness, wait_for
 from schnitzel_nodes.plugins.delivery import (DurableQueueLogic, HttpSinkLogic, JsonlSinkLogic,
                                               SinkRouterLogic)
 
@@ -166,15 +165,6 @@ def backend():
     yield srv
     srv.shutdown()
     srv.server_close()
-
-
-def wait_for(cond, timeout=5.0):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def test_http_sink_acks_each_queued_packet_and_never_crashes(backend):

@@ -14,7 +14,8 @@ from schnitzel_core.packet import Packet  # noqa: E402
 from schnitzel_core.plugin import Category, Out, Param, PluginSpec  # noqa: E402
 from schnitzel_nodes.base import SourceLogic  # noqa: E402
 
-from test_container_support import Collect, InprocBox, Passthrough, SlowCompute, wait_for  # noqa: E402
+from test_container_support import Collect, InprocBox, Passthrough, SlowCompute  # noqa: E402
+from schnitzel_core.testing import wait_for  # noqa: E402
 
 
 class ObjSource(SourceLogic):

@@ -16,6 +16,7 @@ from schnitzel_nodes.plugins.ros_bridge import (BridgeError, RosTopicSinkLogic, 
 rclpy = pytest.importorskip("rclpy")
 from geometry_msgs.msg import Twist  # noqa: E402
 from sensor_msgs.msg import Image, Imu, LaserScan, Range  # noqa: E402
+from schnitzel_core.testing import wait_for
 
 
 # ---- conversion without DDS -------------------------------------------------------------------
@@ -108,15 +109,6 @@ def with_node(logic_cls, params, node, activate=True):
     if activate:
         h.logic.activate()
     return h
-
-
-def wait_for(cond, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def publish_until(pub, msg, cond, timeout=10.0):

@@ -12,6 +12,7 @@ import pytest
 
 from schnitzel_core.testing import LogicHarness
 from schnitzel_nodes.plugins.sources.serial_sensor import ParseError, SerialSensorLogic, parse_line
+from schnitzel_core.testing import wait_for
 
 pytest.importorskip("serial")
 
@@ -65,15 +66,6 @@ def start(h):
     t = threading.Thread(target=h.logic.run, args=(stop,), daemon=True)
     t.start()
     return stop, t
-
-
-def wait_for(cond, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_pty_lines_garbage_and_replug(tmp_path):

@@ -1,6 +1,4 @@
 """sampler, resize, convert, schema_validate, map (LogicHarness, no DDS)."""
-import json
-
 import numpy as np
 import pytest
 

@@ -49,3 +49,10 @@ def record(title: str, lines: List[str], section=DELIVERY) -> None:
     """A dated block with the machine line, under ``section`` (head, intro)."""
     block = "\n".join(["", f"### {title} ({stamp()})", "", f"Machine: {machine()}.", ""] + lines) + "\n"
     append_block(*section, block)
+
+
+def publish(title: str, lines: List[str], save: bool = True) -> None:
+    """Print a benchmark's block and, unless ``save`` is false (--no-record), add it to RESULTS.md."""
+    print("\n".join(lines))
+    if save:
+        record(title, lines)

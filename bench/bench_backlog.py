@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import record  # noqa: E402
+from _results import publish  # noqa: E402
 
 CHILD = r"""
 import time, json, sys
@@ -104,9 +104,7 @@ def main() -> int:
     worst = max(r["first_from_start_s"] for r in runs)
     lines += ["", f"Backlog {a.rows:,} rows ({size_mb:,.0f} MB file). Target < 2 s before the first delivery: "
                   f"{'met' if worst < 2 else 'NOT met'} (worst {worst:.3f} s from process start)."]
-    print("\n".join(lines))
-    if not a.no_record:
-        record("bench_backlog.py", lines)
+    publish("bench_backlog.py", lines, save=not a.no_record)
     tmp.cleanup()
     return 0
 

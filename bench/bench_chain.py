@@ -241,7 +241,7 @@ def run_schnitzel(size_name: str, mode: str, seconds: float, tmp: Path, rate: fl
     run_dir.mkdir()
     plan_path = plan.write(run_dir / "plan.json")
     r = Runner(plan, str(plan_path), str(run_dir), duration=seconds, live=False, out=lambda s: None)
-    res = r.run()
+    r.run()
     if not out.exists():
         raise RuntimeError(f"schnitzel {mode} run produced no measurements; logs in {run_dir}")
     return summarise(json.loads(out.read_text()), rate)

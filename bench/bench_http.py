@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import record  # noqa: E402
+from _results import publish  # noqa: E402
 
 from schnitzel_core.delivery import HttpSink  # noqa: E402
 from schnitzel_core.packet import Packet  # noqa: E402
@@ -111,9 +111,7 @@ def main() -> int:
              f"Batched / single: {batched / single:.1f}x. Target >= 5,000 packets/s batched: "
              f"{'met' if batched >= 5000 else 'NOT met'} ({batched:,.0f}/s). Backend: "
              f"{st['unique_keys']:,} unique keys, {st['duplicates']} duplicates."]
-    print("\n".join(lines))
-    if not a.no_record:
-        record("bench_http.py", lines)
+    publish("bench_http.py", lines, save=not a.no_record)
     return 0
 
 

@@ -24,7 +24,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import record  # noqa: E402
+from _results import publish  # noqa: E402
 
 GRAPH = """\
 schnitzel: 1
@@ -177,9 +177,7 @@ def main() -> int:
              f"lost by the queue: {max(0, raw_n - accepted)}; queue node latency from the source stamp p50 "
              f"{lat[0]:.1f} ms, p99 {lat[1]:.1f} ms. Target >= 0.8x the raw rate and no loss: "
              f"{'met' if accepted >= raw_n and q_rate >= 0.8 * raw_rate else 'NOT met'}."]
-    print("\n".join(lines))
-    if not a.no_record:
-        record("bench_queue_dds.py", lines)
+    publish("bench_queue_dds.py", lines, save=not a.no_record)
     tmp.cleanup()
     return 0
 

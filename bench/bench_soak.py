@@ -447,8 +447,8 @@ def analyse(res: Dict[str, Any], target_mb: float) -> Dict[str, Any]:
 # ---- output ---------------------------------------------------------------------------------
 
 def table(a: Dict[str, Any], res: Dict[str, Any], target_mb: float) -> List[str]:
-    lines = [f"| process | RSS when active (MB) | RSS at warm-up end (MB) | RSS at end (MB) | growth (MB) | "
-             f"peak after warm-up (MB) | slope (MB/min) | threads | fds |",
+    lines = ["| process | RSS when active (MB) | RSS at warm-up end (MB) | RSS at end (MB) | growth (MB) | "
+             "peak after warm-up (MB) | slope (MB/min) | threads | fds |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in a["rows"]:
         if not r["ok"]:

@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import record  # noqa: E402
+from _results import publish  # noqa: E402
 
 from schnitzel_core.packet import Packet  # noqa: E402
 from schnitzel_core.store import DurableStore  # noqa: E402
@@ -183,9 +183,7 @@ def main() -> int:
                  f"'store' measurement of the store module given with --compare-with "
                  f"({os.path.basename(a.compare_with) or 'none'}).")
     print()
-    print("\n".join(lines))
-    if not a.no_record:
-        record("bench_store.py", lines)
+    publish("bench_store.py", lines, save=not a.no_record)
     return 0
 
 

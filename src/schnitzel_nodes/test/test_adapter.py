@@ -21,7 +21,8 @@ from schnitzel_nodes.ros import params as P  # noqa: E402
 from schnitzel_nodes.ros.adapter import LoadError, NodeAdapter, parse_ports  # noqa: E402
 from schnitzel_nodes.ros.qos import QosError, to_profile  # noqa: E402
 
-from test_container_support import Scale, unique_graph, wait_for  # noqa: E402
+from test_container_support import Scale, unique_graph  # noqa: E402
+from schnitzel_core.testing import wait_for  # noqa: E402
 
 
 # ---------------------------------------------------------------- QoS and params (no DDS)

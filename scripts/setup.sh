@@ -2,6 +2,7 @@
 # Set up schnitzel on this machine: Python environment, ROS 2, and the colcon workspace.
 #
 #   scripts/setup.sh            # idempotent; a second run reinstalls nothing
+#   scripts/setup.sh --test     # the same, plus the test-only packages (requirements-test.txt)
 #
 # Without ROS 2 on the machine it creates .venv (Python 3.10-3.12), installs the pinned
 # ROS 2 Kilted wheels and Python dependencies (requirements-ros.txt, requirements.txt,
@@ -10,6 +11,15 @@
 # ROS 2 and installs only the Python dependencies into a .venv that sees the system packages.
 # Nothing is written outside the repository.
 set -eo pipefail
+
+WITH_TEST=0
+for arg in "$@"; do
+  case "$arg" in
+    --test) WITH_TEST=1 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) printf '[setup] error: unknown option %s (known: --test)\n' "$arg" >&2; exit 2 ;;
+  esac
+done
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -99,6 +109,21 @@ else
     "$VPY" -m pip uninstall -y -q lark && "$VPY" -m pip install -q --force-reinstall --no-deps lark-parser==0.12.0
   fi
   echo "$want" > "$STAMP"
+fi
+# Test-only packages: their own stamp, so a runtime setup after a test setup installs nothing.
+TEST_STAMP="$VENV/.schnitzel-test.sha256"
+if [ "$WITH_TEST" = 1 ]; then
+  want_test=$(cat requirements-test.txt constraints.txt | sha256sum | cut -d' ' -f1)
+  if [ "$(cat "$TEST_STAMP" 2>/dev/null)" = "$want_test" ]; then
+    say "test packages up to date (nothing to install)"
+  else
+    say "installing the pinned test packages (requirements-test.txt)"
+    test_cons=(-c constraints.txt)
+    [ "$MODE" = system ] && test_cons=()
+    "$VPY" -m pip install --quiet --disable-pip-version-check "${test_cons[@]}" -r requirements-test.txt \
+      || fail "pip could not install the pinned test packages (see above). Check the network access to the package index."
+    echo "$want_test" > "$TEST_STAMP"
+  fi
 fi
 
 # ---- repair the wheels' CMake paths (inside .venv only) ----------------------

@@ -10,7 +10,7 @@ set -eo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-scripts/setup.sh
+scripts/setup.sh --test
 scripts/install-test-deps.sh
 # shellcheck disable=SC1091
 source scripts/env.sh

@@ -22,10 +22,8 @@ than DDS for 1 MB payloads.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -272,7 +270,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; figures are medians")
     ap.add_argument("--flood", action="store_true", help="also measure throughput with the source unpaced")
     ap.add_argument("--sizes", default=",".join(SIZES), help="comma-separated: " + ", ".join(SIZES))
-    ap.add_argument("--append-results", action="store_true", help="append the table to bench/RESULTS.md")
+    ap.add_argument("--append-results", action="store_true", help="record the table in bench/RESULTS.md (replaces its last one)")
     a = ap.parse_args()
     env = dict(os.environ)
     env["PYTHONPATH"] = f"{HERE}{os.pathsep}{env.get('PYTHONPATH', '')}"
@@ -308,9 +306,7 @@ def main() -> int:
     for size_name in sizes:
         rows.append((size_name, {m: {k: statistics.median(r[k] for r in runs[size_name][m])
                                      for k in ("n", "pps", "p50_ms", "p99_ms")} for m in MODES}))
-    lines = [f"### bench_chain.py ({_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC)", "",
-             f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
-             f"{platform.python_version()}, {os.environ.get('RMW_IMPLEMENTATION', 'default rmw')}, "
+    lines = [f"{os.environ.get('RMW_IMPLEMENTATION', 'default rmw')}, "
              f"median of {a.rounds} interleaved rounds of {a.seconds:g} s per case, reliable keep_last QoS; latency from the source stamp to the sink "
              "(3 hops); first 10 % dropped as warm-up.", "",
              "| payload | chain | offered pkt/s | received pkt/s | p50 ms | p99 ms | p50 / raw |",
@@ -337,9 +333,9 @@ def main() -> int:
     print()
     print(text)
     if a.append_results:
-        with open(HERE / "RESULTS.md", "a", encoding="utf-8") as f:
-            f.write("\n## Runtime chain (issue 4)\n\n`python bench/bench_chain.py` (schnitzel vs raw rclpy, "
-                    "same run).\n\n" + text)
+        sys.path.insert(0, str(HERE))
+        from _results import record
+        record("bench_chain.py", lines, section=("## Runtime chain", "schnitzel against raw rclpy, same run."))
     return 0
 
 

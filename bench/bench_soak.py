@@ -520,22 +520,6 @@ def svg_plot(a: Dict[str, Any], warm: float, target_mb: float, title: str) -> st
     return "\n".join(out) + "\n"
 
 
-def append_results(text: str) -> None:
-    """Add an entry at the end of the "Soak (node library)" section (created at the end of the file)."""
-    old = RESULTS.read_text(encoding="utf-8") if RESULTS.is_file() else "# Benchmark results\n"
-    lines = old.splitlines()
-    if SECTION not in lines:
-        new = old.rstrip("\n") + "\n\n" + SECTION + "\n\n" + SECTION_INTRO + "\n" + text
-    else:
-        i = lines.index(SECTION) + 1
-        while i < len(lines) and not (lines[i].startswith("## ") or lines[i].startswith("# ")):
-            i += 1
-        head = "\n".join(lines[:i]).rstrip("\n")
-        tail = "\n".join(lines[i:])
-        new = head + "\n\n" + text + ("\n" + tail if tail else "")
-    RESULTS.write_text(new.rstrip("\n") + "\n", encoding="utf-8")
-
-
 SECTION_INTRO = """`python bench/bench_soak.py --minutes 10 --append-results` (issue 6: a 10-minute soak of a 1080p file
 loop through sampler -> model -> sink grows RSS by < 50 MB after warm-up). A generated 1920x1080 mp4
 (moving shapes) loops through `video_source` (realtime) -> `sampler` (fps) -> `onnx_model` (a generated
@@ -567,7 +551,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--run-dir", default=None, help="default .cache/bench_soak/run-<UTC time>")
     ap.add_argument("--svg", default=None, help="RSS plot (default bench/soak_rss.svg with --append-results, "
                                                  "else in the run directory)")
-    ap.add_argument("--append-results", action="store_true", help="add the figures to bench/RESULTS.md")
+    ap.add_argument("--append-results", action="store_true", help="record the figures in bench/RESULTS.md (replaces the last ones)")
     a = ap.parse_args(argv)
     if a.minutes <= 0 or not 1 <= a.video_fps <= 120 or a.video_seconds <= 0 or a.sample_fps <= 0:
         print("bench_soak: --minutes, --video-seconds, --sample-fps must be > 0 and --video-fps 1..120", file=sys.stderr)
@@ -600,8 +584,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         svg_path.write_text(svg, encoding="utf-8")
         print(f"plot: {svg_path}")
     if a.append_results:
-        append_results("\n".join([f"### bench_soak.py, {date}", "", *lines]) + "\n")
-        print(f"appended to {RESULTS}")
+        sys.path.insert(0, str(HERE))
+        from _results import record
+        record("bench_soak.py", lines, section=(SECTION, SECTION_INTRO))
+        print(f"recorded in {RESULTS}")
     return 0 if an["passed"] else 1
 
 

@@ -6,7 +6,7 @@ Measures, on the same file and in the same run (median of --repeat runs):
   yaml_py     plain YAML load, pure Python (yaml.safe_load)
   load        schnitzel_core.graph_loader.parse_graph (positions, interpolation, shape checks)
   validate    schnitzel_validator.validate_path (load + every check)
-Targets: validate < 1 s and < 10x yaml_c. Prints a table and appends it to bench/RESULTS.md
+Targets: validate < 1 s and < 10x yaml_c. Prints a table and records it in bench/RESULTS.md
 under "## Validator" (unless --no-record).
 
     source scripts/env.sh && python bench/bench_validate.py [--nodes 1000 --edges 2000 --repeat 5]
@@ -14,7 +14,6 @@ under "## Validator" (unless --no-record).
 from __future__ import annotations
 
 import argparse
-import datetime
 import random
 import statistics
 import sys
@@ -30,7 +29,7 @@ from schnitzel_core.registry import Registry
 from schnitzel_validator import validate_path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import append_block, machine  # noqa: E402
+from _results import record as record_result  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -112,7 +111,7 @@ def main(argv=None) -> int:
     ap.add_argument("--nodes", type=int, default=1000)
     ap.add_argument("--edges", type=int, default=2000)
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
+    ap.add_argument("--no-record", action="store_true", help="do not record the figures in bench/RESULTS.md")
     args = ap.parse_args(argv)
 
     text = generate(args.nodes, args.edges)
@@ -142,9 +141,8 @@ def main(argv=None) -> int:
             ("yaml.safe_load (pure Python)", t_py, t_py / t_c),
             ("schnitzel load_graph (shape only)", t_load, t_load / t_c),
             ("schnitzel validate (load + all checks)", t_val, ratio_c)]
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     table = [f"{args.nodes} nodes, {args.edges} edges, {len(text.splitlines())} lines, {len(text) // 1024} KiB "
-             f"({len(report.warnings)} warnings, 0 errors); median of {args.repeat}; {now}; {machine()}", "",
+             f"({len(report.warnings)} warnings, 0 errors); median of {args.repeat}", "",
              "| step | time (ms) | x libyaml load |", "| --- | ---: | ---: |"]
     table += [f"| {name} | {t * 1000:.1f} | {r:.2f} |" for name, t, r in rows]
     table += ["", f"validate / pure-Python yaml.safe_load: {ratio_py:.2f}x. "
@@ -156,9 +154,8 @@ def main(argv=None) -> int:
 
 
 def record(table) -> None:
-    append_block("## Validator", "`python bench/bench_validate.py` (validating a generated graph; "
-                 "ratio to plain YAML loading of the same file).",
-                 "\n".join(["", "### bench_validate.py", ""] + table) + "\n")
+    record_result("bench_validate.py", table,
+                  section=("## Validator", "Validating a generated graph; ratio to plain YAML loading of the same file."))
 
 
 if __name__ == "__main__":

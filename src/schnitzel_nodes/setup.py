@@ -55,6 +55,9 @@ setup(
             "sink_router = schnitzel_nodes.plugins.delivery:SinkRouterLogic",
             "http_sink = schnitzel_nodes.plugins.delivery:HttpSinkLogic",
             "jsonl_sink = schnitzel_nodes.plugins.delivery:JsonlSinkLogic",
+            # --- broker sinks (MQTT, Kafka) ---
+            "mqtt_sink = schnitzel_nodes.plugins.brokers:MqttSinkLogic",
+            "kafka_sink = schnitzel_nodes.plugins.brokers:KafkaSinkLogic",
         ],
         "console_scripts": [
             # --- runtime (container, lifecycle manager) ---

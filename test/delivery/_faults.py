@@ -76,12 +76,14 @@ class Backend:
 
 
 class Worker:
-    """durable_queue + http_sink logic in one process; packets in on stdin, status out on stdout."""
+    """durable_queue + a sink's logic (http_sink, or ``sink_plugin``) in one process; packets in on
+    stdin, status out on stdout."""
 
     def __init__(self, tmp: Path, url: str, queue_params: Optional[Dict[str, Any]] = None,
-                 sink_params: Optional[Dict[str, Any]] = None) -> None:
+                 sink_params: Optional[Dict[str, Any]] = None, sink_plugin: str = "") -> None:
         self.db = tmp / "queue.db"
-        self.url = url + "/events"
+        self.url = url + "/events" if url else ""
+        self.sink_plugin = sink_plugin
         self.log = tmp / "worker.log"
         self.qp = {"commit_ms": 2.0, **(queue_params or {})}
         self.sp = {"backoff_base_s": 0.05, "backoff_cap_s": 0.5, "probe_interval_s": 1.0, **(sink_params or {})}
@@ -92,6 +94,8 @@ class Worker:
     def start(self, crash_after_delivered: int = 0, **qp: Any) -> None:
         args = [sys.executable, str(HERE / "_worker.py"), "--db", str(self.db), "--url", self.url,
                 "--queue-params", json.dumps({**self.qp, **qp}), "--sink-params", json.dumps(self.sp)]
+        if self.sink_plugin:
+            args += ["--sink-plugin", self.sink_plugin]
         if crash_after_delivered:
             args += ["--crash-after-delivered", str(crash_after_delivered)]
         self.status = {}

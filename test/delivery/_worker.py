@@ -1,4 +1,4 @@
-"""Test helper: one process hosting durable_queue -> [sink_router] -> http_sink/jsonl_sink
+"""Test helper: one process hosting durable_queue -> http_sink/jsonl_sink/mqtt_sink/kafka_sink
 logic exactly as the plugins are written, wired in-process (emit -> on_packet, ctx.ack ->
 on_ack), without DDS. Packets arrive as JSON lines on stdin (Packet.to_dict); status goes
 to stdout as JSON lines every 0.1 s (never to a file: disk-full tests limit file writes).
@@ -18,7 +18,11 @@ import time
 
 from schnitzel_core.packet import Packet
 from schnitzel_core.plugin import NodeContext
+from schnitzel_nodes.plugins.brokers import KafkaSinkLogic, MqttSinkLogic
 from schnitzel_nodes.plugins.delivery import DurableQueueLogic, HttpSinkLogic, JsonlSinkLogic
+
+SINKS = {"http_sink": HttpSinkLogic, "jsonl_sink": JsonlSinkLogic, "mqtt_sink": MqttSinkLogic,
+         "kafka_sink": KafkaSinkLogic}
 
 
 def main() -> int:
@@ -28,6 +32,8 @@ def main() -> int:
     ap.add_argument("--jsonl", default="")
     ap.add_argument("--queue-params", default="{}")
     ap.add_argument("--sink-params", default="{}")
+    ap.add_argument("--sink-plugin", default="", choices=sorted(SINKS), help="default: http_sink with --url, "
+                    "else jsonl_sink")
     ap.add_argument("--crash-after-delivered", type=int, default=0)
     a = ap.parse_args()
     out_lock = threading.Lock()
@@ -40,9 +46,10 @@ def main() -> int:
     qparams = dict(DurableQueueLogic.spec.defaults())
     qparams.update({"path": a.db, "poll_s": 0.01, "stats_s": 0.1})
     qparams.update(json.loads(a.queue_params))
-    sink_cls = HttpSinkLogic if a.url else JsonlSinkLogic
+    sink_cls = SINKS[a.sink_plugin] if a.sink_plugin else HttpSinkLogic if a.url else JsonlSinkLogic
     sparams = dict(sink_cls.spec.defaults())
-    sparams.update({"url": a.url} if a.url else {"path": a.jsonl})
+    if not a.sink_plugin:
+        sparams.update({"url": a.url} if a.url else {"path": a.jsonl})
     sparams.update(json.loads(a.sink_params))
 
     qctx = NodeContext("queue", qparams, graph="fault")

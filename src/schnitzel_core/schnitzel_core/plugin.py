@@ -25,8 +25,9 @@ from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Seque
 
 from .packet import Packet
 
-#: The plugin API version this runtime implements (1.1: the check_params hook).
-PLUGIN_API_VERSION = "1.1.0"
+#: The plugin API version this runtime implements (1.1: the check_params hook;
+#: 1.2: PluginSpec.static_check, run by the validator).
+PLUGIN_API_VERSION = "1.2.0"
 #: Entry point group plugins register under.
 ENTRY_POINT_GROUP = "schnitzel.plugins"
 
@@ -136,6 +137,10 @@ class PluginSpec:
     delay: bool = False                # a delay node: cycles may pass through it when it has an initial value
     durable_queue: bool = False        # the durable queue node itself
     stateful: bool = False             # hands state over on hot replacement (get_state/set_state)
+    #: Checks the validator runs on a node's params (defaults merged in) beyond each value's
+    #: schema: ``static_check(params) -> [(param, message, hint)]``, empty when usable. Keep it
+    #: cheap and free of side effects (no connection is made while validating).
+    static_check: Optional[Callable[[Mapping[str, Any]], Sequence[Tuple[str, str, str]]]] = None
 
     def port(self, name: str) -> Optional[Port]:
         for p in self.ports:

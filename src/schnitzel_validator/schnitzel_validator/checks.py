@@ -260,6 +260,22 @@ class _Checker:
                 self.add("SCH311", f"node {n.id!r} ({spec.name}) has no parameter {key!r}", where, hint, node=n.id)
                 continue
             self.check_param_value(n, spec, p, value, where)
+        self.check_static(n, spec, where_params)
+
+    def check_static(self, n: NodeDecl, spec: PluginSpec, where_params: Pos) -> None:
+        """The plugin's own check of the whole parameter set (PluginSpec.static_check)."""
+        if spec.static_check is None or any(i.node == n.id for i in self.issues if i.code.startswith("SCH31")):
+            return   # a missing or wrong-typed value is reported already; don't pile on
+        params = spec.defaults()
+        params.update(n.params)
+        try:
+            problems = list(spec.static_check(params))
+        except Exception as exc:  # noqa: BLE001 - a plugin's bug must not crash validation
+            problems = [("", f"static check of plugin {spec.name!r} failed: {type(exc).__name__}: {exc}",
+                         "report this to the plugin's author")]
+        for name, message, hint in problems:
+            where = n.param_pos.get(name, where_params)
+            self.add("SCH316", f"node {n.id!r} ({spec.name}): {message}", where, hint, node=n.id)
 
     def check_param_value(self, n: NodeDecl, spec: PluginSpec, p: Param, value: Any, where: Pos) -> None:
         if value is None and not p.required and (p.default is None or p.type == "any"):

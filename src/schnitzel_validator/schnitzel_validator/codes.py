@@ -50,6 +50,7 @@ CODES: Dict[str, Tuple[str, str]] = {
     "SCH313": (ERROR, "parameter out of range"),
     "SCH314": (ERROR, "parameter not one of its allowed values"),
     "SCH315": (ERROR, "secret written into the file instead of naming an environment variable"),
+    "SCH316": (ERROR, "parameters the plugin cannot use together (its own static check)"),
     # edges
     "SCH401": (ERROR, "edge names an unknown node"),
     "SCH402": (ERROR, "edge names an unknown port"),

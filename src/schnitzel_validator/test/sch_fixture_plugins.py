@@ -93,6 +93,25 @@ class HttpSink(NodeLogic):
     )
 
 
+def _broker_check(params):
+    """A plugin's own static check (PluginSpec.static_check): a scheme and a wildcard-free topic."""
+    problems = []
+    if not str(params.get("url", "")).startswith("mqtt://"):
+        problems.append(("url", "url must start with mqtt://", "e.g. `url: mqtt://127.0.0.1:1883`"))
+    if "#" in str(params.get("topic", "")):
+        problems.append(("topic", "topic must not contain '#'", "e.g. `topic: fleet/events`"))
+    return problems
+
+
+class BrokerSink(NodeLogic):
+    spec = PluginSpec(
+        name="broker_sink", category=Category.SINK, version="1.0.0", external=True,
+        ports=(In("in", ["event", "detections"]),),
+        params=(Param("url", "str"), Param("topic", "str", "fleet/events")),
+        static_check=_broker_check,
+    )
+
+
 class LogSink(NodeLogic):
     spec = PluginSpec(name="log_sink", category=Category.SINK, version="1.0.0",
                       ports=(In("in", ["*"]),))
@@ -108,7 +127,7 @@ class FutureApi(NodeLogic):
                       ports=(In("in"), Out("out")))
 
 
-ALL = [Camera, ShmCamera, RosImageSource, Ticker, Detector, Tracker, EventBuilder, Delay, Router, Queue, HttpSink, LogSink,
+ALL = [Camera, ShmCamera, RosImageSource, Ticker, Detector, Tracker, EventBuilder, Delay, Router, Queue, HttpSink, BrokerSink, LogSink,
        StateSource, FutureApi]
 
 

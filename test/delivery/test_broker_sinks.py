@@ -314,3 +314,35 @@ def test_mqtt_sink_behind_sink_router_in_a_running_graph(tmp_path, cleanup, ros_
     assert wait_until(lambda: set(sub.keys()) == file_keys, 10), (len(sub.keys()), len(file_keys))
     assert {m["topic"] for m in sub.messages} == {"fleet/src/telemetry"}
     assert queue_stats(db)["depth"] == 0
+
+
+def test_kafka_fatal_producer_error_makes_a_new_producer_and_loses_no_row(tmp_path, cleanup):
+    """librdkafka reports a fatal error (idempotence state lost) through error_cb; the test
+    raises one through that same callback, since the mock cluster cannot be told to."""
+    confluent_kafka = pytest.importorskip("confluent_kafka")
+    from schnitzel_core.sink_kafka import KafkaSink
+
+    mock = subprocess.Popen([sys.executable, str(HERE / "_kafka_mock.py")], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+    cleanup(lambda: os.killpg(mock.pid, signal.SIGKILL))
+    bootstrap = json.loads(mock.stdout.readline())["bootstrap"]
+    sink = KafkaSink(bootstrap, "fleet.{kind}", timeout_s=5.0, config={"log_level": 3})
+    cleanup(sink.close)
+    first = [packet(i) for i in range(1, 51)]
+    assert all(o.ok for o in sink.deliver(first))
+    sink._on_error(confluent_kafka.KafkaError(confluent_kafka.KafkaError._FATAL, "injected fatal error", fatal=True))
+    second = [packet(i) for i in range(51, 101)]
+    outcomes = sink.deliver(second)
+    assert sink.producers_made == 2, "a fatal error must replace the producer"
+    assert all(o.ok for o in outcomes), outcomes[:3]
+    c = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": "fatal", "auto.offset.reset": "earliest",
+                                  "log_level": 3})
+    cleanup(c.close)
+    c.subscribe(["fleet.event"])
+    seen = set()
+    deadline = time.monotonic() + 60
+    while len(seen) < 100 and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            seen.add(m.key().decode())
+    assert seen == {p.idempotency_key for p in first + second}

@@ -150,3 +150,23 @@ def test_settings_are_checked():
                 {"treshold_bytes": 1}):
         with pytest.raises(ValueError):
             RefSettings.from_dict(bad)
+
+
+def _graph(extra: str):
+    from schnitzel_core.graph_loader import parse_graph
+    return parse_graph("schnitzel: 1\nname: g\n" + extra + "nodes:\n  - {id: a, plugin: synthetic_source}\n",
+                       env={})
+
+
+def test_graph_setting_is_read_and_checked_with_its_line():
+    g, issues = _graph("payload_ref: {threshold_bytes: 1048576}\n")
+    assert not issues and g.payload_ref == {"threshold_bytes": 1048576, "ttl_s": 30.0, "dir": "/dev/shm/schnitzel"}
+    g, issues = _graph("")
+    assert g.payload_ref == {}                                   # off unless the graph asks
+    for text, code, words in (("payload_ref: {treshold_bytes: 1}\n", "SCH103", "treshold_bytes"),
+                              ("payload_ref: {threshold_bytes: 1MB}\n", "SCH104", "threshold_bytes"),
+                              ("payload_ref: {ttl_s: -1}\n", "SCH104", "ttl_s"),
+                              ("payload_ref: 5\n", "SCH104", "mapping")):
+        _g, issues = _graph(text)
+        [i] = issues
+        assert (i.code, i.line) == (code, 3) and words in i.message, (text, i)

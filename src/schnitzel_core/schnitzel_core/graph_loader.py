@@ -317,7 +317,7 @@ class _Builder:
             g.payload_ref = RefSettings.from_dict(val).as_dict() if val else {}
         except ValueError as exc:
             code = "SCH103" if "unknown key" in str(exc) else "SCH104"
-            self.err(code, str(exc), node, "e.g. `payload_ref: {threshold_bytes: 1048576, ttl_s: 30}` "
+            self.err(code, str(exc), g.key_pos.get("payload_ref", self.pos(node)), "e.g. `payload_ref: {threshold_bytes: 1048576, ttl_s: 30}` "
                      "(docs/graph-spec.md)")
         return val
 

@@ -293,7 +293,7 @@ class NodeAdapter(LifecycleNode):
         if self._refs is not None:
             for o in self._outs.values():
                 if o.wire is not None:
-                    o.wire = byref.externalising(o.wire, self._refs)
+                    o.wire = byref.externalising(o.wire, self._refs, self._ref_fallback)
         cli_args = None
         if remappings:
             cli_args = ["--ros-args"]
@@ -702,6 +702,15 @@ class NodeAdapter(LifecycleNode):
         logic = self.logic
         if logic is not None:
             self._submit(self._run_on_packet, logic, port, packet, packet=True)
+
+    def _ref_fallback(self, exc: OSError) -> None:
+        """A blob could not be written: the packet went inline (counted, logged once)."""
+        ctx = self.ctx
+        if ctx is not None:
+            if not ctx.counters.get("payload_ref_inline"):
+                self.get_logger().warning(f"node {self.node_id!r}: payload blob not written ({exc}); "
+                                          "sending large payloads inline")
+            ctx.count("payload_ref_inline")
 
     def _resolve_ref(self, packet: Packet) -> Optional[Packet]:
         """A by-reference input made inline; None when its blob is missing or tampered with

@@ -38,15 +38,21 @@ def blob_store(graph: str, ports: Optional[Mapping[str, Any]]) -> Optional[BlobS
     return store
 
 
-def externalising(wire: Wire, store: BlobStore) -> Wire:
+def externalising(wire: Wire, store: BlobStore, on_fallback: Callable[[OSError], None] = lambda exc: None) -> Wire:
     """``wire`` whose ``to_msg`` sends payloads above the threshold by reference
-    (StreamPacket wires only: a sensor_msgs/Image has no reference field)."""
+    (StreamPacket wires only: a sensor_msgs/Image has no reference field). A blob that
+    cannot be written (the directory full or gone) sends that packet inline instead,
+    reported to ``on_fallback``: the stream goes on, slower, and the count shows why."""
     if wire.msg_type != STREAM_PACKET or store.threshold_bytes <= 0:
         return wire
     to_msg, threshold = wire.to_msg, store.threshold_bytes
 
     def to_msg_by_ref(packet: Packet) -> Any:
-        return to_msg(store.externalise(packet, threshold))
+        try:
+            packet = store.externalise(packet, threshold)
+        except OSError as exc:
+            on_fallback(exc)
+        return to_msg(packet)
     return wire._replace(to_msg=to_msg_by_ref)
 
 

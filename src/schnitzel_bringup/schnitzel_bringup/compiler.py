@@ -132,6 +132,8 @@ def compile_graph(graph: Graph, registry: Any, graph_file: Optional[str] = None)
         ports[dst.id]["in"].setdefault(e.dst_port, []).append(
             {"topic": topic, "qos": reader.to_dict(), "transport": transport, "from": f"{src.id}.{e.src_port}"})
     for pmap in ports.values():
+        if getattr(graph, "payload_ref", None):   # by-reference payloads (ros/byref.py)
+            pmap["payload_ref"] = dict(graph.payload_ref)
         for out in pmap["out"].values():
             out["transports"].sort(key=lambda t: ("inproc", "shm", "dds").index(t) if t in ("inproc", "shm", "dds") else 9)
 

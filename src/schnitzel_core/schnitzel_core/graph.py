@@ -76,6 +76,8 @@ class Graph:
     file: str = "<graph>"
     pos: Pos = Pos()
     raw: Dict[str, Any] = dataclasses.field(default_factory=dict)  # the interpolated document
+    # Large payloads by reference (schnitzel_core.payload_ref.RefSettings as a dict); {} = off.
+    payload_ref: Dict[str, Any] = dataclasses.field(default_factory=dict)
     key_pos: Dict[str, Pos] = dataclasses.field(default_factory=dict)  # position of each top-level value
 
     def node(self, node_id: str) -> Optional[NodeDecl]:

@@ -33,7 +33,7 @@ RESTART_POLICIES = ("never", "on-failure")
 MAX_DEPTH = 64          # no graph needs deeper nesting; guards the recursive composer
 MAX_BYTES = 64 * 1024 * 1024
 
-TOP_KEYS = ("schnitzel", "name", "description", "containers", "nodes", "edges")
+TOP_KEYS = ("schnitzel", "name", "description", "containers", "nodes", "edges", "payload_ref")
 CONTAINER_KEYS = ("id", "host", "restart", "restart_backoff_s", "restart_limit", "description")
 NODE_KEYS = ("id", "plugin", "container", "params", "version", "qos", "description")
 EDGE_KEYS = ("from", "to", "qos", "transport", "description")
@@ -303,8 +303,23 @@ class _Builder:
             raw["nodes"] = self.nodes(by_key["nodes"][1], g)
         if "edges" in by_key:
             raw["edges"] = self.edges(by_key["edges"][1], g)
+        if "payload_ref" in by_key:
+            raw["payload_ref"] = self.payload_ref(by_key["payload_ref"][1], g)
         g.raw = raw
         return g
+
+    def payload_ref(self, node: Node, g: Graph) -> Any:
+        """The graph's by-reference setting (schnitzel_core.payload_ref.RefSettings)."""
+        from .payload_ref import RefSettings
+
+        val = self.value(node, "payload_ref")
+        try:
+            g.payload_ref = RefSettings.from_dict(val).as_dict() if val else {}
+        except ValueError as exc:
+            code = "SCH103" if "unknown key" in str(exc) else "SCH104"
+            self.err(code, str(exc), g.key_pos.get("payload_ref", self.pos(node)), "e.g. `payload_ref: {threshold_bytes: 1048576, ttl_s: 30}` "
+                     "(docs/graph-spec.md)")
+        return val
 
     def items(self, node: Node, what: str, example: str) -> List[Node]:
         if isinstance(node, ScalarNode) and node.tag == _T_NULL:

@@ -582,7 +582,8 @@ _PLAIN_TAIL = (None, None)
 
 def _encode_extra(f: Tuple[Any, ...]) -> Tuple[Any, Any]:
     return (json.dumps(f[11], separators=(",", ":")) if f[11] else None,
-            json.dumps(dataclasses.asdict(f[12])) if f[12] else None)
+            # a PayloadRef, or the dict a segment keeps it as (a segment row moving to queue/dead)
+            json.dumps(f[12] if isinstance(f[12], dict) else dataclasses.asdict(f[12])) if f[12] else None)
 
 
 _FIELD_NAMES = ("idempotency_key", "stream_id", "seq", "epoch", "kind", "schema", "content_type", "stamp_ns",
@@ -1747,6 +1748,16 @@ class DurableStore:
                     j = sg.hashes.find(h16, j + 1)
             return self._read(lambda c: c.connection.driver_connection.execute(
                 "SELECT 1 FROM queue WHERE key = ?", (key,)).fetchone()) is None
+
+    def has_key(self, key: str) -> bool:
+        """Is a row with ``key`` still queued or dead-lettered (its packet may still be sent)?
+        The durable queue keeps a by-reference payload's blob exactly that long."""
+        with self._lock:
+            self._refresh()
+            if self._known.contains([key_hash(key)])[0] and (not self.ledger_on or not self.in_ledger(key)):
+                return True   # queued (known and not delivered)
+            return self._read(lambda c: c.connection.driver_connection.execute(
+                "SELECT 1 FROM dead WHERE key = ?", (key,)).fetchone()) is not None
 
     def stats(self, wait: bool = True) -> Optional[Stats]:
         """Depth, bytes, oldest age, dead letters, counters. ``wait=False`` returns None at

@@ -468,6 +468,14 @@ class _Checker:
             self.add("SCH507", f"transport shm needs both nodes on one host, but {src.id} runs on {sc.host!r} "
                      f"and {dst.id} on {dc.host!r}", tpos, "use `transport: dds` (or auto) between hosts",
                      edge=label)
+        if (sc is not None and dc is not None and sc.host != dc.host
+                and int((getattr(self.g, "payload_ref", None) or {}).get("threshold_bytes", 0)) > 0):
+            # a reference is a local file path: a reader on another host could never resolve it
+            self.add("SCH520", f"payload_ref sends large payloads as references to files on the producer's "
+                     f"host, but {src.id} runs on {sc.host!r} and {dst.id} on {dc.host!r}",
+                     self.g.key_pos.get("payload_ref", e.pos),
+                     "put the graph's containers on one host, or remove payload_ref (payloads go inline)",
+                     edge=label)
         # QoS: the writer is the output port (and its node's override); the edge's qos is the reader.
         base = qosmod.PRESETS.get(sport.qos, qosmod.PRESETS[qosmod.DEFAULT_PRESET])
         writer: Optional[qosmod.QoS] = base

@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Optional
 from schnitzel_core.delivery import (DELIVERED, REJECTED, RETRY, DeliveryConfigError, HttpSink, JsonlSink,
                                      Outcome, Routes, Sink, SinkWorker)
 from schnitzel_core.packet import Packet
+from schnitzel_core.payload_ref import PayloadRefError
 from schnitzel_core.plugin import Ack, Category, In, Out, Param, PluginSpec, Profile
 from schnitzel_core.resilience import Backoff, CircuitBreaker
 from schnitzel_core.store import ANY_SINK, DurableStore, GroupCommitter, StoreError, StoreWriteError
@@ -106,6 +107,8 @@ class DurableQueueLogic(StateLogic):
         self._gauges: Dict[str, int] = {}
         self.accepted = 0
         self.active = False
+        # by-reference payloads (docs/delivery.md): the blob is held while a row stores it
+        self.refs = getattr(self.ctx, "payload_refs", None)
         self._set_gauges()
 
     def _row_sinks(self, p: Packet) -> List[str]:
@@ -124,7 +127,35 @@ class DurableQueueLogic(StateLogic):
                 self.ctx.count(f"refused_{self.refusing}")
                 return
             self._next_probe = now + float(self.params.get("probe_s", 5.0))
+        if self.refs is not None and packet.payload_ref is not None and not self._hold_blob(packet):
+            return
         self.committer.submit(packet)
+
+    def _hold_blob(self, packet: Packet) -> bool:
+        """Keep a by-reference packet's blob while a row stores it; a missing one is refused."""
+        try:
+            self.refs.hold(packet, self.ctx.node_id)
+            return True
+        except (PayloadRefError, OSError) as exc:
+            self.ctx.count("payload_ref_errors")
+            self.ctx.logger.error("durable_queue %s: packet %s not accepted: %s", self.ctx.node_id,
+                                  packet.packet_id, exc)
+            return False
+
+    def _release_blobs(self) -> None:
+        """Release the blobs of rows no longer stored (delivered everywhere, purged, dropped).
+        Only when no commit is pending: a hold taken before this tick is then on a committed
+        (or refused) row, so a row in flight never loses its blob."""
+        if self.committer.pending():
+            return
+        try:
+            n = self.refs.reconcile(self.ctx.node_id, self.store.has_key)
+            self.refs.maybe_sweep()   # unheld blobs past their lease, also once producers stopped
+        except (StoreError, OSError) as exc:
+            self.last_error = str(exc)
+            return
+        if n:
+            self.ctx.count("payload_refs_released", n)
 
     def _committed(self, batch: List[Packet], res: Any) -> None:
         if self.refusing:
@@ -184,6 +215,8 @@ class DurableQueueLogic(StateLogic):
                     self.ctx.count("forwarded", len(rows))
         if time.monotonic() >= self._next_stats:
             self._set_gauges()
+            if self.refs is not None:
+                self._release_blobs()
 
     def _set_gauges(self) -> None:
         """depth, bytes, oldest_age_ms, leased, dead as gauges (counters set to the current value)."""
@@ -247,6 +280,8 @@ class DurableQueueLogic(StateLogic):
         try:
             self.committer.close()
             self._apply_outcomes()
+            if self.refs is not None:
+                self._release_blobs()   # the last acks' blobs go now, not at the next start
         finally:
             self.store.close()
 

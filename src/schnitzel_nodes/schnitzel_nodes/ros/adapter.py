@@ -45,6 +45,7 @@ from schnitzel_core.packet import Packet, now_ns
 from schnitzel_core.plugin import Ack, Category, Direction, NodeContext, NodeLogic, PluginSpec
 from schnitzel_msgs.msg import DeliveryAck, KeyValue, NodeStatus
 
+from . import byref
 from . import params as P
 from .inproc import InprocBus
 from .qos import QosError, to_profile
@@ -119,9 +120,9 @@ def parse_ports(spec: PluginSpec, ports: Optional[Mapping[str, Any]], base: str
         return outs, _check_ports(spec, outs, ins)
     if not isinstance(ports, Mapping):
         raise LoadError("ports_json must be a JSON object with keys 'in' and 'out'")
-    unknown = set(ports) - {"in", "out"}
+    unknown = set(ports) - {"in", "out", "payload_ref"}
     if unknown:
-        raise LoadError(f"ports_json has unknown keys {sorted(unknown)}; expected 'in' and 'out'")
+        raise LoadError(f"ports_json has unknown keys {sorted(unknown)}; expected 'in', 'out' (and 'payload_ref')")
     for name, decl in (ports.get("out") or {}).items():
         port = spec.port(name)
         if port is None or port.direction != Direction.OUT:
@@ -285,6 +286,14 @@ class NodeAdapter(LifecycleNode):
             max_consecutive_errors = given[MAX_ERRORS_PARAM]
         base = (namespace.rstrip("/") + "/" + node_name) if namespace not in ("", "/") else "/" + node_name
         self._outs, self._ins = parse_ports(spec, ports, base)
+        try:   # large payloads by reference (ros/byref.py): DDS outputs externalise, inputs resolve
+            self._refs = byref.blob_store(graph, ports)
+        except ValueError as exc:
+            raise LoadError(f"ports_json: {exc}") from None
+        if self._refs is not None:
+            for o in self._outs.values():
+                if o.wire is not None:
+                    o.wire = byref.externalising(o.wire, self._refs, self._ref_fallback)
         cli_args = None
         if remappings:
             cli_args = ["--ros-args"]
@@ -431,6 +440,7 @@ class NodeAdapter(LifecycleNode):
         self.watermarks = bb.Watermarks()
         ctx._ack = self._publish_ack
         ctx.ros_node = self
+        ctx.payload_refs = self._refs   # a durable queue holds the blobs of the rows it stores
         self.ctx = ctx
         try:
             self.logic = self.logic_cls(ctx)
@@ -664,6 +674,10 @@ class NodeAdapter(LifecycleNode):
 
     def _deliver(self, port: str, packet: Packet) -> None:
         """An input packet (DDS or inproc, any thread)."""
+        if self._refs is not None and packet.payload_ref is not None and not self.spec.durable_queue:
+            packet = self._resolve_ref(packet)
+            if packet is None:
+                return
         if self._hold is not None:
             with self._hold_lock:
                 if self._hold is not None:   # a replacement waiting for activate: keep it
@@ -688,6 +702,28 @@ class NodeAdapter(LifecycleNode):
         logic = self.logic
         if logic is not None:
             self._submit(self._run_on_packet, logic, port, packet, packet=True)
+
+    def _ref_fallback(self, exc: OSError) -> None:
+        """A blob could not be written: the packet went inline (counted, logged once)."""
+        ctx = self.ctx
+        if ctx is not None:
+            if not ctx.counters.get("payload_ref_inline"):
+                self.get_logger().warning(f"node {self.node_id!r}: payload blob not written ({exc}); "
+                                          "sending large payloads inline")
+            ctx.count("payload_ref_inline")
+
+    def _resolve_ref(self, packet: Packet) -> Optional[Packet]:
+        """A by-reference input made inline; None when its blob is missing or tampered with
+        (counted: errors, last_error and the counter payload_ref_errors; never passed on)."""
+        def failed(message: str, exc: Exception) -> None:
+            self._note_error(message)
+            if self.ctx is not None:
+                self.ctx.count("payload_ref_errors")
+
+        def reject(p: Packet, reason: str) -> None:
+            self._publish_ack(Ack(p.meta[byref.META_QUEUE], self.node_id, p.idempotency_key,
+                                  int(p.meta[byref.META_ROW]), "rejected", reason))
+        return byref.resolve_input(self._refs, packet, failed, reject)
 
     def _submit(self, fn: Callable[..., Any], *args: Any, packet: bool = False) -> None:
         """Run ``fn(*args)`` as a logic callback, serialised with the node's others.

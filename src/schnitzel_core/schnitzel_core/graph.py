@@ -77,6 +77,9 @@ class Graph:
     pos: Pos = Pos()
     raw: Dict[str, Any] = dataclasses.field(default_factory=dict)  # the interpolated document
     key_pos: Dict[str, Pos] = dataclasses.field(default_factory=dict)  # position of each top-level value
+    # ``runtime:`` settings as read (source_grace_s, source_grace, delivery_stall_s, state_backend,
+    # state_path); the compiler fills in the defaults (docs/runtime.md)
+    runtime: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def node(self, node_id: str) -> Optional[NodeDecl]:
         for n in self.nodes:

@@ -4,9 +4,10 @@ Status rules (docs/runtime.md):
 - ``error``: the graph never came up, a node ended in the error state, or a
   container died and was not (or could no longer be) restarted;
 - ``degraded``: it ran, but a container was restarted, a node raised errors, the
-  running graph was degraded for a while (stale heartbeats, a container not answering), or
-  a durable queue's sinks could not deliver (rows waiting past a threshold, rows dead-lettered;
-  ``delivery_health``);
+  running graph was degraded for a while (stale heartbeats, a container not answering, a
+  source that sent nothing past its grace period), or a durable queue's sinks could not
+  deliver (rows waiting past a threshold, rows dead-lettered; ``delivery_health``);
+- ``cancelled``: a signal (Ctrl-C, SIGTERM) stopped the run before the graph became active;
 - ``ok``: everything else. Drops alone do not degrade a run: live streams are
   latest-only by design and their drops are counted, not failures.
 """
@@ -83,8 +84,10 @@ def build_report(plan: Plan, status: Optional[Dict[str, Any]], *, started_at: fl
         result = "error"
         if not reached_active and not problems:
             problems.append("the graph never became active")
-    elif restarts or totals["errors"] or status.get("degraded_episodes") or status.get("delivery_problems_seen"):
+    elif (restarts or totals["errors"] or status.get("degraded_episodes") or status.get("delivery_problems_seen")
+          or status.get("source_problems_seen")):
         result = "degraded"
+        problems.extend(status.get("source_problems_seen") or [])
         problems.extend(status.get("delivery_problems_seen") or [])
         for cid, c in containers.items():
             if int(c.get("restarts", 0)):
@@ -94,8 +97,8 @@ def build_report(plan: Plan, status: Optional[Dict[str, Any]], *, started_at: fl
                             + ", ".join(f"{i} ({v['errors']})" for i, v in nodes.items() if v["errors"]))
         if status.get("degraded_episodes"):
             problems.append(f"the running graph was degraded {status['degraded_episodes']} time(s) "
-                            "(a node's heartbeat went stale, a container stopped answering or a sink could not "
-                            "deliver; see events)")
+                            "(a node's heartbeat went stale, a container stopped answering, a source sent "
+                            "nothing or a sink could not deliver; see events and timeline)")
     else:
         result = "ok"
     return {

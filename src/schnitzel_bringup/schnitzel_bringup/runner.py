@@ -142,7 +142,8 @@ def timeline_sample(snap: Dict[str, Any], t: float) -> Dict[str, Any]:
                 except (TypeError, ValueError):
                     pass
         nodes[nid] = d
-    return {"t": round(t, 3), "state": snap.get("state", "?"), "nodes": nodes}
+    return {"t": round(t, 3), "state": snap.get("state", "?"), "status": snap.get("status", "?"),
+            "nodes": nodes}
 
 
 def status_line(graph: str, snap: Optional[Dict[str, Any]], elapsed: float, rate: float,
@@ -152,9 +153,12 @@ def status_line(graph: str, snap: Optional[Dict[str, Any]], elapsed: float, rate
     nodes = snap.get("nodes", {})
     drops = sum(int(n.get("drops", 0) or 0) for n in nodes.values())
     errors = sum(int(n.get("errors", 0) or 0) for n in nodes.values())
+    status = snap.get("status", "?")
+    why = list(snap.get("problems") or []) if status == "degraded" else []
     return (f"[{graph}] {elapsed:6.1f}s {snap.get('state', '?'):<11} active {snap.get('nodes_active', 0)}/"
             f"{snap.get('nodes_total', 0)} | {rate:8.1f} pkt/s | drops {drops} | errors {errors}"
-            f" | restarts {restarts} | {snap.get('status', '?')}")
+            f" | restarts {restarts} | {status}"
+            + (f": {why[0]}" + (f" (+{len(why) - 1} more)" if len(why) > 1 else "") if why else ""))
 
 
 class Runner:

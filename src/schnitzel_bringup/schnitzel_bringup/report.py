@@ -73,14 +73,19 @@ def build_report(plan: Plan, status: Optional[Dict[str, Any]], *, started_at: fl
     restarts = sum(int(c.get("restarts", 0)) for c in containers.values())
 
     reached_active = bool(status.get("ever_active"))
-    if status.get("state") == "error" or not status:
+    # A signal (the user's Ctrl-C, a supervisor's SIGTERM) before the graph came up is a cancel,
+    # not a failure: unless something had already failed, the run reads "cancelled".
+    cancelled = stopped_by.startswith("signal:") and not reached_active
+    if status.get("state") == "error" or (not status and not cancelled):
         problems.append(status.get("message") or "the lifecycle manager did not report")
     if any(v["state"] == "error" for v in nodes.values()):
         problems.append("node(s) in the error state: " + ", ".join(i for i, v in nodes.items() if v["state"] == "error"))
     for cid, c in containers.items():
         if c.get("gave_up"):
             problems.append(f"container {cid!r} stopped and was not restarted ({c.get('gave_up')})")
-    if problems or not reached_active:
+    if cancelled and not problems:
+        result = "cancelled"
+    elif problems or not reached_active:
         result = "error"
         if not reached_active and not problems:
             problems.append("the graph never became active")

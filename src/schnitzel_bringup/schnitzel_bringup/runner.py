@@ -324,10 +324,12 @@ class Runner:
                 if self.manager.poll() is not None:
                     self.stop_reason = "manager-exited"
                     if self.manager.proc.returncode not in (0, None):
-                        self.out("\nschnitzel run: the lifecycle manager stopped: "
-                                 + ((self.snap or {}).get("message") or
-                                    f"exit code {self.manager.proc.returncode}:\n{self.manager.log_tail(10)}")
-                                 + f"\n(process logs: {self.run_dir})")
+                        # Its reason (the status message) is printed once, with the run's problems;
+                        # here only where to look, or the log's tail when it wrote no status.
+                        code = self.manager.proc.returncode
+                        self.out(f"\nschnitzel run: the lifecycle manager stopped (exit code {code}); "
+                                 f"process logs: {self.run_dir}"
+                                 + ("" if (self.snap or {}).get("message") else f"\n{self.manager.log_tail(10)}"))
                         self.stop_reason = "error"
                     break
                 reason = self._bounded(self.snap, now)

@@ -1103,6 +1103,8 @@ def run(plan: Plan, status_file: Optional[str] = None, loaded_by_launch: bool = 
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from schnitzel_core.lifetime import die_with_parent
+    die_with_parent()   # launch or the runner gone (SIGTERM/SIGKILL): SIGTERM -> ordered tear-down, exit
     from rclpy.utilities import remove_ros_args
     args_in = remove_ros_args(list(sys.argv if argv is None else ["schnitzel_manager", *argv]))[1:]
     ap = argparse.ArgumentParser(prog="schnitzel_manager", description=__doc__.split("\n\n")[0])

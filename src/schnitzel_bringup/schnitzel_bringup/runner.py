@@ -59,13 +59,10 @@ def manager_command(plan_path: str, status_path: str) -> List[str]:
 
 
 def _die_with_parent() -> None:
-    """In the child: get SIGTERM if the runner dies (even by SIGKILL), so no orphan is left."""
-    try:
-        import ctypes
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001 - not Linux: the runner's own clean-up still applies
-        pass
+    """In the child, before exec: get SIGTERM if the runner dies (even by SIGKILL), so no orphan
+    is left (the entry points ask again themselves, for launch; schnitzel_core.lifetime)."""
+    from schnitzel_core.lifetime import die_with_parent
+    die_with_parent(signal.SIGTERM)
 
 
 def _kill_group(proc: subprocess.Popen, sig: int) -> None:

@@ -2,7 +2,8 @@
 
 - a camera that never connects (an RTSP URL nothing listens on) makes the run `degraded` once it
   has sent nothing for its grace period (graph setting `runtime: source_grace_s`), with the
-  reason on /diagnostics, in the status line and in the report (exit 3);
+  reason on /diagnostics, in the status line and in the report (exit 3); the graph's
+  `runtime: state_backend` reaches the container (its sqlite blackboard file is created);
 - Ctrl-C (a real SIGINT) while the graph is still starting is a cancel: exit 130, "cancelled",
   no error, and nothing left running.
 """
@@ -17,7 +18,7 @@ from schnitzel_core.testing import wait_for
 DEAD_CAMERA = """\
 schnitzel: 1
 name: {name}
-runtime: {{source_grace_s: 2}}
+runtime: {{source_grace_s: 2, state_backend: sqlite, state_path: board.db}}
 nodes:
   - {{id: cam, plugin: video_source, params: {{uri: "rtsp://127.0.0.1:{port}/cam", reconnect_max_s: 1.0}}}}
   - {{id: out, plugin: stdout_sink}}
@@ -85,6 +86,7 @@ def test_a_camera_that_never_connects_makes_the_run_degraded_with_the_reason(tmp
     assert any(e["event"] == f"health: {WHY}" for e in rep["events"])
     assert "degraded" in [s["status"] for s in rep["timeline"] if s["state"] == "active"]
     assert wait_for(lambda: tagged.processes() == {}, 10), tagged.processes()
+    assert (tmp_path / "board.db").is_file()    # runtime.state_backend reached the container (its blackboard)
 
 
 def test_ctrl_c_during_start_up_is_a_cancel_not_a_failure(tmp_path, tagged):

@@ -425,7 +425,7 @@ class LifecycleManager:
             self._event(f"delivery: {txt}")
         return probs
 
-    def _sources(self, now: float, delivery: Dict[str, str]) -> Dict[str, str]:
+    def _health(self, now: float, delivery: Dict[str, str]) -> Dict[str, str]:
         """Current health problems; a silent source is recorded (once, as an event) for the report."""
         with self.lock:
             probs = health_problems(self.tracks, self.state, now, delivery, self.plan.source_grace_s)
@@ -438,7 +438,7 @@ class LifecycleManager:
     def snapshot(self) -> Dict[str, Any]:
         now = time.monotonic()
         delivery = self._delivery()
-        problems = self._sources(now, delivery)
+        problems = self._health(now, delivery)
         with self.lock:
             nodes = {nid: t.summary(now) for nid, t in self.tracks.items()}
             for nid, t in self.tracks.items():

@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
+from schnitzel_core.lifetime import die_with_parent
+
 from .plan import Plan
 
 MAX_BACKOFF_S = 30.0
@@ -61,7 +63,6 @@ def manager_command(plan_path: str, status_path: str) -> List[str]:
 def _die_with_parent() -> None:
     """In the child, before exec: get SIGTERM if the runner dies (even by SIGKILL), so no orphan
     is left (the entry points ask again themselves, for launch; schnitzel_core.lifetime)."""
-    from schnitzel_core.lifetime import die_with_parent
     die_with_parent(signal.SIGTERM)
 
 

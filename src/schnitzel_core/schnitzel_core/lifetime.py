@@ -10,6 +10,7 @@ clean-up still applies).
 """
 from __future__ import annotations
 
+import ctypes   # imported here, not in die_with_parent: the runner calls it between fork and exec
 import os
 import signal
 import sys
@@ -26,7 +27,6 @@ def die_with_parent(sig: int = signal.SIGTERM) -> bool:
         return False
     parent = os.getppid()
     try:
-        import ctypes
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
             return False

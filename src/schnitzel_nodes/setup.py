@@ -1,6 +1,24 @@
+import os
+
 from setuptools import find_packages, setup
 
 package_name = "schnitzel_nodes"
+#: Written at build time from the plugin entry points (with_component_index, below).
+COMPONENT_INDEX = os.path.join("build", "ament_index", "rclcpp_components", package_name)
+
+
+def with_component_index(entry_points):
+    """Generate the ament index resource ``rclcpp_components/<package>`` from the plugin
+    registrations (entry point group ``schnitzel.plugins``), so ``ros2 component types`` lists
+    what a schnitzel container can load: one line per plugin, ``<package>::<name>;<marker>``
+    (ros2cli reads the type name before ``;``; a Python plugin has no library, the marker
+    names the container that loads it). Returns ``entry_points`` unchanged."""
+    names = sorted(line.split("=", 1)[0].strip() for line in entry_points["schnitzel.plugins"])
+    os.makedirs(os.path.dirname(COMPONENT_INDEX), exist_ok=True)
+    with open(COMPONENT_INDEX, "w", encoding="utf-8") as f:
+        f.write("".join(f"{package_name}::{n};schnitzel_container\n" for n in names))
+    return entry_points
+
 
 setup(
     name=package_name,
@@ -8,6 +26,7 @@ setup(
     packages=find_packages(exclude=["test", "test.*"]),
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
+        ("share/ament_index/resource_index/rclcpp_components", [COMPONENT_INDEX]),
         ("share/" + package_name, ["package.xml"]),
     ],
     install_requires=["setuptools"],
@@ -17,7 +36,7 @@ setup(
     description="schnitzel's ROS side: lifecycle node adapters, built-in node plugins and the container process.",
     license="Apache-2.0",
     tests_require=["pytest"],
-    entry_points={
+    entry_points=with_component_index({
         # Built-in plugins: "name = module:LogicClass" (the class has a ``spec``).
         # One block per owner keeps edits apart.
         "schnitzel.plugins": [
@@ -63,5 +82,5 @@ setup(
             # --- runtime (container, lifecycle manager) ---
             "schnitzel_container = schnitzel_nodes.container:main",
         ],
-    },
+    }),
 )

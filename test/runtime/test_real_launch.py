@@ -164,3 +164,35 @@ def test_real_graph_launch_invalid_graph_starts_nothing(tmp_path, tagged, spawn)
     assert "process started" not in log, log
     assert not (tmp_path / "plan").exists()
     assert not schnitzel_processes(tagged.tag)
+
+
+def test_real_launch_sigterm_leaves_no_container_behind(tmp_path, tagged, spawn):
+    """SIGTERM to the launch process only (as systemd or a supervisor sends it to the main pid):
+    launch may exit without stopping its children; they get SIGTERM from the kernel when their
+    parent goes (PR_SET_PDEATHSIG in their entry points) and shut down in order."""
+    from schnitzel_bringup.compiler import validate_and_compile
+    from schnitzel_bringup.launch_gen import write_outputs
+
+    name = "rl_term"
+    g = tmp_path / f"{name}.yaml"
+    g.write_text(GRAPH.format(name=name, dir=tmp_path))
+    driver = tmp_path / "drive.py"
+    driver.write_text(DRIVER)
+    report, plan = validate_and_compile(str(g))
+    assert plan is not None, report.format_text()
+    proc = spawn([sys.executable, str(driver), str(write_outputs(plan, tmp_path / "out")["launch"])],
+                 env=tagged.env, name=f"launch-{name}")
+    out = tmp_path / "out.jsonl"
+    try:
+        assert wait_for(lambda: len(read_lines(out)) >= 5 or proc.poll() is not None, 120), spawn.output(proc)
+        assert proc.poll() is None, spawn.output(proc)
+        assert len([c for c in schnitzel_processes(tagged.tag).values() if "schnitzel_container" in c]) == 2
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)   # the launch process alone, not its group
+    try:
+        proc.wait(timeout=60)
+    except Exception:  # noqa: BLE001
+        pytest.fail("launch did not end within 60 s of SIGTERM:\n" + spawn.output(proc))
+    assert wait_for(lambda: not schnitzel_processes(tagged.tag), 20), (schnitzel_processes(tagged.tag),
+                                                                      spawn.output(proc))

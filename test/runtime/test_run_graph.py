@@ -161,6 +161,7 @@ def test_a_node_that_fails_to_configure_stops_the_run_with_its_reason(tmp_path, 
     res = run_bounded(graph, d / "run", tagged.env, "--duration", "30", "--report", str(d / "report.json"))
     assert res.returncode == 1, res.stderr
     assert "pol: configure failed" in res.stderr and "syntax error" in res.stderr, res.stderr
+    assert res.stderr.count("pol: configure failed") == 1, res.stderr   # the reason, printed once
     assert "Traceback" not in res.stderr
     report = json.loads((d / "report.json").read_text())
     assert report["status"] == "error" and report["stopped_by"] == "error"

@@ -2,7 +2,8 @@
 
 Exit codes: 0 the run ended ok, 1 the graph is invalid or the run ended in error
 (nothing is started for an invalid graph), 2 bad command-line use, 3 the run
-ended degraded (a container was restarted or a node raised errors).
+ended degraded (a container was restarted or a node raised errors), 130 (SIGINT)
+or 143 (SIGTERM) the run was cancelled before the graph became active.
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from typing import Optional
 import typer
 
 EXIT = {"ok": 0, "error": 1, "degraded": 3}
+#: A cancelled run exits as a shell reports a process ended by that signal: 128 + its number.
+CANCEL_EXIT = {"signal:SIGINT": 130, "signal:SIGTERM": 143}
 
 
 def register(app: typer.Typer) -> None:
@@ -32,7 +35,8 @@ def register(app: typer.Typer) -> None:
         """Validate, compile and run GRAPH: one process per container plus the lifecycle manager.
 
         Ctrl-C or SIGTERM stop it in order (sources first, then drain). Exit code: 0 ok,
-        1 invalid graph or run ended in error, 3 run ended degraded.
+        1 invalid graph or run ended in error, 3 run ended degraded, 130 (Ctrl-C) or
+        143 (SIGTERM) cancelled before the graph became active.
         """
         if not graph.is_file():
             print(f"schnitzel run: graph file {graph} does not exist", file=sys.stderr)
@@ -71,6 +75,11 @@ def register(app: typer.Typer) -> None:
                 print(f"schnitzel run: cannot write the report to {report}: {exc.strerror or exc}", file=sys.stderr)
                 raise typer.Exit(1)
         t = rep["totals"]
+        if rep["status"] == "cancelled":
+            print(f"schnitzel run: cancelled after {rep['duration_s']:.1f} s ({rep['stopped_by']}), before the "
+                  "graph became active; everything it started was stopped"
+                  + (f"; report: {report}" if report else ""), file=sys.stderr)
+            raise typer.Exit(CANCEL_EXIT.get(rep["stopped_by"], 130))
         print(f"schnitzel run: {rep['status']} after {rep['duration_s']:.1f} s ({rep['stopped_by']}): "
               f"sources sent {t['source_packets_out']}, sinks took {t['sink_packets_in']}, drops {t['drops']}, "
               f"errors {t['errors']}" + (f"; report: {report}" if report else ""), file=sys.stderr)

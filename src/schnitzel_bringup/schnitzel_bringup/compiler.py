@@ -18,6 +18,7 @@ The compiler trusts the validator: it is only called on a graph that passed.
 from __future__ import annotations
 
 import copy
+import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from schnitzel_core import qos as qosmod
@@ -25,7 +26,7 @@ from schnitzel_core.graph import Graph
 
 from .plan import (CONTAINER_EXECUTABLE, CONTAINER_PACKAGE, MANAGER_EXECUTABLE,
                    MANAGER_NODE_NAME, MANAGER_PACKAGE, Plan, PlanContainer, PlanEdge,
-                   PlanNode, RestartPolicy)
+                   PlanNode, RestartPolicy, DELIVERY_STALL_S, SOURCE_GRACE_S)
 
 #: Node ids under /<graph> are the graph's nodes; containers live one level below.
 CONTAINER_NS_SUFFIX = "_containers"
@@ -177,6 +178,19 @@ def compile_graph(graph: Graph, registry: Any, graph_file: Optional[str] = None)
         if specs[n.id].param("sinks") is not None and not n.params.get("sinks"):
             pn.params["sinks"] = list(sinks)
 
+    rt = dict(getattr(graph, "runtime", None) or {})
+    runtime = {"source_grace_s": float(rt.get("source_grace_s", SOURCE_GRACE_S)),
+               "source_grace": dict(rt.get("source_grace") or {}),
+               "delivery_stall_s": float(rt.get("delivery_stall_s", DELIVERY_STALL_S)),
+               "state_backend": rt.get("state_backend", "memory"), "state_path": rt.get("state_path", "")}
+    src_file = graph_file or graph.file
+    if runtime["state_path"] and not os.path.isabs(runtime["state_path"]) and os.path.isfile(src_file):
+        # relative to the graph file, as a reader of the file expects (not to wherever it is run)
+        runtime["state_path"] = os.path.join(os.path.dirname(os.path.abspath(src_file)), runtime["state_path"])
+    # every container opens the graph's blackboard backend (one file shared by all with sqlite)
+    state_args = [] if runtime["state_backend"] == "memory" and not runtime["state_path"] else (
+        ["--state-backend", runtime["state_backend"]]
+        + (["--state-path", runtime["state_path"]] if runtime["state_path"] else []))
     containers: List[PlanContainer] = []
     for cid in cids:
         decl = graph.container(cid)
@@ -187,7 +201,7 @@ def compile_graph(graph: Graph, registry: Any, graph_file: Optional[str] = None)
             id=cid, host=decl.host if decl else "localhost", node_name=node_name, namespace=cns,
             restart=restart, nodes=[i for i in order if plan_nodes[i].container == cid],
             package=CONTAINER_PACKAGE, executable=CONTAINER_EXECUTABLE,
-            arguments=["--graph", name, "--container", cid]))
+            arguments=["--graph", name, "--container", cid] + state_args))
     containers = [c for c in containers if c.nodes or (graph.container(c.id) and not graph.container(c.id).implicit)]
 
     sources = [i for i in order if plan_nodes[i].is_source]
@@ -201,6 +215,7 @@ def compile_graph(graph: Graph, registry: Any, graph_file: Optional[str] = None)
         manager={"package": MANAGER_PACKAGE, "executable": MANAGER_EXECUTABLE,
                  "name": MANAGER_NODE_NAME, "namespace": ns},
         status_topics={"graph": f"{ns}/_status/graph", "nodes": f"{ns}/_status/nodes"},
+        runtime=runtime,
     )
 
 

@@ -8,7 +8,8 @@ Read from the counters the delivery plugins publish (``ctx.count`` -> NodeStatus
   (times the circuit breaker opened).
 
 A queue counts as a problem while its oldest row has waited at least ``stall_s`` seconds
-(``DELIVERY_STALL_S``; a healthy queue hands rows over in milliseconds), or once rows were
+(the graph's ``runtime: delivery_stall_s``, default ``DELIVERY_STALL_S`` = 5 s; a healthy queue
+hands rows over in milliseconds), or once rows were
 dead-lettered during this run. Each problem is one sentence naming the sink, e.g.
 ``sink http: 12 rows dead-lettered (queue q)``.
 """
@@ -16,8 +17,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, Mapping, Optional
 
-#: The oldest row of a durable queue waiting this long means its sinks are not delivering.
-DELIVERY_STALL_S = 30.0
+#: The oldest row of a durable queue waiting this long means its sinks are not delivering
+#: (the default of the graph setting ``runtime: delivery_stall_s``).
+from .plan import DELIVERY_STALL_S
 #: Counters that add up across container restarts (the rest are gauges or per-incarnation).
 CUMULATIVE = ("dead_lettered", "rejected", "retries", "delivered", "breaker_open")
 

@@ -39,6 +39,7 @@ for the built-in runner.
 from __future__ import annotations
 
 import argparse
+import collections
 import enum
 import json
 import os
@@ -47,7 +48,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from .delivery_health import CUMULATIVE, delivery_problems
 from .plan import Plan, PlanError, PlanNode
@@ -67,6 +68,9 @@ CALL_TIMEOUT_S = 10.0
 DRAIN_TIMEOUT_S = 5.0
 MATCH_WAIT_S = 10.0
 STOP_CALL_S = 3.0        # per transition while stopping
+#: The manager keeps this many of its most recent events (status file, run report); older ones
+#: are counted in ``events_dropped``. A long run with a flapping container must not grow without bound.
+EVENTS_MAX = 1000
 
 
 #: lifecycle_msgs/Transition ids -> the verb recorded in the manager's events.
@@ -183,20 +187,46 @@ class NodeTrack:
         }
 
 
+def health_problems(tracks: Dict[str, NodeTrack], state: MState, now: float,
+                    delivery: Any = (), grace: Optional[Callable[[str], float]] = None) -> Dict[str, str]:
+    """Why a running graph is not ok right now: ``{key: sentence}``. ``delivery``: current delivery
+    problems (delivery_health.delivery_problems); ``grace(node_id)``: seconds a source may stay
+    silent after its activation (0: never checked; None: no source check)."""
+    out: Dict[str, str] = {}
+    if state != MState.ACTIVE:
+        return out
+    for nid, t in tracks.items():
+        if t.state != "active":
+            out[f"{nid}/state"] = f"node {nid} is {t.state}"
+        elif t.stale(now):
+            out[f"{nid}/stale"] = f"node {nid}: no heartbeat for {now - max(t.last_rx, t.active_since):.0f} s"
+        elif grace is not None and t.node.category == "source" and t.active_since:
+            g = grace(nid)
+            # packets_out in a heartbeat counts since this activation
+            if g > 0 and now - t.active_since >= g and not int(t.last.get("packets_out", 0) or 0):
+                out[f"{nid}/silent"] = (f"source {nid} has sent nothing since its activation "
+                                        f"(grace {g:g} s)")
+    if isinstance(delivery, dict):
+        out.update(delivery)
+    else:
+        out.update({f"delivery/{i}": txt for i, txt in enumerate(delivery)})
+    return out
+
+
 def graph_health(tracks: Dict[str, NodeTrack], state: MState, now: float,
-                 delivery: Any = ()) -> str:
+                 delivery: Any = (), grace: Optional[Callable[[str], float]] = None) -> str:
     """ok / degraded / error for the graph as a whole; ``delivery``: current delivery problems
-    (delivery_health.delivery_problems), which degrade a running graph."""
+    (delivery_health.delivery_problems), which degrade a running graph, like a source silent past
+    its grace period (``grace``, see health_problems)."""
     if state == MState.ERROR:
         return "error"
     if any(t.state == "error" for t in tracks.values()):
         return "error"
-    if state in (MState.ACTIVE, MState.STOPPING, MState.FINISHED):
-        stale = state == MState.ACTIVE and any(t.stale(now) for t in tracks.values())
-        not_active = state == MState.ACTIVE and any(t.state != "active" for t in tracks.values())
-        if stale or not_active or delivery:
-            return "degraded"
     if state == MState.RECOVERING:
+        return "degraded"
+    if state == MState.ACTIVE and health_problems(tracks, state, now, delivery, grace):
+        return "degraded"
+    if state in (MState.STOPPING, MState.FINISHED) and delivery:
         return "degraded"
     return "ok"
 
@@ -237,6 +267,11 @@ class LifecycleManager:
         st_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                             durability=DurabilityPolicy.TRANSIENT_LOCAL, history=HistoryPolicy.KEEP_LAST)
         self.pub = self.node.create_publisher(GraphStatus, plan.status_topics["graph"], st_qos)
+        try:   # the graph as a whole on /diagnostics, beside each node's own status (the containers)
+            from diagnostic_msgs.msg import DiagnosticArray
+            self.diag_pub = self.node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        except ImportError:
+            self.diag_pub = None
         self.node.create_timer(1.0, self._publish_status)
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
@@ -258,7 +293,9 @@ class LifecycleManager:
         self.container_state: Dict[str, str] = {c.id: "waiting" for c in plan.containers}
         self.container_pid: Dict[str, int] = {c.id: 0 for c in plan.containers}
         self.restarts: Dict[str, int] = {c.id: 0 for c in plan.containers}
-        self.events: List[Dict[str, Any]] = []
+        self.events: Deque[Dict[str, Any]] = collections.deque(maxlen=EVENTS_MAX)
+        self.events_total = 0           # events ever recorded (events_total - len(events) were dropped)
+        self._events_view: Tuple[int, List[Dict[str, Any]]] = (0, [])   # (events_total, list) for snapshots
         self.started_at = time.time()
         self.ever_active = False        # the whole graph reached active at least once
         self._last_health = "ok"
@@ -268,6 +305,8 @@ class LifecycleManager:
         self._status_lock = threading.Lock()
         self._misses: Dict[str, List[float]] = {}   # container id -> times of unanswered list_nodes in a row
         self.delivery_seen: Dict[str, str] = {}     # delivery problems met during the run (newest text)
+        self.sources_seen: Dict[str, str] = {}      # sources silent past their grace during the run
+        self.diag_pub: Any = None
         self._clients: Dict[str, Any] = {}
         self._container_prefix: Dict[str, str] = {}
 
@@ -308,7 +347,15 @@ class LifecycleManager:
     def _event(self, what: str) -> None:
         with self.lock:
             self.events.append({"t": round(time.time() - self.started_at, 3), "event": what})
+            self.events_total += 1
         self.log(f"manager: {what}")
+
+    def _events_list(self) -> List[Dict[str, Any]]:
+        """The kept events as a list (caller holds the lock); rebuilt only when one was added,
+        so the status written several times a second does not copy the log each time."""
+        if self._events_view[0] != self.events_total:
+            self._events_view = (self.events_total, list(self.events))
+        return self._events_view[1]
 
     def _set_state(self, state: MState, message: str = "") -> None:
         with self.lock:
@@ -369,7 +416,8 @@ class LifecycleManager:
     def _delivery(self) -> Dict[str, str]:
         """Current delivery problems; remembers each (its newest text) for the run report."""
         with self.lock:
-            probs = delivery_problems(self.plan, {nid: t.counters_total() for nid, t in self.tracks.items()})
+            probs = delivery_problems(self.plan, {nid: t.counters_total() for nid, t in self.tracks.items()},
+                                      stall_s=self.plan.delivery_stall_s)
             seen = self.__dict__.setdefault("delivery_seen", {})
             new = [txt for k, txt in probs.items() if k not in seen]
             seen.update(probs)
@@ -377,9 +425,20 @@ class LifecycleManager:
             self._event(f"delivery: {txt}")
         return probs
 
+    def _health(self, now: float, delivery: Dict[str, str]) -> Dict[str, str]:
+        """Current health problems; a silent source is recorded (once, as an event) for the report."""
+        with self.lock:
+            probs = health_problems(self.tracks, self.state, now, delivery, self.plan.source_grace_s)
+            new = [txt for k, txt in probs.items() if k.endswith("/silent") and k not in self.sources_seen]
+            self.sources_seen.update({k: txt for k, txt in probs.items() if k.endswith("/silent")})
+        for txt in new:
+            self._event(f"health: {txt}")
+        return probs
+
     def snapshot(self) -> Dict[str, Any]:
         now = time.monotonic()
         delivery = self._delivery()
+        problems = self._health(now, delivery)
         with self.lock:
             nodes = {nid: t.summary(now) for nid, t in self.tracks.items()}
             for nid, t in self.tracks.items():
@@ -387,7 +446,9 @@ class LifecycleManager:
                     nodes[nid]["counters"] = t.counters_total()
             return {
                 "graph": self.plan.graph, "state": self.state.value, "message": self.message,
-                "status": graph_health(self.tracks, self.state, now, delivery),
+                "status": graph_health(self.tracks, self.state, now, delivery, self.plan.source_grace_s),
+                "problems": sorted(problems.values()),
+                "source_problems_seen": sorted(self.sources_seen.values()),
                 "delivery_problems": sorted(delivery.values()),
                 "delivery_problems_seen": sorted(self.delivery_seen.values()),
                 "nodes_active": sum(1 for t in self.tracks.values() if t.state == "active"),
@@ -395,7 +456,8 @@ class LifecycleManager:
                 "containers": {cid: {"state": self.container_state[cid], "pid": self.container_pid[cid],
                                      "restarts": self.restarts[cid]} for cid in self.container_state},
                 "ever_active": self.ever_active, "degraded_episodes": self.degraded_episodes,
-                "events": list(self.events), "time": time.time(), "manager_pid": os.getpid(),
+                "events": self._events_list(), "events_dropped": self.events_total - len(self.events),
+                "time": time.time(), "manager_pid": os.getpid(),
             }
 
     def _write_status(self) -> None:
@@ -449,6 +511,8 @@ class LifecycleManager:
         msg.containers = [f"{cid}:{c['pid']}:{c['state']}" for cid, c in snap["containers"].items()]
         try:
             self.pub.publish(msg)
+            if self.diag_pub is not None:
+                self.diag_pub.publish(graph_diagnostics(snap, msg.stamp))
         except Exception:  # noqa: BLE001 - shutting down
             pass
         self._write_status()
@@ -587,6 +651,8 @@ class LifecycleManager:
             if st in ("inactive", "active"):
                 with self.lock:
                     self.tracks[n.id].state = st
+                    if st == "active" and not self.tracks[n.id].active_since:
+                        self.tracks[n.id].active_since = time.monotonic()
                 continue
             if not self._transition(n, Transition.TRANSITION_CONFIGURE, "inactive"):
                 self._fail_node(n.id, _prefixed("configure failed", self._reason(n)))
@@ -773,7 +839,9 @@ class LifecycleManager:
     # ---- watch ----------------------------------------------------------------------------
     def watch_once(self) -> None:
         """One round of the watch: containers that came back empty, nodes in error.
-        Skipped while a hot replacement loads and unloads nodes."""
+        Skipped while a hot replacement loads and unloads nodes. ``tracks`` is read under the
+        lock, and a node a hot swap removed meanwhile is skipped (the swap pops it on its own
+        thread)."""
         if self.swap_busy:
             return
         gen = self._swap_gen
@@ -784,10 +852,10 @@ class LifecycleManager:
             listed = self._list(c.id, timeout=LIST_TIMEOUT_S)
             if gen != self._swap_gen or self.swap_busy:
                 return   # a hot replacement changed nodes meanwhile: this listing may be stale
+            with self.lock:
+                mine = {nid: self.tracks[nid] for nid in c.nodes if nid in self.tracks}
             if listed is None:
-                with self.lock:
-                    heard = any(self.tracks[nid].last_rx > asked for nid in c.nodes if nid in self.tracks)
-                if heard:
+                if any(t.last_rx > asked for t in mine.values()):
                     # its nodes' heartbeats (sent from the same executor) arrived meanwhile: it runs,
                     # it was only slow (e.g. a call sent while it was frozen, answered late)
                     self._misses.pop(c.id, None)
@@ -796,17 +864,17 @@ class LifecycleManager:
                 misses.append(asked)
                 if not self._unresponsive(misses, time.monotonic()):
                     continue    # one slow answer is not a fault: ask again next round
-                if self.container_state[c.id] == "up":
+                if self.container_state.get(c.id) == "up":
                     self._event(f"container {c.id!r} stopped answering ({len(misses)} list_nodes calls "
                                 f"in {time.monotonic() - misses[0]:.1f} s)")
                 with self.lock:
                     self.container_state[c.id] = "down"
-                    for nid in c.nodes:
-                        self.tracks[nid].state = "unknown"
+                    for t in mine.values():
+                        t.state = "unknown"
                 continue
             self._misses.pop(c.id, None)
-            missing = [nid for nid in c.nodes if nid not in listed]
-            was_down = self.container_state[c.id] == "down"
+            missing = [nid for nid in mine if nid not in listed]
+            was_down = self.container_state.get(c.id) == "down"
             with self.lock:
                 self.container_state[c.id] = "up"
             if missing:
@@ -814,32 +882,37 @@ class LifecycleManager:
                     return
                 try:
                     with self.lock:
-                        self.restarts[c.id] += 1
+                        missing = [nid for nid in missing if nid in self.tracks]
+                        self.restarts[c.id] = self.restarts.get(c.id, 0) + 1
                         for nid in missing:
                             self.tracks[nid].loaded = False
                             self.tracks[nid].state = "unknown"
-                    self._event(f"container {c.id!r} came back without {', '.join(missing)}; re-loading")
-                    self._recover(missing)
+                    if missing:
+                        self._event(f"container {c.id!r} came back without {', '.join(missing)}; re-loading")
+                        self._recover(missing)
                 finally:
                     self._release_swaps()
             elif was_down:
                 self._event(f"container {c.id!r} answers again")
             # States marked unknown while it did not answer: take them from its list again.
-            for nid in c.nodes:
-                t = self.tracks[nid]
+            for nid, t in mine.items():
                 if nid in listed and t.state == "unknown" and t.loaded:
                     label = (listed.get(nid) or "").lower() or (self.get_state(t.node) or "unknown")
                     with self.lock:
                         t.state = label
         # A node that reports the error state is reloaded within its container's limit.
-        for t in list(self.tracks.values()):
-            if t.state == "error" and self.container_state.get(t.node.container) == "up":
+        with self.lock:
+            failing = [t for t in self.tracks.values() if t.state == "error"]
+        for t in failing:
+            if self.container_state.get(t.node.container) == "up":
                 c = self.plan.container(t.node.container)
-                if c.restart.policy == "never" or t.failures >= c.restart.limit:
+                if c is None or c.restart.policy == "never" or t.failures >= c.restart.limit:
                     continue
                 if not self._hold_swaps(gen, f"re-loading {t.node.id}"):
                     return
                 try:
+                    if t.node.id not in self.tracks:
+                        continue          # removed by a hot swap meanwhile
                     self._event(f"node {t.node.id} is in error; re-loading it")
                     t.failures += 1
                     self._unload(t.node)
@@ -956,6 +1029,26 @@ class LifecycleManager:
             self._rclpy.shutdown()
 
 
+def graph_diagnostics(snap: Dict[str, Any], stamp: Any = None) -> Any:
+    """The graph's health as a diagnostic_msgs/DiagnosticArray with one DiagnosticStatus named
+    ``<graph>``: level OK / WARN (degraded) / ERROR, the message ``degraded: <reasons>``, and each
+    current problem as a value (what rqt_robot_monitor shows)."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+    status = snap.get("status", "ok")
+    problems = list(snap.get("problems") or []) if status != "ok" else []
+    level = {"ok": DiagnosticStatus.OK, "degraded": DiagnosticStatus.WARN}.get(status, DiagnosticStatus.ERROR)
+    ds = DiagnosticStatus(level=level, name=str(snap.get("graph", "")),
+                          hardware_id=f"schnitzel_manager:{snap.get('manager_pid', os.getpid())}",
+                          message=status + (": " + "; ".join(problems) if problems else ""))
+    ds.values = ([KeyValue(key="state", value=str(snap.get("state", ""))),
+                  KeyValue(key="nodes_active", value=f"{snap.get('nodes_active', 0)}/{snap.get('nodes_total', 0)}")]
+                 + [KeyValue(key=f"problem {i + 1}", value=p) for i, p in enumerate(problems)])
+    arr = DiagnosticArray(status=[ds])
+    if stamp is not None:
+        arr.header.stamp = stamp
+    return arr
+
+
 def _prefixed(prefix: str, reason: str) -> str:
     return reason if reason.startswith(prefix) else f"{prefix}: {reason}"
 
@@ -968,34 +1061,50 @@ def _no_signal_handlers() -> Any:
 
 def run(plan: Plan, status_file: Optional[str] = None, loaded_by_launch: bool = False,
         watch_period_s: float = 0.5) -> int:
-    """Bring the plan up, watch it until SIGINT/SIGTERM, tear it down. Exit code."""
+    """Bring the plan up, watch it until SIGINT/SIGTERM, tear it down. Exit code: 0, 1 when the
+    manager itself failed (an exception, reported once), 2 when the bring-up failed.
+
+    The ordered tear-down (``stop``) and ``close`` run in ``finally`` blocks: whatever goes
+    wrong in the bring-up or the watch, the nodes are still shut down in order."""
     mgr = LifecycleManager(plan, status_file=status_file, loaded_by_launch=loaded_by_launch,
                            log=lambda m: print(m, file=sys.stderr, flush=True))
 
     def on_signal(signum: int, _frame: Any) -> None:
         mgr.stop_requested.set()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     code = 0
     try:
-        ok = mgr.start()
-        if not ok and not mgr.stop_requested.is_set():
-            code = 2
-        if ok and not mgr.stop_requested.is_set():
-            mgr.serve_hotswap()
-        while ok and not mgr.stop_requested.is_set():
-            mgr.watch_once()
-            mgr.stop_requested.wait(watch_period_s)
-        mgr.close_hotswap()
-        mgr.stop()
+        try:
+            ok = mgr.start()
+            if not ok and not mgr.stop_requested.is_set():
+                code = 2
+            if ok and not mgr.stop_requested.is_set():
+                mgr.serve_hotswap()
+            while ok and not mgr.stop_requested.is_set():
+                mgr.watch_once()
+                mgr.stop_requested.wait(watch_period_s)
+        except Exception as exc:  # noqa: BLE001 - a manager bug: report it once, still tear down
+            code = 1
+            why = f"the lifecycle manager failed: {type(exc).__name__}: {exc}"
+            mgr._event(why)
+            mgr._set_state(MState.ERROR, why)
+        finally:
+            try:
+                mgr.close_hotswap()
+                mgr.stop()
+            finally:
+                mgr.close_hotswap(wait_s=0.0)
+                mgr.close()
     finally:
-        mgr.close_hotswap(wait_s=0.0)
-        mgr.close()
+        for s, h in old.items():
+            signal.signal(s, h)
     return code
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from schnitzel_core.lifetime import die_with_parent
+    die_with_parent()   # launch or the runner gone (SIGTERM/SIGKILL): SIGTERM -> ordered tear-down, exit
     from rclpy.utilities import remove_ros_args
     args_in = remove_ros_args(list(sys.argv if argv is None else ["schnitzel_manager", *argv]))[1:]
     ap = argparse.ArgumentParser(prog="schnitzel_manager", description=__doc__.split("\n\n")[0])

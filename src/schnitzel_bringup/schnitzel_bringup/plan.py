@@ -21,6 +21,13 @@ MANAGER_PACKAGE = "schnitzel_bringup"
 MANAGER_EXECUTABLE = "schnitzel_manager"
 MANAGER_NODE_NAME = "schnitzel_manager"
 
+#: A source that has sent nothing this long after its activation degrades the graph (``runtime:
+#: source_grace_s``; ``source_grace: {id: s}`` per node, 0 = never).
+SOURCE_GRACE_S = 5.0
+#: A durable queue whose oldest row has waited this long degrades the graph (``runtime:
+#: delivery_stall_s``; rows normally leave in milliseconds).
+DELIVERY_STALL_S = 5.0
+
 
 class PlanError(ValueError):
     """A plan file that cannot be read (missing, not JSON, wrong format version)."""
@@ -105,6 +112,9 @@ class Plan:
     stop_order: List[str] = dataclasses.field(default_factory=list)
     manager: Dict[str, Any] = dataclasses.field(default_factory=dict)
     status_topics: Dict[str, str] = dataclasses.field(default_factory=dict)
+    # the graph's ``runtime:`` settings with defaults: source_grace_s, source_grace {id: s},
+    # delivery_stall_s, state_backend, state_path (docs/runtime.md, "Settings")
+    runtime: Dict[str, Any] = dataclasses.field(default_factory=dict)
     format: int = PLAN_FORMAT
 
     # ---- lookups ---------------------------------------------------------
@@ -131,6 +141,16 @@ class Plan:
     @property
     def sinks(self) -> List[str]:
         return [n.id for n in self.nodes if n.category == "sink"]
+
+    def source_grace_s(self, node_id: str) -> float:
+        """Seconds a source may stay silent after activation before the graph reads degraded
+        (0: never)."""
+        per = (self.runtime.get("source_grace") or {}).get(node_id)
+        return float(per if per is not None else self.runtime.get("source_grace_s", SOURCE_GRACE_S))
+
+    @property
+    def delivery_stall_s(self) -> float:
+        return float(self.runtime.get("delivery_stall_s", DELIVERY_STALL_S))
 
     # ---- JSON ------------------------------------------------------------
     def to_dict(self) -> Dict[str, Any]:

@@ -4,9 +4,10 @@ Status rules (docs/runtime.md):
 - ``error``: the graph never came up, a node ended in the error state, or a
   container died and was not (or could no longer be) restarted;
 - ``degraded``: it ran, but a container was restarted, a node raised errors, the
-  running graph was degraded for a while (stale heartbeats, a container not answering), or
-  a durable queue's sinks could not deliver (rows waiting past a threshold, rows dead-lettered;
-  ``delivery_health``);
+  running graph was degraded for a while (stale heartbeats, a container not answering, a
+  source that sent nothing past its grace period), or a durable queue's sinks could not
+  deliver (rows waiting past a threshold, rows dead-lettered; ``delivery_health``);
+- ``cancelled``: a signal (Ctrl-C, SIGTERM) stopped the run before the graph became active;
 - ``ok``: everything else. Drops alone do not degrade a run: live streams are
   latest-only by design and their drops are counted, not failures.
 """
@@ -72,19 +73,26 @@ def build_report(plan: Plan, status: Optional[Dict[str, Any]], *, started_at: fl
     restarts = sum(int(c.get("restarts", 0)) for c in containers.values())
 
     reached_active = bool(status.get("ever_active"))
-    if status.get("state") == "error" or not status:
+    # A signal (the user's Ctrl-C, a supervisor's SIGTERM) before the graph came up is a cancel,
+    # not a failure: unless something had already failed, the run reads "cancelled".
+    cancelled = stopped_by.startswith("signal:") and not reached_active
+    if status.get("state") == "error" or (not status and not cancelled):
         problems.append(status.get("message") or "the lifecycle manager did not report")
     if any(v["state"] == "error" for v in nodes.values()):
         problems.append("node(s) in the error state: " + ", ".join(i for i, v in nodes.items() if v["state"] == "error"))
     for cid, c in containers.items():
         if c.get("gave_up"):
             problems.append(f"container {cid!r} stopped and was not restarted ({c.get('gave_up')})")
-    if problems or not reached_active:
+    if cancelled and not problems:
+        result = "cancelled"
+    elif problems or not reached_active:
         result = "error"
         if not reached_active and not problems:
             problems.append("the graph never became active")
-    elif restarts or totals["errors"] or status.get("degraded_episodes") or status.get("delivery_problems_seen"):
+    elif (restarts or totals["errors"] or status.get("degraded_episodes") or status.get("delivery_problems_seen")
+          or status.get("source_problems_seen")):
         result = "degraded"
+        problems.extend(status.get("source_problems_seen") or [])
         problems.extend(status.get("delivery_problems_seen") or [])
         for cid, c in containers.items():
             if int(c.get("restarts", 0)):
@@ -94,8 +102,8 @@ def build_report(plan: Plan, status: Optional[Dict[str, Any]], *, started_at: fl
                             + ", ".join(f"{i} ({v['errors']})" for i, v in nodes.items() if v["errors"]))
         if status.get("degraded_episodes"):
             problems.append(f"the running graph was degraded {status['degraded_episodes']} time(s) "
-                            "(a node's heartbeat went stale, a container stopped answering or a sink could not "
-                            "deliver; see events)")
+                            "(a node's heartbeat went stale, a container stopped answering, a source sent "
+                            "nothing or a sink could not deliver; see events and timeline)")
     else:
         result = "ok"
     return {

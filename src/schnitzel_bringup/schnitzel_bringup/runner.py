@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
+from schnitzel_core.lifetime import die_with_parent
+
 from .plan import Plan
 
 MAX_BACKOFF_S = 30.0
@@ -59,13 +61,9 @@ def manager_command(plan_path: str, status_path: str) -> List[str]:
 
 
 def _die_with_parent() -> None:
-    """In the child: get SIGTERM if the runner dies (even by SIGKILL), so no orphan is left."""
-    try:
-        import ctypes
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001 - not Linux: the runner's own clean-up still applies
-        pass
+    """In the child, before exec: get SIGTERM if the runner dies (even by SIGKILL), so no orphan
+    is left (the entry points ask again themselves, for launch; schnitzel_core.lifetime)."""
+    die_with_parent(signal.SIGTERM)
 
 
 def _kill_group(proc: subprocess.Popen, sig: int) -> None:
@@ -142,7 +140,8 @@ def timeline_sample(snap: Dict[str, Any], t: float) -> Dict[str, Any]:
                 except (TypeError, ValueError):
                     pass
         nodes[nid] = d
-    return {"t": round(t, 3), "state": snap.get("state", "?"), "nodes": nodes}
+    return {"t": round(t, 3), "state": snap.get("state", "?"), "status": snap.get("status", "?"),
+            "nodes": nodes}
 
 
 def status_line(graph: str, snap: Optional[Dict[str, Any]], elapsed: float, rate: float,
@@ -152,9 +151,12 @@ def status_line(graph: str, snap: Optional[Dict[str, Any]], elapsed: float, rate
     nodes = snap.get("nodes", {})
     drops = sum(int(n.get("drops", 0) or 0) for n in nodes.values())
     errors = sum(int(n.get("errors", 0) or 0) for n in nodes.values())
+    status = snap.get("status", "?")
+    why = list(snap.get("problems") or []) if status == "degraded" else []
     return (f"[{graph}] {elapsed:6.1f}s {snap.get('state', '?'):<11} active {snap.get('nodes_active', 0)}/"
             f"{snap.get('nodes_total', 0)} | {rate:8.1f} pkt/s | drops {drops} | errors {errors}"
-            f" | restarts {restarts} | {snap.get('status', '?')}")
+            f" | restarts {restarts} | {status}"
+            + (f": {why[0]}" + (f" (+{len(why) - 1} more)" if len(why) > 1 else "") if why else ""))
 
 
 class Runner:
@@ -320,10 +322,12 @@ class Runner:
                 if self.manager.poll() is not None:
                     self.stop_reason = "manager-exited"
                     if self.manager.proc.returncode not in (0, None):
-                        self.out("\nschnitzel run: the lifecycle manager stopped: "
-                                 + ((self.snap or {}).get("message") or
-                                    f"exit code {self.manager.proc.returncode}:\n{self.manager.log_tail(10)}")
-                                 + f"\n(process logs: {self.run_dir})")
+                        # Its reason (the status message) is printed once, with the run's problems;
+                        # here only where to look, or the log's tail when it wrote no status.
+                        code = self.manager.proc.returncode
+                        self.out(f"\nschnitzel run: the lifecycle manager stopped (exit code {code}); "
+                                 f"process logs: {self.run_dir}"
+                                 + ("" if (self.snap or {}).get("message") else f"\n{self.manager.log_tail(10)}"))
                         self.stop_reason = "error"
                     break
                 reason = self._bounded(self.snap, now)

@@ -180,7 +180,7 @@ def test_dead_lettered_rows_degrade_the_graph_and_the_report_names_the_sink():
 def test_rows_waiting_past_the_threshold_degrade_while_they_wait():
     m = _manager(EGRESS_PLAN)
     _feed(m, "http", {"retries": 40, "breaker_open": 2})
-    _feed(m, "q", {"depth": 120, "oldest_age_ms": 5000})
+    _feed(m, "q", {"depth": 120, "oldest_age_ms": 2000})
     assert m.snapshot()["status"] == "ok"           # a short wait is normal
     _feed(m, "q", {"depth": 120, "oldest_age_ms": 45000}, n=2)
     snap = m.snapshot()
@@ -207,3 +207,64 @@ def test_delivery_problems_with_several_sinks_name_the_queue():
                                      "http": {"rejected": "4", "retries": "9"}, "disk": {}})
     assert probs["q/dead"] == "queue q: 4 rows dead-lettered (rejected by sinks: http 4)"
     assert probs["q/waiting"] == "queue q: 3 rows waiting, the oldest for 31 s (sink http: 9 retries, 4 rejected)"
+
+
+def test_the_stall_threshold_is_a_graph_setting_with_a_default_of_a_few_seconds():
+    """A backend outage of a few seconds shows: the threshold is runtime.delivery_stall_s (5 s)."""
+    assert EGRESS_PLAN.runtime["delivery_stall_s"] == 5.0
+    m = _manager(EGRESS_PLAN)
+    _feed(m, "q", {"depth": 7, "oldest_age_ms": 4000})
+    assert m.snapshot()["status"] == "ok"
+    _feed(m, "q", {"depth": 7, "oldest_age_ms": 6000}, n=2)
+    snap = m.snapshot()
+    assert snap["status"] == "degraded"
+    assert snap["problems"] == ["sink http: 7 rows waiting in queue q, the oldest for 6 s"]
+    slow = compile_graph(load_graph(EGRESS + "runtime: {delivery_stall_s: 20}\n", file="e.yaml"), REG)
+    m = _manager(slow)
+    _feed(m, "q", {"depth": 7, "oldest_age_ms": 6000})
+    assert m.snapshot()["status"] == "ok"
+    _feed(m, "q", {"depth": 7, "oldest_age_ms": 21000}, n=2)
+    assert m.snapshot()["status"] == "degraded"
+
+
+# ---------------------------------------------------------------- 4. a source that never sends
+def test_a_source_silent_past_its_grace_degrades_the_graph_with_the_reason():
+    from schnitzel_bringup.manager import graph_diagnostics
+    m = _manager(EGRESS_PLAN)
+    now = time.monotonic()
+    for t in m.tracks.values():
+        t.active_since = now - 3.0
+    _feed(m, "src", {}, n=0)
+    assert m.snapshot()["status"] == "ok"                   # within the 5 s grace: still connecting
+    m.tracks["src"].active_since = now - 6.0
+    snap = m.snapshot()
+    why = "source src has sent nothing since its activation (grace 5 s)"
+    assert snap["status"] == "degraded" and snap["problems"] == [why]
+    assert why in runner_mod.status_line("egress", snap, 10.0, 0.0, 0)
+    diag = graph_diagnostics(snap).status[0]
+    assert diag.name == "egress" and diag.level == diag.WARN and diag.message == f"degraded: {why}"
+    assert any(e["event"] == f"health: {why}" for e in m.events)
+    _feed(m, "src", {}, n=4)                                # it produces: ok again
+    snap = m.snapshot()
+    assert snap["status"] == "ok" and snap["problems"] == []
+    assert snap["source_problems_seen"] == [why]            # ... and the report still says what happened
+    rep = build_report(EGRESS_PLAN, dict(snap, state="finished", degraded_episodes=1), started_at=0.0,
+                       ended_at=1.0, stopped_by="duration", containers={})
+    assert rep["status"] == "degraded" and why in rep["problems"]
+
+
+def test_the_grace_period_is_a_graph_setting_with_a_per_node_override():
+    g = EGRESS + "runtime: {source_grace_s: 2, source_grace: {src: 0}}\n"
+    plan = compile_graph(load_graph(g, file="e.yaml"), REG)
+    assert plan.source_grace_s("src") == 0.0 and plan.source_grace_s("other") == 2.0
+    m = _manager(plan)
+    m.tracks["src"].active_since = time.monotonic() - 60.0
+    _feed(m, "src", {}, n=0)
+    assert m.snapshot()["status"] == "ok"                   # 0: this source may stay silent
+    plan = compile_graph(load_graph(EGRESS + "runtime: {source_grace_s: 30}\n", file="e.yaml"), REG)
+    m = _manager(plan)
+    m.tracks["src"].active_since = time.monotonic() - 20.0
+    _feed(m, "src", {}, n=0)
+    assert m.snapshot()["status"] == "ok"
+    m.tracks["src"].active_since = time.monotonic() - 31.0
+    assert "grace 30 s" in m.snapshot()["problems"][0]

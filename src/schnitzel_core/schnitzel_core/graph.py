@@ -79,6 +79,9 @@ class Graph:
     # Large payloads by reference (schnitzel_core.payload_ref.RefSettings as a dict); {} = off.
     payload_ref: Dict[str, Any] = dataclasses.field(default_factory=dict)
     key_pos: Dict[str, Pos] = dataclasses.field(default_factory=dict)  # position of each top-level value
+    # ``runtime:`` settings as read (source_grace_s, source_grace, delivery_stall_s, state_backend,
+    # state_path); the compiler fills in the defaults (docs/runtime.md)
+    runtime: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def node(self, node_id: str) -> Optional[NodeDecl]:
         for n in self.nodes:

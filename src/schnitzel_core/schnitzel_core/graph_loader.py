@@ -33,7 +33,9 @@ RESTART_POLICIES = ("never", "on-failure")
 MAX_DEPTH = 64          # no graph needs deeper nesting; guards the recursive composer
 MAX_BYTES = 64 * 1024 * 1024
 
-TOP_KEYS = ("schnitzel", "name", "description", "containers", "nodes", "edges", "payload_ref")
+TOP_KEYS = ("schnitzel", "name", "description", "containers", "nodes", "edges", "payload_ref", "runtime")
+#: ``runtime:`` (graph-wide settings of the runner and the lifecycle manager, docs/runtime.md)
+RUNTIME_KEYS = ("source_grace_s", "source_grace", "delivery_stall_s", "state_backend", "state_path")
 CONTAINER_KEYS = ("id", "host", "restart", "restart_backoff_s", "restart_limit", "description")
 NODE_KEYS = ("id", "plugin", "container", "params", "version", "qos", "description")
 EDGE_KEYS = ("from", "to", "qos", "transport", "description")
@@ -305,6 +307,8 @@ class _Builder:
             raw["edges"] = self.edges(by_key["edges"][1], g)
         if "payload_ref" in by_key:
             raw["payload_ref"] = self.payload_ref(by_key["payload_ref"][1], g)
+        if "runtime" in by_key:
+            raw["runtime"] = self.runtime(by_key["runtime"][1], g)
         g.raw = raw
         return g
 
@@ -320,6 +324,73 @@ class _Builder:
             self.err(code, str(exc), g.key_pos.get("payload_ref", self.pos(node)), "e.g. `payload_ref: {threshold_bytes: 1048576, ttl_s: 30}` "
                      "(docs/graph-spec.md)")
         return val
+
+    def seconds(self, node: Node, what: str, example: str) -> Optional[float]:
+        val = self.value(node)
+        if isinstance(val, bool) or not isinstance(val, (int, float)) or val < 0:
+            self.err("SCH106" if isinstance(val, (int, float)) and not isinstance(val, bool) else "SCH104",
+                     f"{what} must be a number of seconds >= 0, got {val!r}", node, f"write e.g. `{example}`")
+            return None
+        return float(val)
+
+    def runtime(self, node: Node, g: Graph) -> Any:
+        """``runtime:``: health thresholds and the containers' blackboard (docs/runtime.md)."""
+        if isinstance(node, ScalarNode) and node.tag == _T_NULL:
+            return {}
+        if not isinstance(node, MappingNode):
+            self.err("SCH104", f"runtime must be a mapping, got {_type_name(node)}", node,
+                     "write e.g. `runtime: {source_grace_s: 5, delivery_stall_s: 5}`")
+            return {}
+        pairs = self.pairs(node, "runtime")
+        self.check_keys(pairs, RUNTIME_KEYS, "runtime")
+        kv = {k: v for k, _kn, v in pairs}
+        for k, kn, v in pairs:
+            g.key_pos[f"runtime.{k}"] = self.key_pos(kn, v)
+        out: Dict[str, Any] = {}
+        for key, example in (("source_grace_s", "source_grace_s: 5"), ("delivery_stall_s", "delivery_stall_s: 5")):
+            if key in kv:
+                val = self.seconds(kv[key], f"runtime.{key}", example)
+                if val is not None:
+                    out[key] = val
+        if "source_grace" in kv:
+            per = kv["source_grace"]
+            if not isinstance(per, MappingNode):
+                self.err("SCH104", f"runtime.source_grace must be a mapping of node id to seconds, got "
+                         f"{_type_name(per)}", per, "write e.g. `source_grace: {cam: 30}`")
+            else:
+                grace: Dict[str, float] = {}
+                for nid, _kn, v in self.pairs(per, "runtime.source_grace"):
+                    if g.node(nid) is None:
+                        self.err("SCH106", f"runtime.source_grace names node {nid!r}, which the graph does not "
+                                 "declare", v, "name a source node of this graph: "
+                                 + ", ".join(n.id for n in g.nodes))
+                        continue
+                    val = self.seconds(v, f"runtime.source_grace.{nid}", f"{nid}: 30")
+                    if val is not None:
+                        grace[nid] = val
+                out["source_grace"] = grace
+        if "state_backend" in kv:
+            name = self.want_str(kv["state_backend"], "runtime.state_backend", "`state_backend: sqlite`",
+                                 nonempty=True)
+            if name is not None:
+                from .blackboard import backend_names
+                names = backend_names()
+                if name not in names:
+                    self.err("SCH106", f"runtime.state_backend {name!r} is not an installed state backend "
+                             f"(installed: {', '.join(names)})", kv["state_backend"],
+                             _suggest(name, names) or "write `state_backend: memory` or `state_backend: sqlite`")
+                else:
+                    out["state_backend"] = name
+        if "state_path" in kv:
+            path = self.want_str(kv["state_path"], "runtime.state_path", "`state_path: /var/lib/robot/state.db`",
+                                 nonempty=True)
+            if path is not None:
+                out["state_path"] = path
+        if out.get("state_backend", "memory") != "memory" and "state_path" not in out and "state_path" not in kv:
+            self.err("SCH102", f"runtime.state_backend {out['state_backend']!r} needs runtime.state_path (the file "
+                     "that holds the state)", kv["state_backend"], "add `state_path: /var/lib/robot/state.db`")
+        g.runtime = out
+        return {k: self.value(v) for k, v in kv.items()}
 
     def items(self, node: Node, what: str, example: str) -> List[Node]:
         if isinstance(node, ScalarNode) and node.tag == _T_NULL:

@@ -489,6 +489,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = ap.parse_args(remove_ros_args(["schnitzel_container", *argv])[1:])
     _tune_malloc()
+    from schnitzel_core.lifetime import die_with_parent, parent_gone
+    # Whoever started us (ros2 launch, the runner, a supervisor) exits, even by SIGKILL: we get
+    # SIGTERM and shut our nodes down in order, never left running on our own.
+    parent = os.getppid()
+    die_with_parent()
     from rclpy.validate_namespace import validate_namespace
     from rclpy.validate_node_name import validate_node_name
     try:
@@ -554,8 +559,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                 container.node.get_logger().error(
                     f"a callback raised (#{failures}; the container keeps running): "
                     + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
-    if signals_seen and signals_seen[0] == signal.SIGINT:
-        # Ctrl-C under `ros2 launch` also reached the manager: let it tear our nodes down in order.
+    if signals_seen and (signals_seen[0] == signal.SIGINT or parent_gone(parent)):
+        # Ctrl-C under `ros2 launch` also reached the manager, or launch went away (SIGTERM) and
+        # the manager got the same parent-death SIGTERM: let it tear our nodes down in order.
         t0 = time.monotonic()
         while time.monotonic() - t0 < MANAGER_GRACE_S and rclpy.ok() and container.awaits_manager():
             try:

@@ -53,6 +53,8 @@ def check_value(p: Param, value: Any) -> Any:
 
     Raises ParamError with a message that names the parameter and says what fits.
     """
+    if value is None and p.default is None:
+        return None   # "not given": an optional parameter whose default is None (e.g. schema)
     if not _type_ok(p.type, value):
         raise ParamError(f"parameter {p.name!r} must be of type {p.type}, got {value!r} ({type(value).__name__})")
     if p.type == "float" and isinstance(value, int):

@@ -131,6 +131,9 @@ def compile_graph(graph: Graph, registry: Any, graph_file: Optional[str] = None)
             out["transports"].append(transport)
         ports[dst.id]["in"].setdefault(e.dst_port, []).append(
             {"topic": topic, "qos": reader.to_dict(), "transport": transport, "from": f"{src.id}.{e.src_port}"})
+    for n in graph.nodes:
+        if n.inputs:   # backpressure per input port (docs/contracts.md, ports_json "inputs")
+            ports[n.id]["inputs"] = copy.deepcopy(n.inputs)
     for pmap in ports.values():
         for out in pmap["out"].values():
             out["transports"].sort(key=lambda t: ("inproc", "shm", "dds").index(t) if t in ("inproc", "shm", "dds") else 9)

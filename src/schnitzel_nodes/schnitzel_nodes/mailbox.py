@@ -25,9 +25,9 @@ import threading
 import time
 from typing import Any, Callable, Deque, Dict, Mapping, Optional, Tuple
 
-OVERFLOW_POLICIES = ("drop_oldest", "drop_new", "error")
-DEFAULT_OVERFLOW = "drop_oldest"
-DEFAULT_MAX_QUEUED = 1000
+# one definition for the graph model, the validator and the runtime
+from schnitzel_core.graph import DEFAULT_MAX_QUEUED, DEFAULT_OVERFLOW, INPUT_KEYS, OVERFLOW_POLICIES
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +48,7 @@ class InputPolicy:
         """``{overflow?, max_queued?}`` -> InputPolicy (raises ValueError naming the port)."""
         if not isinstance(decl, Mapping):
             raise ValueError(f"input {port!r}: expected a mapping {{overflow, max_queued}}, got {decl!r}")
-        unknown = sorted(set(decl) - {"overflow", "max_queued"})
+        unknown = sorted(set(decl) - set(INPUT_KEYS))
         if unknown:
             raise ValueError(f"input {port!r}: unknown key(s) {unknown}; use overflow, max_queued")
         try:

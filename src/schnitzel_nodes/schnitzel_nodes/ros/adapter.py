@@ -763,7 +763,7 @@ class NodeAdapter(LifecycleNode):
                 if self._hold is not None:   # a replacement waiting for activate: keep it
                     self._hold.hold(port, packet)
                     return
-        if not self._active:
+        if not self._active or self._fault:   # (a failing node is on its way to the error state)
             self.stats.dropped_input(port)
             return
         self._deliver_now(port, packet)
@@ -788,6 +788,9 @@ class NodeAdapter(LifecycleNode):
                 self.stats.overflow_errors += 1
             self._failed(f"input {port!r} overflowed: {pol.max_queued} inputs queued and its policy is "
                          "overflow: error", fatal=True)
+            # take no more and let the drainer go, so the thread it runs on (maybe the
+            # executor's) gets to take the node to the error state
+            self._mailbox.clear()
 
     def _submit(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` as a logic callback, serialised with the node's others (the mailbox)."""

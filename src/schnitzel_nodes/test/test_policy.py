@@ -313,3 +313,12 @@ def test_event_builder_from_detections_one_event_per_box():
     assert len({e["event_id"] for e in evs}) == 3
     h.send("in", Packet("cam0", 6, "event", payload=b"[1]", content_type="application/json"))
     assert h.ctx.counters["invalid"] == 1
+
+
+def test_zones_live_emit_change_is_checked_before_it_is_applied():
+    h = LogicHarness(ZonesLogic, {"zones": ZONES, "emit": ["enter"]})
+    with pytest.raises(ConfigError, match="emit may contain enter, exit, inside"):
+        h.logic.check_params({**h.logic.params, "emit": ["entre"]})
+    h.logic.on_params({"emit": ["inside"]})
+    h.send("in", dets(0, [box(120, 120, 160, 160)]))
+    assert [p.json()["event_type"] for p in h.out("events")] == ["zone_inside"]

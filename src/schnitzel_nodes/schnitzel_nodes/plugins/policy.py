@@ -120,9 +120,7 @@ class ZonesLogic(Policy):
         sources = [bool(p["zones"]), bool(p["zones_file"]), bool(p["zones_url"])]
         if sum(sources) > 1:
             raise ConfigError("zones: give only one of zones, zones_file or zones_url")
-        bad = [e for e in p["emit"] if e not in ("enter", "exit", "inside")]
-        if bad:
-            raise ConfigError(f"zones: emit may contain enter, exit, inside; got {bad}")
+        self.check_params(p)
         self.zones: Optional[List[Dict[str, Any]]] = None
         self.zones_source = "none"
         self._lock = threading.Lock()
@@ -139,6 +137,12 @@ class ZonesLogic(Policy):
             self.refresh_url()
         else:
             raise ConfigError("zones: give zones (inline), zones_file or zones_url")
+
+    def check_params(self, params: Mapping[str, Any]) -> None:
+        # also the check of a live change of emit (before it is applied)
+        bad = [e for e in params["emit"] if e not in ("enter", "exit", "inside")]
+        if bad:
+            raise ConfigError(f"zones: emit may contain enter, exit, inside; got {bad}")
 
     # -- zone sources
     def _check_file(self, initial: bool = False) -> None:

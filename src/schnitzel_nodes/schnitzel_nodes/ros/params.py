@@ -115,7 +115,8 @@ def descriptor(p: Param) -> ParameterDescriptor:
         notes.append(f"<= {p.maximum:g}")
     if p.enum is not None:
         notes.append(f"one of {list(p.enum)!r}")
-    notes.append("live: may change while active" if p.live else "not live: refused while the node is active")
+    notes.append("live: may change while active, applied at once" if p.live
+                 else "not live: refused while the node is configured (inactive or active)")
     d.additional_constraints = "; ".join(notes)
     if p.minimum is not None and p.maximum is not None:
         if p.type == "int":

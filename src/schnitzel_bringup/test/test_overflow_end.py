@@ -5,7 +5,7 @@ from schnitzel_core.graph_loader import load_graph
 from schnitzel_core.registry import Registry
 
 from schnitzel_bringup.compiler import compile_graph
-from schnitzel_bringup.manager import LifecycleManager, MState, graph_health
+from schnitzel_bringup.manager import MState, graph_health
 
 from _plugins import ALL
 from test_compiler import ONE

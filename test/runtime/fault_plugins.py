@@ -1,5 +1,5 @@
-"""A plugin that fails on every packet, for fault tests (loaded as "fault_plugins:FailingSink"
-by containers that have this directory on PYTHONPATH)."""
+"""Plugins for fault tests, loaded as "fault_plugins:<Class>" by containers that have this
+directory on PYTHONPATH: a sink that fails on every packet, a slow sink, a threaded source."""
 from schnitzel_core.plugin import Category, In, Out, PluginSpec
 from schnitzel_nodes.base import SinkLogic, SourceLogic
 

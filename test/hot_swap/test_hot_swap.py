@@ -229,6 +229,30 @@ def test_replacement_whose_configure_raises_rolls_back_and_loses_nothing(graph_f
     assert all(r["meta"].get("policy") == "v1" for r in records)   # the old node served throughout
 
 
+def test_live_value_the_node_refuses_is_refused_by_replace_and_changes_nothing(graph_factory):
+    """`schnitzel replace … k=v` takes the live path (set in place); a value the plugin's check
+    refuses (a rule expression that does not parse) is refused before anything changes."""
+    g = graph_factory(_graph("hs_refuse", RULES_V1, rate=50.0), "hs_refuse")
+    g.start()
+    out = g.dir / "out.jsonl"
+    assert wait_for(lambda: len(_lines(out)) >= 20, 30), g.output()
+    res = g.cli("replace", "hs_refuse", "policy", "--params", 'rules=[{"when": "payload.n >>> 0", "action": "emit"}]')
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "refused" in res.stderr and "syntax error" in res.stderr, res.stderr
+    assert "in place" not in res.stdout, res.stdout
+    n = len(_lines(out))
+    assert wait_for(lambda: len(_lines(out)) >= n + 20, 15), "the node stopped serving"
+    node = g.status()["nodes"]["policy"]
+    assert node["errors"] == 0 and node["state"] == "active", node     # the node never saw the value
+    # the manager still holds the old rules: a valid live change goes through from there
+    res = g.cli("replace", "hs_refuse", "policy", "--params",
+                'rules=[{"when": "payload.n >= 0", "action": "emit", "set_meta": {"policy": "v3"}}]')
+    assert res.returncode == 0 and "in place" in res.stdout, res.stdout + res.stderr
+    assert wait_for(lambda: any(r["meta"].get("policy") == "v3" for r in _lines(out)), 10), g.output()
+    g.stop()
+    _assert_no_gap_and_same_keys(_lines(out))
+
+
 def test_apply_invalid_graph_changes_nothing(graph_factory):
     g = graph_factory(_graph("hs_invalid", RULES_V1, rate=20.0), "hs_invalid")
     g.start()

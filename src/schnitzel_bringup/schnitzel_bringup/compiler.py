@@ -132,6 +132,9 @@ def compile_graph(graph: Graph, registry: Any, graph_file: Optional[str] = None)
             out["transports"].append(transport)
         ports[dst.id]["in"].setdefault(e.dst_port, []).append(
             {"topic": topic, "qos": reader.to_dict(), "transport": transport, "from": f"{src.id}.{e.src_port}"})
+    for n in graph.nodes:
+        if n.inputs:   # backpressure per input port (docs/contracts.md, ports_json "inputs")
+            ports[n.id]["inputs"] = copy.deepcopy(n.inputs)
     for pmap in ports.values():
         if getattr(graph, "payload_ref", None):   # by-reference payloads (ros/byref.py)
             pmap["payload_ref"] = dict(graph.payload_ref)

@@ -289,6 +289,9 @@ class LifecycleManager:
         self.message = ""
         self.lock = threading.RLock()
         self.stop_requested = threading.Event()
+        #: Why the run must end in error by itself (a node whose input has ``overflow: error``
+        #: overflowed); run() then stops the graph and exits 1.
+        self.fatal = ""
         self.tracks: Dict[str, NodeTrack] = {n.id: NodeTrack(n) for n in plan.nodes}
         self.container_state: Dict[str, str] = {c.id: "waiting" for c in plan.containers}
         self.container_pid: Dict[str, int] = {c.id: 0 for c in plan.containers}
@@ -412,6 +415,14 @@ class LifecycleManager:
                 self.container_pid[t.node.container] = int(msg.pid)
             if msg.state == "error" and t.state == "active" and not swapping:
                 t.state = "error"   # (during a replacement it may be the new node failing: rolled back)
+            overflowed = not self.fatal and str(fields["counters"].get("overflow_errors", "0")) not in ("", "0")
+            if overflowed:
+                self.fatal = (f"node {t.node.id}: {msg.last_error or 'an input overflowed'} "
+                              "(inputs: overflow: error ends the run)")
+        if overflowed:
+            self._event(self.fatal)
+            self._set_state(MState.ERROR, self.fatal)
+            self.stop_requested.set()
 
     def _delivery(self) -> Dict[str, str]:
         """Current delivery problems; remembers each (its newest text) for the run report."""
@@ -1096,6 +1107,8 @@ def run(plan: Plan, status_file: Optional[str] = None, loaded_by_launch: bool = 
             finally:
                 mgr.close_hotswap(wait_s=0.0)
                 mgr.close()
+        if mgr.fatal:   # a node's overflow: error ended the run
+            code = 1
     finally:
         for s, h in old.items():
             signal.signal(s, h)

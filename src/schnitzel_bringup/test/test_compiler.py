@@ -139,3 +139,14 @@ def test_plan_read_errors_are_clear(tmp_path):
         Plan.read(bad)
     with pytest.raises(PlanError, match="cannot read plan"):
         Plan.read(tmp_path / "missing.json")
+
+
+def test_input_overflow_policy_reaches_ports_json_and_the_adapter_parses_it():
+    plan = _plan(ONE.replace("{id: snk, plugin: t_sink,", "{id: snk, plugin: t_sink, "
+                             "inputs: {in: {overflow: error, max_queued: 5}},"))
+    assert plan.node("snk").ports["inputs"] == {"in": {"overflow": "error", "max_queued": 5}}
+    assert "inputs" not in plan.node("map").ports
+    rt = pytest.importorskip("schnitzel_nodes.ros.adapter")
+    from schnitzel_nodes.mailbox import InputPolicy
+    spec = REG.get("t_sink").spec
+    assert rt.parse_input_policies(spec, plan.node("snk").ports) == {"in": InputPolicy("error", 5)}

@@ -12,6 +12,13 @@ from typing import Any, Dict, List, Optional
 SPEC_VERSION = 1
 DEFAULT_CONTAINER = "main"
 DEFAULT_HOST = "localhost"
+#: What happens to an input that finds its port's queue full (node ``inputs: {PORT: {overflow}}``):
+#: drop the oldest queued input (default), drop the new one, or fail the run.
+OVERFLOW_POLICIES = ("drop_oldest", "drop_new", "error")
+DEFAULT_OVERFLOW = "drop_oldest"
+#: Inputs a port may hold queued before its overflow policy applies (``max_queued``).
+DEFAULT_MAX_QUEUED = 1000
+INPUT_KEYS = ("overflow", "max_queued")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +54,8 @@ class NodeDecl:
     param_pos: Dict[str, Pos] = dataclasses.field(default_factory=dict)
     # Writer QoS overrides per output port: {port: preset name or mapping} (schnitzel_core.qos).
     qos: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Backpressure per input port: {port: {overflow?, max_queued?}} (docs/graph-spec.md, inputs).
+    inputs: Dict[str, Any] = dataclasses.field(default_factory=dict)
     key_pos: Dict[str, Pos] = dataclasses.field(default_factory=dict)  # position of each key's value
 
 

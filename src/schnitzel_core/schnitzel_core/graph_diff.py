@@ -37,9 +37,9 @@ _WHAT_ORDER = {"container": 0, "node": 1, "edge": 2}
 _OP_ORDER = {"add": 0, "change": 1, "remove": 2}
 
 #: Node fields compared, in the order they are reported.
-NODE_FIELDS = ("plugin", "version", "container", "params", "qos")
+NODE_FIELDS = ("plugin", "version", "container", "params", "qos", "inputs")
 #: Node fields whose change needs a replacement (params may not: see live params).
-REPLACE_FIELDS = ("plugin", "version", "container", "qos")
+REPLACE_FIELDS = ("plugin", "version", "container", "qos", "inputs")
 
 
 class GraphDiffError(ValueError):

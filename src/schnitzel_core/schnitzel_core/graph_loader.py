@@ -37,7 +37,7 @@ TOP_KEYS = ("schnitzel", "name", "description", "containers", "nodes", "edges", 
 #: ``runtime:`` (graph-wide settings of the runner and the lifecycle manager, docs/runtime.md)
 RUNTIME_KEYS = ("source_grace_s", "source_grace", "delivery_stall_s", "state_backend", "state_path")
 CONTAINER_KEYS = ("id", "host", "restart", "restart_backoff_s", "restart_limit", "description")
-NODE_KEYS = ("id", "plugin", "container", "params", "version", "qos", "description")
+NODE_KEYS = ("id", "plugin", "container", "params", "version", "qos", "inputs", "description")
 EDGE_KEYS = ("from", "to", "qos", "transport", "description")
 
 _T_STR = "tag:yaml.org,2002:str"
@@ -509,11 +509,24 @@ class _Builder:
                         if isinstance(vnode, MappingNode):
                             for k2, kn2, _v2 in self.pairs(vnode, "a qos mapping"):
                                 n.key_pos[f"qos.{key}.{k2}"] = self.pos(kn2)
+            if "inputs" in kv:
+                q = kv["inputs"]
+                if not isinstance(q, MappingNode):
+                    self.err("SCH104", f"inputs of node {n.id!r} must map input ports to a policy, got {_type_name(q)}",
+                             q, "write e.g. `inputs: {in: {overflow: drop_new, max_queued: 100}}`", node=label)
+                else:
+                    # values are checked against the plugin's ports by the validator (SCH410, SCH411)
+                    for key, knode, vnode in self.pairs(q, f"inputs of node {n.id!r}"):
+                        n.inputs[key] = self.value(vnode)
+                        n.key_pos[f"inputs.{key}"] = self.pos(knode)
+                        if isinstance(vnode, MappingNode):
+                            for k2, kn2, v2 in self.pairs(vnode, "an inputs mapping"):
+                                n.key_pos[f"inputs.{key}.{k2}"] = self.key_pos(kn2, v2)
             if "description" in kv:
                 self.want_str(kv["description"], "description", "`description: ...`")
             for k, v in kv.items():
                 if k not in rnode and k in NODE_KEYS:
-                    rnode[k] = getattr(n, k) if k in ("id", "plugin", "container", "version", "qos") else self.value(v)
+                    rnode[k] = getattr(n, k) if k in ("id", "plugin", "container", "version", "qos", "inputs") else self.value(v)
             raw.append(rnode)
             g.nodes.append(n)
         return raw

@@ -2,6 +2,7 @@
 threads, acks between a sink and its durable queue, live parameters."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any, List
@@ -498,3 +499,145 @@ def test_mailbox_overflow_drops_oldest_inputs_but_never_control_calls(rig):
     assert seqs == sorted(seqs) and seqs[-1] == total          # order kept, the newest processed
     assert a.stats.drops > 0 and len(seqs) + a.stats.drops == total
     assert a.logic.params["gain"] == 5                         # the param change was not dropped
+
+
+# ---- live parameters: applied before the answer, or refused (issue 20, defect 5) ----
+def test_live_rate_hz_changes_the_tick_period_at_once(rig):
+    from schnitzel_nodes.plugins.sources.synthetic import SyntheticSourceLogic
+
+    a = rig.node(SyntheticSourceLogic, "syn", {"mode": "counter", "rate_hz": 20.0})
+    assert a.trigger_configure() == T.SUCCESS and a.trigger_activate() == T.SUCCESS
+    assert a._timer.timer_period_ns == 50_000_000
+    res = a.set_parameters([Parameter("rate_hz", value=200.0)])[0]
+    assert res.successful, res.reason
+    assert a._timer.timer_period_ns == 5_000_000          # the running timer, not the next activation
+    assert a.trigger_deactivate() == T.SUCCESS
+    assert a.set_parameters([Parameter("rate_hz", value=50.0)])[0].successful
+    assert a.trigger_activate() == T.SUCCESS and a._timer.timer_period_ns == 20_000_000
+
+
+def test_a_value_the_plugin_refuses_is_refused_and_changes_nothing(rig):
+    from schnitzel_nodes.plugins.policy import RulesLogic
+
+    from schnitzel_nodes.ros.inproc import InprocBus
+
+    bus = InprocBus()
+    good = [{"when": "payload.n >= 0", "action": "emit", "set_meta": {"v": "1"}}]
+    sink = rig.node(Collect, "rcollect", ports={"in": {"in": [{"topic": f"/{rig.graph}/rules/out",
+                                                               "transport": "inproc"}]}}, bus=bus)
+    a = rig.node(RulesLogic, "rules", {"rules": good}, bus=bus,
+                 ports={"out": {"out": {"topic": f"/{rig.graph}/rules/out", "transports": ["inproc"]}}})
+    for n in (sink, a):
+        assert n.trigger_configure() == T.SUCCESS and n.trigger_activate() == T.SUCCESS
+    stored = a.get_parameter("rules").value
+    bad = json.dumps([{"when": "payload.n >>> 0", "action": "emit"}])
+    res = a.set_parameters_atomically([Parameter("rules", value=bad)])
+    assert not res.successful and "rule 0 'when'" in res.reason and "syntax error" in res.reason, res.reason
+    assert a.get_parameter("rules").value == stored          # the ROS parameter store kept its value
+    assert a.logic.params["rules"] == good
+    a._deliver("in", Packet.from_json("s", 1, "x", {"n": 3}))
+    assert wait_for(lambda: sink.logic.got, 3)
+    assert sink.logic.got[-1].meta.get("v") == "1" and a.stats.errors == 0   # the old rules serve on
+    # a parameter that is not live is refused while the node is configured, active or not
+    from schnitzel_nodes.plugins.policy import DedupLogic
+    d = rig.node(DedupLogic, "dd", {"key_fields": ["kind"]})
+    assert d.trigger_configure() == T.SUCCESS
+    res = d.set_parameters([Parameter("max_keys", value=5)])[0]
+    assert not res.successful and "not live" in res.reason and d.get_parameter("max_keys").value == 100000
+
+
+def test_schema_validate_with_only_schema_file_loads(rig, tmp_path):
+    from schnitzel_nodes.plugins.transforms import SchemaValidateLogic
+
+    f = tmp_path / "schema.json"
+    f.write_text(json.dumps({"type": "object", "required": ["n"]}))
+    a = rig.node(SchemaValidateLogic, "sv", {"schema_file": str(f)})
+    assert a.trigger_configure() == T.SUCCESS, a.stats.last_error
+
+
+# ---- drain on deactivate: what was accepted is processed (issue 20, defect 8) ----
+class SlowRelay(NodeLogic):
+    spec = PluginSpec(name="t_slowrelay", category=Category.TRANSFORM, version="1.0.0",
+                      ports=(In("in"), Out("out")))
+
+    def configure(self) -> None:
+        self.busy = threading.Event()
+
+    def on_packet(self, port: str, packet: Packet) -> None:
+        if packet.seq == 0:
+            self.busy.set()
+        time.sleep(0.3 if packet.seq == 0 else 0.002)   # packet 0 holds the drainer: a backlog builds
+        self.ctx.emit("out", packet)
+
+
+class Collect(NodeLogic):
+    spec = PluginSpec(name="t_collect", category=Category.SINK, version="1.0.0", ports=(In("in"),))
+
+    def configure(self) -> None:
+        self.got: List[Packet] = []
+
+    def on_packet(self, port: str, packet: Packet) -> None:
+        self.got.append(packet)
+
+
+def test_flooded_slow_node_replaced_loses_nothing(rig):
+    """Stateless hot swap by hand (as replace.py does it): new beside old, activate new,
+    deactivate old. The old node's backlog is processed before it stops."""
+    from schnitzel_nodes.ros.inproc import InprocBus
+
+    bus = InprocBus()
+    t_in, t_out = f"/{rig.graph}/src/out", f"/{rig.graph}/slow/out"
+    ports = {"in": {"in": [{"topic": t_in, "transport": "inproc"}]},
+             "out": {"out": {"topic": t_out, "transports": ["inproc"]}}}
+    sink = rig.node(Collect, "sink", ports={"in": {"in": [{"topic": t_out, "transport": "inproc"}]}}, bus=bus)
+    old = rig.node(SlowRelay, "slow", ports=ports, bus=bus)
+    for n in (sink, old):
+        assert n.trigger_configure() == T.SUCCESS and n.trigger_activate() == T.SUCCESS
+    first = threading.Thread(target=bus.publish, args=(t_in, Packet(stream_id="s", seq=0, kind="x")))
+    first.start()                                  # becomes old's drainer, busy on packet 0
+    assert old.logic.busy.wait(5)
+    for i in range(1, 400):
+        bus.publish(t_in, Packet(stream_id="s", seq=i, kind="x"))
+    new = rig.node(SlowRelay, "slow__r1", ports=ports, bus=bus, node_id="slow")
+    assert new.trigger_configure() == T.SUCCESS and new.trigger_activate() == T.SUCCESS
+    for i in range(400, 500):
+        bus.publish(t_in, Packet(stream_id="s", seq=i, kind="x"))
+    assert old.trigger_deactivate() == T.SUCCESS   # drains what it had accepted first
+    for i in range(500, 600):
+        bus.publish(t_in, Packet(stream_id="s", seq=i, kind="x"))
+    first.join(10)
+    assert wait_for(lambda: len({p.seq for p in sink.logic.got}) == 600, 10), \
+        sorted(set(range(600)) - {p.seq for p in sink.logic.got})[:20]
+    # the old node processed all it had accepted; only what came after it stopped passed it by
+    assert old.stats.packets_in == 500 and old.stats.port_drops == {"in": 100}
+
+
+# ---- overflow policy per input port (issue 20, defect 11) ----
+def test_overflow_policy_per_port_drop_new_and_error(rig):
+    ports = {"inputs": {"in": {"overflow": "drop_new", "max_queued": 10}}}
+    a = rig.node(SlowRelay, "dn", ports=ports)
+    assert a.trigger_configure() == T.SUCCESS and a.trigger_activate() == T.SUCCESS
+    first = threading.Thread(target=a._deliver, args=("in", Packet(stream_id="s", seq=0, kind="x")))
+    first.start()
+    assert a.logic.busy.wait(5)
+    for i in range(1, 31):
+        a._deliver("in", Packet(stream_id="s", seq=i, kind="x"))
+    first.join(10)
+    assert wait_for(lambda: a.stats.packets_in == 11, 5)
+    counters = {kv.key: kv.value for kv in a.status_msg().counters}
+    assert a.stats.drops == 20 and counters["dropped_total.in"] == "20"
+
+    e = rig.node(SlowRelay, "er", ports={"inputs": {"in": {"overflow": "error", "max_queued": 5}}})
+    assert e.trigger_configure() == T.SUCCESS and e.trigger_activate() == T.SUCCESS
+    first = threading.Thread(target=e._deliver, args=("in", Packet(stream_id="s", seq=0, kind="x")))
+    first.start()
+    assert e.logic.busy.wait(5)
+    for i in range(1, 8):
+        e._deliver("in", Packet(stream_id="s", seq=i, kind="x"))
+    first.join(10)
+    assert wait_for(lambda: e.state_label() == "error", 5), e.stats.last_error
+    st = e.status_msg()
+    assert "input 'in' overflowed" in st.last_error and "overflow: error" in st.last_error
+    assert {kv.key: kv.value for kv in st.counters}.get("overflow_errors") == "1"
+    with pytest.raises(LoadError, match="overflow must be one of"):
+        rig.node(SlowRelay, "bad", ports={"inputs": {"in": {"overflow": "block"}}})

@@ -164,6 +164,24 @@ def test_zones_from_http_with_cached_fallback(tmp_path):
     h.stop()
 
 
+def test_zones_disabled_zone_never_fires_and_enabled_must_be_a_bool(tmp_path):
+    zones = [{"id": "dock", "polygon": SQUARE, "enabled": False},
+             {"id": "yard", "polygon": SQUARE, "enabled": True}]
+    h = LogicHarness(ZonesLogic, {"zones": zones, "emit": ["enter", "exit", "inside"]})
+    out = h.send("in", dets(0, [box(120, 120, 160, 160, tid=1)]))[0]
+    h.send("in", dets(1, [box(300, 300, 340, 340, tid=1)]))
+    assert out.json()["boxes"][0]["zones"] == ["yard"]
+    assert {p.json()["zone"] for p in h.out("events")} == {"yard"}
+    # the same in a zone file (YAML), and a typo'd value is refused, never read as "enabled"
+    f = tmp_path / "zones.yaml"
+    f.write_text("- id: dock\n  enabled: false\n  polygon: [[100, 100], [200, 100], [200, 200], [100, 200]]\n")
+    h = LogicHarness(ZonesLogic, {"zones_file": str(f), "emit": ["inside"]})
+    assert h.send("in", dets(0, [box(120, 120, 160, 160)]))[0].json()["boxes"][0]["zones"] == []
+    assert h.out("events") == []
+    with pytest.raises(ConfigError, match="enabled must be true or false"):
+        LogicHarness(ZonesLogic, {"zones": [{"id": "x", "polygon": SQUARE, "enabled": "no"}]})
+
+
 def test_zones_bad_config():
     with pytest.raises(ConfigError, match="at least 3"):
         LogicHarness(ZonesLogic, {"zones": [{"id": "x", "polygon": [[0, 0], [1, 1]]}]})
@@ -295,3 +313,12 @@ def test_event_builder_from_detections_one_event_per_box():
     assert len({e["event_id"] for e in evs}) == 3
     h.send("in", Packet("cam0", 6, "event", payload=b"[1]", content_type="application/json"))
     assert h.ctx.counters["invalid"] == 1
+
+
+def test_zones_live_emit_change_is_checked_before_it_is_applied():
+    h = LogicHarness(ZonesLogic, {"zones": ZONES, "emit": ["enter"]})
+    with pytest.raises(ConfigError, match="emit may contain enter, exit, inside"):
+        h.logic.check_params({**h.logic.params, "emit": ["entre"]})
+    h.logic.on_params({"emit": ["inside"]})
+    h.send("in", dets(0, [box(120, 120, 160, 160)]))
+    assert [p.json()["event_type"] for p in h.out("events")] == ["zone_inside"]

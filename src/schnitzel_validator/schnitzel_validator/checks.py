@@ -12,7 +12,8 @@ import re
 from collections import deque
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
-from schnitzel_core.graph import DEFAULT_CONTAINER, ContainerDecl, EdgeDecl, Graph, NodeDecl, Pos
+from schnitzel_core.graph import (DEFAULT_CONTAINER, INPUT_KEYS, OVERFLOW_POLICIES, ContainerDecl, EdgeDecl, Graph,
+                                  NodeDecl, Pos)
 from schnitzel_core.graph_loader import Issue
 from schnitzel_core.plugin import Category, Direction, Param, PluginSpec, Port, Profile
 from schnitzel_core import qos as qosmod
@@ -238,6 +239,7 @@ class _Checker:
                          node=n.id)
         self.check_params(n, spec)
         self.check_node_qos(n, spec)
+        self.check_node_inputs(n, spec)
         return spec
 
     def check_params(self, n: NodeDecl, spec: PluginSpec) -> None:
@@ -338,6 +340,45 @@ class _Checker:
                 continue
             self.resolve_qos(value, qosmod.PRESETS.get(port.qos), where, n.key_pos, f"qos.{port_name}.",
                              node=n.id)
+
+    def check_node_inputs(self, n: NodeDecl, spec: PluginSpec) -> None:
+        """``inputs: {PORT: {overflow, max_queued}}``: backpressure per input port."""
+        for port_name, value in n.inputs.items():
+            where = n.key_pos.get(f"inputs.{port_name}", n.key_pos.get("inputs", n.pos))
+            port = spec.port(port_name)
+            if port is None or port.direction != Direction.IN:
+                self.add("SCH410", f"inputs of node {n.id!r} names {port_name!r}, which is not an input port of "
+                         f"{spec.name}", where, _did_you_mean(port_name, [p.name for p in spec.inputs]) +
+                         f"inputs: {_ports_text(spec, Direction.IN)}", node=n.id)
+                continue
+            if spec.category == Category.COMPUTE:
+                self.add("SCH411", f"inputs.{port_name} of node {n.id!r}: {spec.name} is a compute node, which "
+                         "keeps only the newest packet per input (latest-only); an overflow policy does not apply",
+                         where, "remove `inputs:` from this node", node=n.id)
+                continue
+            if not isinstance(value, dict):
+                self.add("SCH411", f"inputs.{port_name} of node {n.id!r} must be a mapping, got {_yaml_type(value)}",
+                         where, f"write e.g. `inputs: {{{port_name}: {{overflow: drop_new, max_queued: 100}}}}`",
+                         node=n.id)
+                continue
+            for key in value:
+                if key not in INPUT_KEYS:
+                    self.add("SCH411", f"inputs.{port_name} of node {n.id!r} has unknown key {key!r}",
+                             n.key_pos.get(f"inputs.{port_name}.{key}", where),
+                             _did_you_mean(str(key), INPUT_KEYS) + f"allowed keys: {', '.join(INPUT_KEYS)}",
+                             node=n.id)
+            ov = value.get("overflow", OVERFLOW_POLICIES[0])
+            if ov not in OVERFLOW_POLICIES:
+                self.add("SCH411", f"inputs.{port_name}.overflow of node {n.id!r} is {_short(ov)}, not one of "
+                         f"{', '.join(OVERFLOW_POLICIES)}", n.key_pos.get(f"inputs.{port_name}.overflow", where),
+                         _did_you_mean(str(ov), OVERFLOW_POLICIES) + f"allowed: {', '.join(OVERFLOW_POLICIES)}",
+                         node=n.id)
+            mq = value.get("max_queued", 1)
+            if not isinstance(mq, int) or isinstance(mq, bool) or mq < 1:
+                self.add("SCH411", f"inputs.{port_name}.max_queued of node {n.id!r} must be an integer >= 1, got "
+                         f"{_short(mq)}", n.key_pos.get(f"inputs.{port_name}.max_queued", where),
+                         "write e.g. `max_queued: 100` (inputs queued before the overflow policy applies)",
+                         node=n.id)
 
     def resolve_qos(self, value: Any, base: Optional[qosmod.QoS], where: Pos, key_pos: Dict[str, Pos],
                     prefix: str, node: Optional[str] = None, edge: Optional[str] = None) -> Optional[qosmod.QoS]:

@@ -61,6 +61,8 @@ CODES: Dict[str, Tuple[str, str]] = {
     "SCH407": (ERROR, "payload profile mismatch"),
     "SCH408": (ERROR, "duplicate edge"),
     "SCH409": (ERROR, "the two ports carry different ROS message types"),
+    "SCH410": (ERROR, "node inputs: names a port that is not an input"),
+    "SCH411": (ERROR, "node inputs: bad backpressure policy"),
     # QoS and transports
     "SCH501": (ERROR, "unknown QoS preset"),
     "SCH502": (ERROR, "invalid QoS setting"),

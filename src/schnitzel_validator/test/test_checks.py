@@ -156,3 +156,22 @@ def test_graph_built_in_code_validates():
     assert validate(g, REG).valid
     g.edges.append(EdgeDecl("t", "out", "s", "nope"))
     assert [i.code for i in validate(g, REG).errors] == ["SCH402"]
+
+
+def test_input_overflow_policy_is_checked_statically():
+    body = ("nodes:\n  - {id: t, plugin: ticker}\n  - {id: s, plugin: log_sink INPUTS}\n"
+            "edges:\n  - {from: t.out, to: s.in}\n")
+    ok = run(body.replace("INPUTS", ", inputs: {in: {overflow: error, max_queued: 50}}"))
+    assert ok.valid, ok.format_text()
+    assert run(body.replace("INPUTS", ", inputs: {in: {overflow: drop_new}}")).valid
+    i = one(run(body.replace("INPUTS", ", inputs: {inn: {overflow: drop_new}}")), "SCH410")
+    assert "did you mean 'in'" in i.hint and i.node == "s" and i.line == 5
+    i = one(run(body.replace("INPUTS", ", inputs: {in: {overflow: drop_newest}}")), "SCH411")
+    assert "drop_oldest, drop_new, error" in i.message and "did you mean 'drop_new'" in i.hint
+    assert one(run(body.replace("INPUTS", ", inputs: {in: {max_queued: 0}}")), "SCH411")
+    assert one(run(body.replace("INPUTS", ", inputs: {in: {depth: 3}}")), "SCH411")
+    assert one(run(body.replace("INPUTS", ", inputs: [in]")), "SCH104")
+    comp = ("nodes:\n  - {id: t, plugin: ticker}\n  - {id: d, plugin: detector, params: {model: m}, "
+            "inputs: {image: {overflow: error}}}\n")
+    r = run(comp)
+    assert any(x.code == "SCH411" and "latest-only" in x.message for x in r.issues), r.format_text()

@@ -39,7 +39,8 @@ def point_in_polygon(x: float, y: float, poly: Sequence[Sequence[float]]) -> boo
 
 
 def parse_zones(data: Any, where: str) -> List[Dict[str, Any]]:
-    """Validate zone definitions: a list (or {"zones": [...]}) of {id, polygon, labels?, normalized?}."""
+    """Validate zone definitions: a list (or {"zones": [...]}) of {id, polygon, labels?, normalized?,
+    enabled?} (``enabled: false`` keeps the zone defined but it never matches a box)."""
     if isinstance(data, dict) and "zones" in data:
         data = data["zones"]
     if not isinstance(data, list):
@@ -64,7 +65,10 @@ def parse_zones(data: Any, where: str) -> List[Dict[str, Any]]:
         labels = z.get("labels") or []
         if not isinstance(labels, list):
             raise ConfigError(f"{where}: zone {zid!r} labels must be a list")
-        zones.append({"id": zid, "polygon": [[float(a), float(b)] for a, b in poly],
+        enabled = z.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise ConfigError(f"{where}: zone {zid!r} enabled must be true or false, got {enabled!r}")
+        zones.append({"id": zid, "polygon": [[float(a), float(b)] for a, b in poly], "enabled": enabled,
                       "labels": [str(x) for x in labels], "normalized": bool(z.get("normalized", False)),
                       "severity": z.get("severity"), "name": z.get("name", zid)})
     return zones
@@ -97,7 +101,7 @@ class ZonesLogic(Policy):
                Out("events", ("event",), profile=Profile.EVENT, description="zone_enter / zone_exit / zone_inside events"),
                Out("error", ("*",))),
         params=(
-            Param("zones", "list", [], "inline zones: [{id, polygon: [[x, y], ...], labels?: [..], normalized?: bool, severity?}]"),
+            Param("zones", "list", [], "inline zones: [{id, polygon: [[x, y], ...], labels?: [..], normalized?: bool, severity?, enabled?: bool}]"),
             Param("zones_file", "str", "", "JSON or YAML zone file, reloaded when it changes"),
             Param("zones_url", "str", "", "HTTP(S) URL serving the zone JSON"),
             Param("cache_file", "str", "", "where the last zones fetched from zones_url are kept (fallback when it is unreachable)"),
@@ -116,9 +120,7 @@ class ZonesLogic(Policy):
         sources = [bool(p["zones"]), bool(p["zones_file"]), bool(p["zones_url"])]
         if sum(sources) > 1:
             raise ConfigError("zones: give only one of zones, zones_file or zones_url")
-        bad = [e for e in p["emit"] if e not in ("enter", "exit", "inside")]
-        if bad:
-            raise ConfigError(f"zones: emit may contain enter, exit, inside; got {bad}")
+        self.check_params(p)
         self.zones: Optional[List[Dict[str, Any]]] = None
         self.zones_source = "none"
         self._lock = threading.Lock()
@@ -135,6 +137,12 @@ class ZonesLogic(Policy):
             self.refresh_url()
         else:
             raise ConfigError("zones: give zones (inline), zones_file or zones_url")
+
+    def check_params(self, params: Mapping[str, Any]) -> None:
+        # also the check of a live change of emit (before it is applied)
+        bad = [e for e in params["emit"] if e not in ("enter", "exit", "inside")]
+        if bad:
+            raise ConfigError(f"zones: emit may contain enter, exit, inside; got {bad}")
 
     # -- zone sources
     def _check_file(self, initial: bool = False) -> None:
@@ -232,6 +240,8 @@ class ZonesLogic(Policy):
         x, y = self.point(b)
         hits = []
         for z in zones:
+            if not z["enabled"]:
+                continue   # a disabled zone never matches: no membership, no event
             if z["labels"] and str(b.get("label")) not in z["labels"]:
                 continue
             poly = z["polygon"]

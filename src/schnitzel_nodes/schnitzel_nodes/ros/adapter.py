@@ -9,7 +9,9 @@ Lifecycle (standard lifecycle_msgs services ``~/change_state``, ``~/get_state``â
 - activate: enable publishers; ``logic.activate()``; start the timer
   (``logic.tick_period_s``), the logic's thread (``threaded = True`` ->
   ``run(stop)``) and, for compute nodes, the worker thread.
-- deactivate: stop them (inputs arriving while inactive are dropped and counted).
+- deactivate: stop them, then process the inputs already accepted (the mailbox, at most
+  DRAIN_TIMEOUT_S) before ``logic.deactivate()``; inputs arriving while inactive are dropped
+  and counted.
 - cleanup: ``logic.cleanup()``, destroy publishers and subscriptions.
 - shutdown: from any state, does whatever of the above is still needed.
 
@@ -20,19 +22,20 @@ down: deactivate -> ErrorProcessing -> ``on_error`` releases the logic ->
 unconfigured, and its status reads ``error`` until it is configured again.
 
 Threads: logic callbacks of one node never run concurrently. Input packets,
-ticks, acks and live parameter changes go through a per-node mailbox drained
-by whichever thread finds it idle (no blocking between nodes, so inproc chains
-cannot deadlock); compute nodes instead keep the newest packet per input port
-(latest-only, replacements counted as drops) and run on their own worker.
+ticks and acks go through a per-node mailbox (schnitzel_nodes.mailbox, bounded
+per input port with that port's overflow policy) drained by whichever thread
+finds it idle (no blocking between nodes, so inproc chains cannot deadlock);
+live parameter changes are checked and applied under the same lock before the
+parameter request is answered. Compute nodes instead keep the newest packet per
+input port (latest-only, replacements counted as drops) and run on their own worker.
 """
 from __future__ import annotations
 
-import collections
 import logging
 import os
 import threading
 import traceback
-from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue as DiagKeyValue
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult, IntegerRange
@@ -46,6 +49,7 @@ from schnitzel_core.plugin import Ack, Category, Direction, NodeContext, NodeLog
 from schnitzel_msgs.msg import DeliveryAck, KeyValue, NodeStatus
 
 from . import byref
+from ..mailbox import DEFAULT_MAX_QUEUED, InputPolicy, Mailbox
 from . import params as P
 from .inproc import InprocBus
 from .qos import QosError, to_profile
@@ -59,7 +63,11 @@ ERROR = TransitionCallbackReturn.ERROR
 RESERVED_PORTS = ("transition_event",)
 MAX_ERRORS_PARAM = P.RESERVED_PREFIX + "max_consecutive_errors"
 DEFAULT_MAX_CONSECUTIVE_ERRORS = 10
-MAILBOX_LIMIT = 1000   # per node; beyond it the oldest queued input is dropped (counted)
+MAILBOX_LIMIT = DEFAULT_MAX_QUEUED   # inputs queued per input port unless ports_json "inputs" says otherwise
+#: On deactivate, how long the node may go on processing the inputs it had already accepted
+#: (its mailbox) before the rest is dropped and counted; below the lifecycle manager's 3 s per
+#: transition while stopping (docs/runtime.md, "Draining").
+DRAIN_TIMEOUT_S = 2.5
 LATENCY_WINDOW = 2048  # samples kept for p50/p95/p99
 #: QoS of /<graph>/_delivery/ack (publisher and subscription alike): reliable with a deep
 #: history, so a burst of acknowledgements (a sink draining a batch, retry reports for a
@@ -120,9 +128,10 @@ def parse_ports(spec: PluginSpec, ports: Optional[Mapping[str, Any]], base: str
         return outs, _check_ports(spec, outs, ins)
     if not isinstance(ports, Mapping):
         raise LoadError("ports_json must be a JSON object with keys 'in' and 'out'")
-    unknown = set(ports) - {"in", "out", "payload_ref"}
+    unknown = set(ports) - {"in", "out", "inputs", "payload_ref"}
     if unknown:
-        raise LoadError(f"ports_json has unknown keys {sorted(unknown)}; expected 'in', 'out' (and 'payload_ref')")
+        raise LoadError(f"ports_json has unknown keys {sorted(unknown)}; expected 'in', 'out', 'inputs' "
+                        "and 'payload_ref'")
     for name, decl in (ports.get("out") or {}).items():
         port = spec.port(name)
         if port is None or port.direction != Direction.OUT:
@@ -163,6 +172,29 @@ def parse_ports(spec: PluginSpec, ports: Optional[Mapping[str, Any]], base: str
     return outs, _check_ports(spec, outs, ins)
 
 
+def parse_input_policies(spec: PluginSpec, ports: Optional[Mapping[str, Any]]) -> Dict[str, InputPolicy]:
+    """ports_json ``inputs`` -> {port: InputPolicy} (overflow policy per input port); raises LoadError."""
+    decl = (ports or {}).get("inputs") if isinstance(ports, Mapping) else None
+    if not decl:
+        return {}
+    if not isinstance(decl, Mapping):
+        raise LoadError("ports_json 'inputs' must be an object {port: {overflow, max_queued}}")
+    out: Dict[str, InputPolicy] = {}
+    for name, d in decl.items():
+        port = spec.port(name)
+        if port is None or port.direction != Direction.IN:
+            raise LoadError(f"ports_json inputs names {name!r}, but plugin {spec.name!r} has inputs "
+                            f"{[p.name for p in spec.inputs]}")
+        if spec.category == Category.COMPUTE:
+            raise LoadError(f"ports_json inputs.{name}: compute nodes keep only the newest packet per input; "
+                            "an overflow policy does not apply")
+        try:
+            out[name] = InputPolicy.parse(name, d)
+        except ValueError as exc:
+            raise LoadError(f"ports_json inputs: {exc}") from None
+    return out
+
+
 def _check_ports(spec: PluginSpec, outs: Dict[str, OutPort], ins: List[InEdge]) -> List[InEdge]:
     """QoS resolvable and a converter for every port that travels over DDS (raises LoadError)."""
     for o in outs.values():
@@ -199,6 +231,8 @@ class Stats:
         self.packets_in = 0
         self.packets_out = 0
         self.drops = 0
+        self.port_drops: Dict[str, int] = {}   # inputs dropped per input port (dropped_total.<port>)
+        self.overflow_errors = 0               # inputs refused by a port with overflow: error
         self.errors = 0
         self.last_error = ""
         self._lat: List[float] = [0.0] * LATENCY_WINDOW
@@ -225,7 +259,13 @@ class Stats:
     def reset(self) -> None:
         with self.lock:
             self.packets_in = self.packets_out = self.drops = 0
+            self.port_drops = {}
             self._lat_n = 0
+
+    def dropped_input(self, port: str, n: int = 1) -> None:
+        with self.lock:
+            self.drops += n
+            self.port_drops[port] = self.port_drops.get(port, 0) + n
 
 
 class AdapterContext(NodeContext):
@@ -294,6 +334,7 @@ class NodeAdapter(LifecycleNode):
             for o in self._outs.values():
                 if o.wire is not None:
                     o.wire = byref.externalising(o.wire, self._refs, self._ref_fallback)
+        input_policies = parse_input_policies(spec, ports)
         cli_args = None
         if remappings:
             cli_args = ["--ros-args"]
@@ -325,22 +366,21 @@ class NodeAdapter(LifecycleNode):
         self._consecutive = 0
         self._tb_logged = 0
         self._run_lock = threading.RLock()     # logic callbacks never overlap
-        self._mb_lock = threading.Lock()
-        self._mailbox: Deque[Tuple[Callable[..., Any], tuple, bool]] = collections.deque()  # (fn, args, is_input)
-        self._draining = False
+        self._mailbox = Mailbox(self._call, input_policies, on_drop=self.stats.dropped_input)
+        self._flushing = False      # deactivating: processing what was accepted, outputs still open
         self._timer: Any = None
+        self._timer_period: Optional[float] = None
+        self._timer_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: List[threading.Thread] = []
         self._latest: Dict[str, Packet] = {}
         self._latest_cv = threading.Condition()
         self._ack_pub: Any = None
         self._ack_sub: Any = None
-        self._pending_live: Dict[str, Any] = {}
         self._declaring = True
         try:
             self._declare_params(checked, int(max_consecutive_errors))
             self.add_on_set_parameters_callback(self._on_set_params)
-            self.add_post_set_parameters_callback(self._after_set_params)
             # Executor-thread hook: a fault seen on any thread is acted on here.
             self._fault_gc = self.create_guard_condition(self._on_fault_signal)
         except Exception as exc:  # noqa: BLE001 - never leave a half-made node behind
@@ -378,9 +418,18 @@ class NodeAdapter(LifecycleNode):
         return int(self.get_parameter(MAX_ERRORS_PARAM).value)
 
     def _on_set_params(self, parameters: List[Parameter]) -> SetParametersResult:
+        """Answer a parameter request only once its outcome is known (docs/runtime.md, "Parameters").
+
+        A configured node (inactive or active) takes only ``live`` parameters, and takes them
+        at once: the plugin's ``check_params`` on the merged values, then ``on_params``, both
+        serialised with its other callbacks, before the answer. Whatever either raises refuses
+        the whole request with the reason, so the node, the ROS parameter store (rclpy stores
+        nothing on a refusal) and whoever asked (``schnitzel replace``) see no change. An
+        unconfigured node takes any parameter; ``configure`` reads it.
+        """
         if self._declaring:
             return SetParametersResult(successful=True)
-        active = self._active
+        logic = self.logic
         changed: Dict[str, Any] = {}
         for param in parameters:
             if param.name == MAX_ERRORS_PARAM:
@@ -398,21 +447,37 @@ class NodeAdapter(LifecycleNode):
                 value = P.check_value(spec_p, P.from_ros(spec_p, param.value))
             except P.ParamError as exc:
                 return SetParametersResult(successful=False, reason=str(exc))
-            if active and not spec_p.live:
+            if logic is not None and not spec_p.live:
                 return SetParametersResult(
                     successful=False,
                     reason=(f"parameter {param.name!r} is not live: it cannot change while node "
-                            f"{self.node_id!r} is active (deactivate the node first, or replace it)"))
+                            f"{self.node_id!r} is configured (replace the node, or clean it up first)"))
             changed[param.name] = value
-        if self.logic is not None:
-            # a configured node gets live changes at once; others wait for the next configure
-            self._pending_live = {k: v for k, v in changed.items() if self.spec.param(k).live}
+        if logic is None or not changed:
+            return SetParametersResult(successful=True)
+        try:
+            self._apply_live(logic, changed)
+        except Exception as exc:  # noqa: BLE001 - the plugin refused: nothing changes
+            why = str(exc) or type(exc).__name__
+            self.get_logger().warning(f"node {self.node_id!r}: parameter change refused: {why}")
+            return SetParametersResult(successful=False, reason=f"node {self.node_id!r} refused the change: {why}")
         return SetParametersResult(successful=True)
 
-    def _after_set_params(self, parameters: List[Parameter]) -> None:
-        changed, self._pending_live = self._pending_live, {}
-        if changed and self.logic is not None:
-            self._submit(self.logic.on_params, changed)   # serialised with the logic's other callbacks
+    def _apply_live(self, logic: NodeLogic, changed: Dict[str, Any]) -> None:
+        """check_params(merged) then on_params(changed), under the run lock; raises on refusal."""
+        with self._run_lock:
+            merged = dict(logic.params)
+            merged.update(changed)
+            logic.check_params(merged)
+            before = dict(logic.params)
+            try:
+                logic.on_params(changed)
+            except Exception:
+                # an on_params that raised half way: put the values back (its own state is its job)
+                logic.params.clear()
+                logic.params.update(before)
+                raise
+        self._sync_timer()   # e.g. rate_hz: the new period applies from the next tick
 
     # --------------------------------------------------------------- lifecycle
     def state_label(self) -> str:
@@ -484,12 +549,11 @@ class NodeAdapter(LifecycleNode):
             self._status_soon()
             return FAILURE
         self.stats.reset()
+        self._mailbox.reset_counts()
         self._stop = threading.Event()
         self._active = True
         self._release_hold(record)
-        period = getattr(logic, "tick_period_s", None)
-        if period:
-            self._timer = super().create_timer(float(period), self._on_timer)
+        self._sync_timer()
         if getattr(logic, "threaded", False):
             self._start_thread(self._run_logic_thread, "run")
         if self.compute and self._ins:
@@ -497,7 +561,7 @@ class NodeAdapter(LifecycleNode):
         return ret
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_activity()
+        self._stop_activity(drain=not self._fault)
         if self.spec.stateful and self.logic is not None and not self._fault:
             self._save_handover()
         ret = super().on_deactivate(state)
@@ -528,16 +592,24 @@ class NodeAdapter(LifecycleNode):
         self._status_soon()
         return SUCCESS  # -> unconfigured; a manager may configure it again
 
-    def _stop_activity(self) -> None:
+    def _stop_activity(self, drain: bool = False) -> None:
+        """Stop producing and taking inputs; with ``drain``, first process what was accepted.
+
+        Draining (a deactivate: hot replacement, ordered shutdown) keeps the outputs open while
+        the mailbox runs empty, for at most DRAIN_TIMEOUT_S; inputs arriving meanwhile are no
+        longer accepted (counted drops; during a replacement the new node takes them). What
+        is still queued after that is dropped and counted, never silently.
+        """
         was_active = self._active
+        self._flushing = drain and was_active
         self._active = False
         self._stop.set()
         with self._latest_cv:
+            for port in self._latest:   # compute nodes: latest-only, the untaken one is dropped
+                self.stats.dropped_input(port)
             self._latest.clear()
             self._latest_cv.notify_all()
-        if self._timer is not None:
-            self.destroy_timer(self._timer)
-            self._timer = None
+        self._cancel_timer()
         me = threading.current_thread()
         for t in self._threads:
             if t is not me:
@@ -545,18 +617,41 @@ class NodeAdapter(LifecycleNode):
                 if t.is_alive():
                     self.get_logger().error(f"node {self.node_id!r}: thread {t.name} did not stop within 5 s")
         self._threads = []
-        with self._mb_lock:
-            dropped = len(self._mailbox)
-            self._mailbox.clear()
-        if dropped:
-            with self.stats.lock:
-                self.stats.drops += dropped
+        if self._flushing and not self._mailbox.wait_idle(DRAIN_TIMEOUT_S) and len(self._mailbox):
+            self.get_logger().warning(
+                f"node {self.node_id!r}: still {len(self._mailbox)} queued call(s) after draining "
+                f"{DRAIN_TIMEOUT_S:g} s on deactivate; dropping them (counted in drops)")
+        self._flushing = False
+        self._mailbox.clear()
         if was_active and self.logic is not None:
             try:
                 with self._run_lock:
                     self.logic.deactivate()
             except Exception as exc:  # noqa: BLE001
                 self._note_error(f"deactivate failed: {type(exc).__name__}: {exc}", exc)
+
+    def _sync_timer(self) -> None:
+        """The tick timer follows ``logic.tick_period_s`` (set at configure or by a live
+        parameter such as rate_hz): created on activate, re-created when the period changes."""
+        logic = self.logic
+        period = getattr(logic, "tick_period_s", None) if logic is not None else None
+        period = float(period) if period else None
+        with self._timer_lock:
+            if not self._active or period == self._timer_period:
+                return
+            if self._timer is not None:
+                self.destroy_timer(self._timer)
+                self._timer = None
+            self._timer_period = period
+            if period:
+                self._timer = super().create_timer(period, self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        with self._timer_lock:
+            if self._timer is not None:
+                self.destroy_timer(self._timer)
+                self._timer = None
+            self._timer_period = None
 
     def _release_logic(self) -> None:
         logic, self.logic = self.logic, None
@@ -643,7 +738,7 @@ class NodeAdapter(LifecycleNode):
                              f"(outputs: {', '.join(self._outs) or 'none'})")
         if not isinstance(packet, Packet):
             raise TypeError(f"node {self.node_id!r} emitted {type(packet).__name__} on {port!r}; expected a Packet")
-        if not self._active:
+        if not (self._active or self._flushing):
             with self.stats.lock:
                 self.stats.drops += 1
             return
@@ -683,25 +778,34 @@ class NodeAdapter(LifecycleNode):
                 if self._hold is not None:   # a replacement waiting for activate: keep it
                     self._hold.hold(port, packet)
                     return
-        if not self._active:
-            with self.stats.lock:
-                self.stats.drops += 1
+        if not self._active or self._fault:   # (a failing node is on its way to the error state)
+            self.stats.dropped_input(port)
             return
         self._deliver_now(port, packet)
 
     def _deliver_now(self, port: str, packet: Packet) -> None:
-        self.stats.received(packet.stamp_ns)
         if self.compute:
+            self.stats.received(packet.stamp_ns)   # latest-only: counted on arrival, replacements as drops
             with self._latest_cv:
                 if port in self._latest:
-                    with self.stats.lock:
-                        self.stats.drops += 1   # latest-only: the older one is replaced
+                    self.stats.dropped_input(port)   # latest-only: the older one is replaced
                 self._latest[port] = packet
                 self._latest_cv.notify()
             return
         logic = self.logic
-        if logic is not None:
-            self._submit(self._run_on_packet, logic, port, packet, packet=True)
+        if logic is None:
+            return
+        # packets_in counts an input when the logic takes it (_run_on_packet), so a queue
+        # that is still being worked off keeps the counter moving (the manager's drain waits)
+        if self._mailbox.put(self._run_on_packet, logic, port, packet, port=port) == "overflow":
+            pol = self._mailbox.policy(port)
+            with self.stats.lock:
+                self.stats.overflow_errors += 1
+            self._failed(f"input {port!r} overflowed: {pol.max_queued} inputs queued and its policy is "
+                         "overflow: error", fatal=True)
+            # take no more and let the drainer go, so the thread it runs on (maybe the
+            # executor's) gets to take the node to the error state
+            self._mailbox.clear()
 
     def _ref_fallback(self, exc: OSError) -> None:
         """A blob could not be written: the packet went inline (counted, logged once)."""
@@ -725,32 +829,9 @@ class NodeAdapter(LifecycleNode):
                                   int(p.meta[byref.META_ROW]), "rejected", reason))
         return byref.resolve_input(self._refs, packet, failed, reject)
 
-    def _submit(self, fn: Callable[..., Any], *args: Any, packet: bool = False) -> None:
-        """Run ``fn(*args)`` as a logic callback, serialised with the node's others.
-
-        Whoever finds the mailbox idle drains it; others only enqueue, so threads never
-        wait on each other across nodes.
-        """
-        with self._mb_lock:
-            if packet and len(self._mailbox) >= MAILBOX_LIMIT:
-                # overflow: drop the oldest input packet (never a tick, ack or param change)
-                for i, item in enumerate(self._mailbox):
-                    if item[2]:
-                        del self._mailbox[i]
-                        with self.stats.lock:
-                            self.stats.drops += 1
-                        break
-            self._mailbox.append((fn, args, packet))
-            if self._draining:
-                return
-            self._draining = True
-        while True:
-            with self._mb_lock:
-                if not self._mailbox:
-                    self._draining = False
-                    return
-                fn, args, _ = self._mailbox.popleft()
-            self._call(fn, *args)
+    def _submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` as a logic callback, serialised with the node's others (the mailbox)."""
+        self._mailbox.put(fn, *args)
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> None:
         try:
@@ -758,12 +839,14 @@ class NodeAdapter(LifecycleNode):
                 fn(*args)
         except Exception as exc:  # noqa: BLE001 - isolate the plugin's failure
             name = getattr(fn, "__name__", "callback")
-            name = "on_packet" if name == "_run_on_packet" else name
+            name = {"_run_on_packet": "on_packet", "_run_tick": "tick"}.get(name, name)
             self._failed(f"{name} raised {type(exc).__name__}: {exc}", exc)
         else:
             self._consecutive = 0
 
-    def _run_on_packet(self, logic: NodeLogic, port: str, packet: Packet) -> None:
+    def _run_on_packet(self, logic: NodeLogic, port: str, packet: Packet, count: bool = True) -> None:
+        if count:
+            self.stats.received(packet.stamp_ns)
         try:
             logic.on_packet(port, packet)
         finally:
@@ -772,7 +855,14 @@ class NodeAdapter(LifecycleNode):
     def _on_timer(self) -> None:
         logic = self.logic
         if self._active and logic is not None:
-            self._submit(logic.tick)
+            self._submit(self._run_tick, logic)
+
+    def _run_tick(self, logic: NodeLogic) -> None:
+        try:
+            logic.tick()
+        finally:
+            if getattr(logic, "tick_period_s", None) != self._timer_period:
+                self._sync_timer()   # the logic changed its own period
 
     def _run_logic_thread(self) -> None:
         logic, stop = self.logic, self._stop
@@ -798,7 +888,9 @@ class NodeAdapter(LifecycleNode):
                 packet = self._latest.pop(port)
             logic = self.logic
             if logic is not None and self._active:
-                self._submit(self._run_on_packet, logic, port, packet)
+                self._submit(self._run_on_packet, logic, port, packet, False)
+            elif logic is not None:
+                self.stats.dropped_input(port)
 
     def _on_ack_msg(self, msg: DeliveryAck) -> None:
         if msg.queue_id != self.node_id or self.logic is None:
@@ -903,6 +995,10 @@ class NodeAdapter(LifecycleNode):
         with s.lock:
             msg.packets_in, msg.packets_out = s.packets_in, s.packets_out
             msg.drops, msg.errors, msg.last_error = s.drops, s.errors, s.last_error
+            # inputs dropped per input port (overflow, latest-only, inactive, left at a stop)
+            own = {f"dropped_total.{p}": n for p, n in s.port_drops.items()}
+            if s.overflow_errors:
+                own["overflow_errors"] = s.overflow_errors
         h = self._logic_health()  # (delivery) e.g. "refusing new packets: ... disk is full"
         if h.get("level") == "error" and not msg.last_error:
             msg.last_error = str(h.get("message", ""))
@@ -911,8 +1007,8 @@ class NodeAdapter(LifecycleNode):
         ctx = self.ctx
         if ctx is not None:
             with ctx._lock:
-                items = sorted(ctx.counters.items())
-            msg.counters = [KeyValue(key=k, value=str(v)) for k, v in items]
+                own.update(ctx.counters)
+        msg.counters = [KeyValue(key=k, value=str(v)) for k, v in sorted(own.items())]
         return msg
 
     def _logic_health(self) -> Dict[str, Any]:

@@ -53,6 +53,8 @@ def check_value(p: Param, value: Any) -> Any:
 
     Raises ParamError with a message that names the parameter and says what fits.
     """
+    if value is None and p.default is None:
+        return None   # "not given": an optional parameter whose default is None (e.g. schema)
     if not _type_ok(p.type, value):
         raise ParamError(f"parameter {p.name!r} must be of type {p.type}, got {value!r} ({type(value).__name__})")
     if p.type == "float" and isinstance(value, int):
@@ -113,7 +115,8 @@ def descriptor(p: Param) -> ParameterDescriptor:
         notes.append(f"<= {p.maximum:g}")
     if p.enum is not None:
         notes.append(f"one of {list(p.enum)!r}")
-    notes.append("live: may change while active" if p.live else "not live: refused while the node is active")
+    notes.append("live: may change while active, applied at once" if p.live
+                 else "not live: refused while the node is configured (inactive or active)")
     d.additional_constraints = "; ".join(notes)
     if p.minimum is not None and p.maximum is not None:
         if p.type == "int":

@@ -629,7 +629,8 @@ def draft_graph(request: str, client: ChatClient, registry: Registry, rounds: in
         raise DraftError("the request is empty: say what the graph should do", 2)
     if rounds < 0:
         raise DraftError("--rounds must be >= 0", 2)
-    messages = build_messages(request, registry, current_text, current.name if current is not None else "")
+    base = build_messages(request, registry, current_text, current.name if current is not None else "")
+    messages = base
     schema = answer_schema(registry)
     header = comment_header(request, client.config.model)
     done: List[Round] = []
@@ -655,6 +656,7 @@ def draft_graph(request: str, client: ChatClient, registry: Registry, rounds: in
         if not problems and answer is not None:
             return DraftResult(True, done, answer.graph_text, graph, answer.summary, answer.tests,
                                warnings=warnings, diff=diff, plan=plan)
-        messages = messages + [{"role": "assistant", "content": comp.content},
-                               repair_message(problems, answer.graph_text if answer is not None else None)]
+        # only the last answer and its problems go back: the prompt stays bounded however many rounds
+        messages = base + [{"role": "assistant", "content": comp.content},
+                           repair_message(problems, answer.graph_text if answer is not None else None)]
     return DraftResult(False, done, last_text, None, problems=problems)

@@ -220,7 +220,9 @@ The test file ("tests") is a mapping, format schnitzel_test 1:
         - at: NODE.OUTPORT
           count: N                          # optional: exactly N packets (or min_count / max_count)
           contains: [{kind: KIND, payload: {...}}]   # optional: each matched by some packet (payload: subset)
-Write 1 to 3 short cases that check what the request asks for.
+Write 1 to 3 short cases that check what the request asks for. Conventional payloads: detections
+{"boxes": [{"x1", "y1", "x2", "y2", "score", "label", "track_id"}], "width", "height"} (pixels);
+event: JSON (event_type, severity, ...); video.frame payloads cannot be written inline.
 """
 
 
@@ -371,12 +373,40 @@ def _json_object(content: str) -> Dict[str, Any]:
                               where="answer"))
 
 
+_SCALARS = (str, int, float, bool, type(None))
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style with indented lists; short leaf collections in flow style, as people write graphs."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> Any:
+        return super().increase_indent(flow, False)
+
+
+def _leaf(value: Any) -> bool:
+    if isinstance(value, list):
+        return all(isinstance(v, _SCALARS) or (isinstance(v, list) and all(isinstance(x, _SCALARS) for x in v))
+                   for v in value)
+    return isinstance(value, dict) and all(isinstance(v, _SCALARS) for v in value.values())
+
+
+def _short_enough(value: Any) -> bool:
+    return len(json.dumps(value, default=str)) <= 80
+
+
+_Dumper.add_representer(list, lambda d, v: d.represent_sequence(
+    "tag:yaml.org,2002:seq", v, flow_style=_leaf(v) and _short_enough(v)))
+_Dumper.add_representer(dict, lambda d, v: d.represent_mapping(
+    "tag:yaml.org,2002:map", v.items(), flow_style=bool(v) and _leaf(v) and _short_enough(v)))
+
+
+def dump_yaml(doc: Any) -> str:
+    return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+
+
 def graph_yaml(graph: Any, header: str = "") -> str:
     """The drafted graph as the YAML text that is validated and written (header comment first)."""
-    if isinstance(graph, str):
-        body = graph.strip() + "\n"
-    else:
-        body = yaml.safe_dump(graph, sort_keys=False, allow_unicode=True, default_flow_style=False, width=100)
+    body = graph.strip() + "\n" if isinstance(graph, str) else dump_yaml(graph)
     return header + body
 
 
@@ -518,7 +548,7 @@ def tests_yaml(tests: Dict[str, Any], graph_file: str) -> str:
     doc.update({k: v for k, v in tests.items() if k not in ("schnitzel_test", "graph")})
     head = ("# Graph tests drafted by `schnitzel draft` (format schnitzel_test 1, docs/drafting.md);\n"
             "# review them: they say what the graph should do, in the model's words.\n")
-    return head + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, default_flow_style=False, width=100)
+    return head + dump_yaml(doc)
 
 
 # ---------------------------------------------------------------- a plain summary

@@ -109,7 +109,7 @@ def test_an_invalid_graph_is_repaired_in_two_rounds_with_the_validators_errors_f
     # code, line, message and hint of each error go back, with the numbered YAML they refer to
     assert f"SCH301 (graph line {sch301.line + 2})" in repair1   # +2: the header comment's lines
     assert "rulez" in repair1 and "hint:" in repair1
-    assert f"{sch301.line + 2:>3}:   plugin: rulez" in repair1
+    assert f"{sch301.line + 2:>3}:     plugin: rulez" in repair1
     repair2 = last_user_message(srv.requests[2])
     assert "policy.result" in repair2
     rounds = [json.loads(line) for line in log.read_text().splitlines()]

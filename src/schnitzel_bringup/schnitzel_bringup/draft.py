@@ -396,8 +396,8 @@ def _short_enough(value: Any) -> bool:
 
 _Dumper.add_representer(list, lambda d, v: d.represent_sequence(
     "tag:yaml.org,2002:seq", v, flow_style=_leaf(v) and _short_enough(v)))
-_Dumper.add_representer(dict, lambda d, v: d.represent_mapping(
-    "tag:yaml.org,2002:map", v.items(), flow_style=bool(v) and _leaf(v) and _short_enough(v)))
+_Dumper.add_representer(dict, lambda d, v: d.represent_mapping(   # a node ("plugin" key) stays a block
+    "tag:yaml.org,2002:map", v.items(), flow_style=bool(v) and "plugin" not in v and _leaf(v) and _short_enough(v)))
 
 
 def dump_yaml(doc: Any) -> str:

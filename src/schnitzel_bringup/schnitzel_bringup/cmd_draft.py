@@ -19,7 +19,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import IO, Optional
+from typing import IO, List, Optional
 
 import typer
 
@@ -69,10 +69,11 @@ def _confirm(question: str) -> bool:
 
 def do_draft(request: str, output: Optional[str], from_graph: Optional[str], base_url: Optional[str],
              model: Optional[str], rounds: int, timeout: float, no_schema: bool, log_file: Optional[str],
-             force: bool, yes: bool, wait: float, apply_timeout: float) -> int:
+             force: bool, yes: bool, wait: float, apply_timeout: float, synthesize: bool = False,
+             synth_timeout: float = 60.0) -> int:
     from schnitzel_core.registry import load_registry
 
-    from .draft import ChatClient, LLMConfig, draft_graph, describe_graph, tests_yaml
+    from .draft import ChatClient, LLMConfig, draft_graph
 
     cfg = LLMConfig.resolve(base_url, model, timeout, use_schema=not no_schema)
     if not request or not request.strip():
@@ -80,6 +81,8 @@ def do_draft(request: str, output: Optional[str], from_graph: Optional[str], bas
                     "schnitzel draft \"read the lobby camera and count people\" -o lobby.yaml", 2)
     if rounds < 0:
         raise _Exit("--rounds must be >= 0", 2)
+    if synth_timeout <= 0:
+        raise _Exit("--synth-timeout must be > 0", 2)
     current = current_text = None
     if from_graph is not None:
         src = Path(from_graph)
@@ -126,13 +129,53 @@ def do_draft(request: str, output: Optional[str], from_graph: Optional[str], bas
             log_fh.flush()
 
     registry = load_registry()
+    synth = None
+    if synthesize:
+        from .synth import Synthesizer, plugin_dir
+
+        synth = Synthesizer(plugin_dir(), synth_timeout)
     print(f"schnitzel draft: asking {cfg.model} at {cfg.endpoint} (up to {rounds} repair round(s))", file=sys.stderr)
     try:
-        result: DraftResult = draft_graph(request, ChatClient(cfg), registry, rounds, current_text, current,
-                                          file=str(out), log=on_round)
+        try:
+            result: DraftResult = draft_graph(request, ChatClient(cfg), registry, rounds, current_text, current,
+                                              file=str(out), log=on_round, synth=synth)
+        finally:
+            if log_fh is not None:
+                log_fh.close()
+        return _finish(result, request, rounds, out, tests_out, from_graph, current, yes, wait, apply_timeout,
+                       synth, registry)
     finally:
-        if log_fh is not None:
-            log_fh.close()
+        if synth is not None:
+            synth.discard()          # whatever was not registered goes
+
+
+def _register_plugins(result: DraftResult, request: str, yes: bool, synth: object) -> None:
+    """Ask for each synthesized plugin the graph uses; register the approved ones (all or nothing)."""
+    from .synth import ensure_on_path
+
+    used = {n.plugin for n in result.graph.nodes}
+    wanted = [s for s in result.staged if s.name in used]
+    for s in wanted:
+        spec = s.spec
+        ports = ", ".join(f"{p.direction.value} {p.name}[{'|'.join(p.kinds)}]" for p in spec.ports)
+        print(f"The graph needs a synthesized plugin {s.name} ({spec.category.value}; {ports}); its test passed.")
+        print(f"  module: {s.module_path}")
+        print(f"  test:   {s.test_path}")
+        if not yes and not _confirm(f"Register plugin {s.name} (it will run as part of your graphs)?"):
+            raise _Exit(f"plugin {s.name} was not approved; nothing was written or registered", 1)
+    for s in wanted:
+        synth.register(s, request)               # type: ignore[attr-defined]
+        print(f"registered plugin {s.name} in {synth.root}")   # type: ignore[attr-defined]
+    if wanted:
+        pth = ensure_on_path(synth.root)         # type: ignore[attr-defined]
+        if pth is not None:
+            print(f"  {synth.root} is now on the Python path of this environment ({pth})")  # type: ignore[attr-defined]
+
+
+def _finish(result: DraftResult, request: str, rounds: int, out: Path, tests_out: Path, from_graph: Optional[str],
+            current: object, yes: bool, wait: float, apply_timeout: float, synth: object, registry: object) -> int:
+    from .draft import describe_graph, tests_yaml
+
     if not result.ok:
         lines = [p.line_text() for p in result.problems]
         raise _Exit(f"no valid graph after {len(result.rounds)} answer(s) ({rounds} repair round(s)); nothing was "
@@ -140,13 +183,15 @@ def do_draft(request: str, output: Optional[str], from_graph: Optional[str], bas
                     + "\n(try a clearer request, more --rounds, or a larger model)", 1)
 
     assert result.graph_text is not None and result.graph is not None
+    if synth is not None:
+        _register_plugins(result, request, yes, synth)
     _write(out, result.graph_text)
     _write(tests_out, tests_yaml(result.tests or {}, out.name))
     print(f"wrote {out} (valid) and its tests {tests_out}")
     for w in result.warnings:
         print(f"  warning: {w}")
     print("What the graph does:")
-    for line in describe_graph(result.graph, registry):
+    for line in describe_graph(result.graph, result.registry or registry):
         print(f"  {line}")
     if result.summary:
         print("In the model's words:")
@@ -179,6 +224,8 @@ def do_draft(request: str, output: Optional[str], from_graph: Optional[str], bas
 
 
 def register(app: typer.Typer) -> None:
+    _add_prune(app)
+
     @app.command("draft")
     def draft_cmd(
         request: str = typer.Argument(..., help="what the graph should do, in plain words"),
@@ -195,15 +242,72 @@ def register(app: typer.Typer) -> None:
         no_schema: bool = typer.Option(False, "--no-schema", help="do not ask for JSON-schema-constrained output"),
         log_file: Optional[str] = typer.Option(None, "--log", help="append one JSON line per round to this file"),
         force: bool = typer.Option(False, "--force", help="overwrite existing output files"),
-        yes: bool = typer.Option(False, "--yes", "-y", help="with --from: apply without asking"),
+        yes: bool = typer.Option(False, "--yes", "-y",
+                                 help="answer yes to every question (apply with --from, register synthesized plugins)"),
         wait: float = typer.Option(5.0, "--wait", help="with --from: seconds to wait for the lifecycle manager"),
         apply_timeout: float = typer.Option(10.0, "--apply-timeout", help="with --from: seconds each apply step may take"),
+        synthesize: bool = typer.Option(False, "--synthesize",
+                                        help="let the model write a plugin (module + unit test) where none fits"),
+        synth_timeout: float = typer.Option(60.0, "--synth-timeout", help="seconds a synthesized plugin's test may run"),
     ) -> None:
         """Draft a graph (and its tests) from a plain-language request; the validator checks every answer."""
         try:
             code = do_draft(request, output, from_graph, base_url, model, rounds, timeout, no_schema, log_file,
-                            force, yes, wait, apply_timeout)
+                            force, yes, wait, apply_timeout, synthesize, synth_timeout)
         except (_Exit, DraftError) as exc:
+            _err(str(exc))
+            raise typer.Exit(exc.code)
+        raise typer.Exit(code)
+
+
+def do_prune(paths: List[str], yes: bool) -> int:
+    from .synth import graph_files, load_records, plugin_dir, plugins_used, remove
+
+    root = plugin_dir()
+    records = load_records(root)
+    if not records:
+        print(f"no synthesized plugins in {root}")
+        return 0
+    for p in paths:
+        if not Path(p).exists():
+            raise _Exit(f"{p}: no such file or directory (give the graph files or folders to look in)", 2)
+    files = graph_files(paths)
+    used = plugins_used(files)
+    print(f"synthesized plugins in {root} (graphs looked at: {len(files)} file(s) under {', '.join(paths)}):")
+    unused = []
+    for name, rec in sorted(records.items()):
+        by = used.get(name, [])
+        state = f"used by {', '.join(by)}" if by else "unused"
+        print(f"  {name} (created {rec.get('created', '?')}): {state}")
+        if not by:
+            unused.append(name)
+    if not unused:
+        print("nothing to prune")
+        return 0
+    if not yes and not _confirm(f"Remove {len(unused)} unused plugin(s): {', '.join(unused)}?"):
+        print("nothing removed")
+        return 0
+    for name in unused:
+        remove(root, name)
+        print(f"removed {name}")
+    return 0
+
+
+def _add_prune(app: typer.Typer) -> None:
+    """`schnitzel plugins prune`: added to the `plugins` group the validator's CLI module registers."""
+    group = next((g.typer_instance for g in app.registered_groups if g.name == "plugins"), None)
+    if group is None:
+        return
+
+    @group.command("prune")
+    def prune_cmd(
+        paths: List[str] = typer.Argument(None, help="graph files or folders whose graphs count as users (default: .)"),
+        yes: bool = typer.Option(False, "--yes", "-y", help="remove without asking"),
+    ) -> None:
+        """List synthesized plugins (schnitzel draft --synthesize) and remove those no graph uses."""
+        try:
+            code = do_prune(list(paths or ["."]), yes)
+        except _Exit as exc:
             _err(str(exc))
             raise typer.Exit(exc.code)
         raise typer.Exit(code)

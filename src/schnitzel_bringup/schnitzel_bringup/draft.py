@@ -269,7 +269,7 @@ def catalogue(registry: Registry) -> str:
     return "\n".join(lines)
 
 
-def answer_schema(registry: Registry) -> Dict[str, Any]:
+def answer_schema(registry: Registry, synthesize: bool = False) -> Dict[str, Any]:
     """JSON Schema of the answer, for servers that constrain output (response_format json_schema)."""
     plugins = [e.name for e in registry.entries() if e.ok and e.spec is not None]
     node = {"type": "object", "required": ["id", "plugin"],
@@ -285,9 +285,15 @@ def answer_schema(registry: Registry) -> Dict[str, Any]:
                             "containers": {"type": "array", "items": {"type": "object"}},
                             "nodes": {"type": "array", "items": node},
                             "edges": {"type": "array", "items": edge}}}
-    return {"type": "object", "required": ["graph", "summary", "tests"],
-            "properties": {"graph": graph, "summary": {"type": "string"},
-                           "tests": {"type": "object"}}}
+    out: Dict[str, Any] = {"type": "object", "required": ["graph", "summary", "tests"],
+                           "properties": {"graph": graph, "summary": {"type": "string"},
+                                          "tests": {"type": "object"}}}
+    if synthesize:
+        from .synth import answer_schema_part
+
+        node["properties"]["plugin"] = {"type": "string"}     # a synthesized plugin has a new name
+        out["properties"]["plugins"] = answer_schema_part()
+    return out
 
 
 SYSTEM_PROMPT = """\
@@ -301,9 +307,13 @@ their exact port and parameter names.
 
 
 def build_messages(request: str, registry: Registry, current: Optional[str] = None,
-                   current_name: str = "") -> List[Dict[str, str]]:
+                   current_name: str = "", synthesize: bool = False) -> List[Dict[str, str]]:
     """The first round's messages. ``current``: the running graph's text when changing it."""
     system = SYSTEM_PROMPT + catalogue(registry)
+    if synthesize:
+        from .synth import SYNTH_BRIEF
+
+        system += "\n\n" + SYNTH_BRIEF
     if current is None:
         user = f"Draft a graph for this request:\n{request.strip()}"
     else:
@@ -330,11 +340,11 @@ def repair_message(problems: Sequence["Problem"], graph_text: Optional[str]) -> 
 class Problem:
     """One thing wrong with an answer: a validator issue, a test-file error or an unusable answer."""
 
-    code: str            # SCHxxx from the validator; DRAFT1xx answer format; DRAFT2xx test file; DRAFT3xx change
+    code: str            # SCHxxx validator; DRAFT1xx answer; DRAFT2xx test file; DRAFT3xx change; DRAFT4xx plugins
     message: str
     line: int = 0        # line in the graph YAML (0: not about one line)
     hint: str = ""
-    where: str = "graph"  # graph | tests | answer
+    where: str = "graph"  # graph | tests | answer | plugins
 
     def line_text(self) -> str:
         at = f"{self.where} line {self.line}" if self.line else self.where
@@ -423,6 +433,7 @@ class Answer:
     graph_text: str
     summary: str
     tests: Any
+    plugins: Any = None      # synthesized plugins ([{name, module, test}]), with --synthesize
 
 
 def parse_answer(content: str, header: str = "") -> Answer:
@@ -444,7 +455,7 @@ def parse_answer(content: str, header: str = "") -> Answer:
                                   where="answer"))
     summary = obj.get("summary")
     summary = summary.strip() if isinstance(summary, str) else ""
-    return Answer(graph_yaml(g, header), summary, obj.get("tests"))
+    return Answer(graph_yaml(g, header), summary, obj.get("tests"), obj.get("plugins"))
 
 
 # ---------------------------------------------------------------- the test file
@@ -618,6 +629,8 @@ class DraftResult:
     warnings: List[str] = dataclasses.field(default_factory=list)      # validator warnings of the result
     diff: Any = None                       # GraphDiff against the running graph (--from)
     plan: List[Any] = dataclasses.field(default_factory=list)
+    staged: List[Any] = dataclasses.field(default_factory=list)   # synthesized plugins (synth.Staged), tested
+    registry: Optional[Registry] = None    # what the graph was checked against (installed + synthesized)
 
 
 def check_answer(answer: Answer, registry: Registry, file: str,
@@ -650,7 +663,7 @@ def check_answer(answer: Answer, registry: Registry, file: str,
 def draft_graph(request: str, client: ChatClient, registry: Registry, rounds: int = 3,
                 current_text: Optional[str] = None, current: Optional[Graph] = None,
                 file: str = "<draft>", log: Optional[Callable[[Round], None]] = None,
-                clock: Callable[[], float] = time.monotonic) -> DraftResult:
+                clock: Callable[[], float] = time.monotonic, synth: Any = None) -> DraftResult:
     """Ask, check, send the problems back; at most ``1 + rounds`` requests.
 
     Raises :class:`DraftError` when the server fails (unreachable, timeout, not a chat
@@ -659,9 +672,10 @@ def draft_graph(request: str, client: ChatClient, registry: Registry, rounds: in
         raise DraftError("the request is empty: say what the graph should do", 2)
     if rounds < 0:
         raise DraftError("--rounds must be >= 0", 2)
-    base = build_messages(request, registry, current_text, current.name if current is not None else "")
+    base = build_messages(request, registry, current_text, current.name if current is not None else "",
+                          synthesize=synth is not None)
     messages = base
-    schema = answer_schema(registry)
+    schema = answer_schema(registry, synthesize=synth is not None)
     header = comment_header(request, client.config.model)
     done: List[Round] = []
     last_text: Optional[str] = None
@@ -671,21 +685,28 @@ def draft_graph(request: str, client: ChatClient, registry: Registry, rounds: in
         t0 = clock()
         comp = client.complete(messages, schema)
         took = clock() - t0
-        graph = None
+        graph, staged, reg = None, [], registry
         try:
             answer = parse_answer(comp.content, header)
         except AnswerError as exc:
             problems, answer = [exc.problem], None
         else:
             last_text = answer.graph_text
-            problems, graph, warnings, diff, plan = check_answer(answer, registry, file, current)
+            plugin_problems: List[Problem] = []
+            if synth is not None:
+                # model-written plugins: staged, spec read and test run in subprocesses
+                staged, sp = synth.check(answer.plugins, registry)
+                plugin_problems = [Problem(p.code, p.message, hint=p.hint, where="plugins") for p in sp]
+                reg = synth.registry_with(registry, staged)
+            problems, graph, warnings, diff, plan = check_answer(answer, reg, file, current)
+            problems = plugin_problems + problems
         rnd = Round(n, prompt_chars, took, problems, comp.prompt_tokens, comp.completion_tokens, comp.constrained)
         done.append(rnd)
         if log is not None:
             log(rnd)
         if not problems and answer is not None:
             return DraftResult(True, done, answer.graph_text, graph, answer.summary, answer.tests,
-                               warnings=warnings, diff=diff, plan=plan)
+                               warnings=warnings, diff=diff, plan=plan, staged=staged, registry=reg)
         # only the last answer and its problems go back: the prompt stays bounded however many rounds
         messages = base + [{"role": "assistant", "content": comp.content},
                            repair_message(problems, answer.graph_text if answer is not None else None)]

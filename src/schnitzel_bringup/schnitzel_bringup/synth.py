@@ -34,9 +34,9 @@ import uuid
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from schnitzel_core.plugin import (REQUIRED, Category, Direction, NodeLogic, Param, PluginSpec, Port,
-                                   Profile)
-from schnitzel_core.registry import PluginEntry, Registry, spec_problems
+from schnitzel_core.plugin import (PLUGIN_API_VERSION, REQUIRED, Category, Direction, NodeLogic, Param,
+                                   PluginSpec, Port, Profile)
+from schnitzel_core.registry import PluginEntry, Registry, api_compatible, spec_problems
 
 ENV_PLUGIN_DIR = "SCHNITZEL_PLUGIN_DIR"
 MODULE_PREFIX = "schnitzel_synth_"
@@ -233,6 +233,15 @@ class Synthesizer:
         except (ValueError, KeyError, TypeError) as exc:
             return [SynthProblem("DRAFT401", f"plugin {s.name}: its spec is not usable: {exc}")]
         problems = [SynthProblem("DRAFT401", f"plugin {s.name}: {w}") for w in spec_problems(s.spec)]
+        try:
+            compatible = api_compatible(s.spec.api_version)
+        except ValueError as exc:
+            compatible, why = False, str(exc)
+        else:
+            why = f"this runtime implements plugin API {PLUGIN_API_VERSION}"
+        if not compatible:
+            problems.append(SynthProblem("DRAFT401", f"plugin {s.name}: api_version {s.spec.api_version!r} cannot "
+                                         f"run here ({why})", "leave api_version out: it defaults to the runtime's"))
         code, out = _run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
                           s.test_path.name], self.pending, self.timeout_s, env)
         if code is None:

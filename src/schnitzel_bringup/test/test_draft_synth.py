@@ -91,18 +91,21 @@ def test_a_synthesized_plugin_is_registered_only_after_its_test_passes_and_appro
                                                                                      monkeypatch):
     out = tmp_path / "scaled.yaml"
     failing = TEST.replace('{"value": 6}', '{"value": 7}')
-    script = [reply(module="def broken(:\n"), reply(test=failing), reply()]
+    script = [reply(module="def broken(:\n"), reply(test=failing),
+              reply(module=MODULE.replace('version="0.1.0",', 'version="0.1.0", api_version="9.0.0",')), reply()]
     with FakeLLM(script) as srv:
         code, stdout, stderr = draft(capsys, monkeypatch, srv.base_url, out, stdin="y\n")
     assert code == 0, stderr
     first = srv.requests[0]["body"]
     assert "schnitzel_synth_NAME.py" in first["messages"][0]["content"]
     assert "plugins" in first["response_format"]["json_schema"]["schema"]["properties"]
-    # round 1: the module does not import; round 2: its test fails -- both went back to the model
+    # round 1: the module does not import; round 2: its test fails; round 3: a plugin API this
+    # runtime does not implement -- each went back to the model
     assert "DRAFT401 (plugins): plugin scale_value: the module cannot be loaded" in repair_text(srv.requests[1])
     assert "SyntaxError" in repair_text(srv.requests[1])
     r2 = repair_text(srv.requests[2])
     assert "DRAFT402 (plugins): plugin scale_value: its test failed" in r2 and "assert" in r2
+    assert "DRAFT401 (plugins): plugin scale_value: api_version '9.0.0' cannot run here" in repair_text(srv.requests[3])
     assert "Register plugin scale_value" in stdout and "registered plugin scale_value" in stdout
     assert (root / "schnitzel_synth_scale_value.py").read_text() == MODULE
     assert (root / "tests" / "test_schnitzel_synth_scale_value.py").read_text() == TEST

@@ -24,6 +24,7 @@ from typing import IO, List, Optional
 import typer
 
 from .draft import DraftError, DraftResult, Round
+from .synth import PluginDirError
 
 
 class _Exit(Exception):
@@ -163,13 +164,19 @@ def _register_plugins(result: DraftResult, request: str, yes: bool, synth: objec
         print(f"  test:   {s.test_path}")
         if not yes and not _confirm(f"Register plugin {s.name} (it will run as part of your graphs)?"):
             raise _Exit(f"plugin {s.name} was not approved; nothing was written or registered", 1)
-    for s in wanted:
-        synth.register(s, request)               # type: ignore[attr-defined]
-        print(f"registered plugin {s.name} in {synth.root}")   # type: ignore[attr-defined]
-    if wanted:
-        pth = ensure_on_path(synth.root)         # type: ignore[attr-defined]
-        if pth is not None:
-            print(f"  {synth.root} is now on the Python path of this environment ({pth})")  # type: ignore[attr-defined]
+    try:
+        for s in wanted:
+            synth.register(s, request)               # type: ignore[attr-defined]
+            print(f"registered plugin {s.name} in {synth.root}")   # type: ignore[attr-defined]
+        pth = ensure_on_path(synth.root) if wanted else None     # type: ignore[attr-defined]
+    except OSError as exc:
+        raise _Exit(f"cannot register in the plugin folder {synth.root}: {exc}; set SCHNITZEL_PLUGIN_DIR "  # type: ignore[attr-defined]
+                    "to a writable folder", 2) from None
+    except PluginDirError as exc:
+        _err(str(exc))         # registered, but this environment does not find the folder by itself
+        pth = None
+    if pth is not None:
+        print(f"  {synth.root} is now on the Python path of this environment ({pth})")  # type: ignore[attr-defined]
 
 
 def _finish(result: DraftResult, request: str, rounds: int, out: Path, tests_out: Path, from_graph: Optional[str],
@@ -257,6 +264,9 @@ def register(app: typer.Typer) -> None:
         except (_Exit, DraftError) as exc:
             _err(str(exc))
             raise typer.Exit(exc.code)
+        except PluginDirError as exc:
+            _err(str(exc))
+            raise typer.Exit(2)
         raise typer.Exit(code)
 
 

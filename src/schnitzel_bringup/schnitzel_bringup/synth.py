@@ -162,6 +162,10 @@ def stub_class(spec: PluginSpec) -> type:
 
 
 # ---------------------------------------------------------------- staging and checks
+class PluginDirError(Exception):
+    """The plugin folder cannot be written (the message says which and how to choose another)."""
+
+
 @dataclasses.dataclass
 class SynthProblem:
     code: str
@@ -191,8 +195,12 @@ class Synthesizer:
             return [], []
         if not isinstance(plugins, list):
             return [], [SynthProblem("DRAFT401", '"plugins" must be a list of {name, module, test}')]
-        self.pending.mkdir(parents=True, exist_ok=True)
-        (self.pending / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")   # no outer config applies
+        try:
+            self.pending.mkdir(parents=True, exist_ok=True)
+            (self.pending / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")   # no outer config applies
+        except OSError as exc:
+            raise PluginDirError(f"cannot write to the plugin folder {self.root}: {exc}; set {ENV_PLUGIN_DIR} "
+                                 "to a writable folder") from None
         staged: List[Staged] = []
         problems: List[SynthProblem] = []
         for i, p in enumerate(plugins, 1):
@@ -319,7 +327,11 @@ def ensure_on_path(root: Path) -> Optional[Path]:
     if any(os.path.abspath(p or ".") == resolved for p in sys.path):
         return None
     pth = Path(sysconfig.get_paths()["purelib"]) / PTH_NAME
-    pth.write_text(resolved + "\n", encoding="utf-8")
+    try:
+        pth.write_text(resolved + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise PluginDirError(f"cannot write {pth} ({exc}): add {resolved} to PYTHONPATH for schnitzel to find "
+                             "the synthesized plugins") from None
     sys.path.append(resolved)
     return pth
 

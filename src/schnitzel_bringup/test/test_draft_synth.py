@@ -185,3 +185,13 @@ def test_prune_lists_synthesized_plugins_and_removes_the_unused_ones(root, tmp_p
     assert "nothing to prune" in capsys.readouterr().out
     assert main(["plugins", "prune", str(tmp_path / "missing")]) == 2
     assert "no such file or directory" in capsys.readouterr().err
+
+
+def test_an_unwritable_plugin_folder_is_a_clear_error(root, tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder\n")
+    monkeypatch.setenv("SCHNITZEL_PLUGIN_DIR", str(blocker / "plugins"))
+    with FakeLLM([reply()]) as srv:
+        code, _, stderr = draft(capsys, monkeypatch, srv.base_url, tmp_path / "g.yaml")
+    assert code == 2 and "cannot write to the plugin folder" in stderr and "SCHNITZEL_PLUGIN_DIR" in stderr
+    assert "Traceback" not in stderr and not (tmp_path / "g.yaml").exists()

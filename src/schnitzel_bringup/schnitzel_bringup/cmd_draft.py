@@ -19,12 +19,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import IO, List, Optional
+from typing import IO, Any, List, Optional
 
 import typer
 
 from .draft import DraftError, DraftResult, Round
-from .synth import PluginDirError
+from .synth import PluginDirError, Synthesizer
 
 
 class _Exit(Exception):
@@ -132,7 +132,7 @@ def do_draft(request: str, output: Optional[str], from_graph: Optional[str], bas
     registry = load_registry()
     synth = None
     if synthesize:
-        from .synth import Synthesizer, plugin_dir
+        from .synth import plugin_dir
 
         synth = Synthesizer(plugin_dir(), synth_timeout)
     print(f"schnitzel draft: asking {cfg.model} at {cfg.endpoint} (up to {rounds} repair round(s))", file=sys.stderr)
@@ -150,7 +150,7 @@ def do_draft(request: str, output: Optional[str], from_graph: Optional[str], bas
             synth.discard()          # whatever was not registered goes
 
 
-def _register_plugins(result: DraftResult, request: str, yes: bool, synth: object) -> None:
+def _register_plugins(result: DraftResult, request: str, yes: bool, synth: Synthesizer) -> None:
     """Ask for each synthesized plugin the graph uses; register the approved ones (all or nothing)."""
     from .synth import ensure_on_path
 
@@ -166,21 +166,24 @@ def _register_plugins(result: DraftResult, request: str, yes: bool, synth: objec
             raise _Exit(f"plugin {s.name} was not approved; nothing was written or registered", 1)
     try:
         for s in wanted:
-            synth.register(s, request)               # type: ignore[attr-defined]
-            print(f"registered plugin {s.name} in {synth.root}")   # type: ignore[attr-defined]
-        pth = ensure_on_path(synth.root) if wanted else None     # type: ignore[attr-defined]
+            synth.register(s, request)
+            print(f"registered plugin {s.name} in {synth.root}")
+        pth = ensure_on_path(synth.root) if wanted else None
     except OSError as exc:
-        raise _Exit(f"cannot register in the plugin folder {synth.root}: {exc}; set SCHNITZEL_PLUGIN_DIR "  # type: ignore[attr-defined]
+        raise _Exit(f"cannot register in the plugin folder {synth.root}: {exc}; set SCHNITZEL_PLUGIN_DIR "
                     "to a writable folder", 2) from None
+    except RuntimeError as exc:          # the module could not be read again
+        raise _Exit(str(exc), 1) from None
     except PluginDirError as exc:
         _err(str(exc))         # registered, but this environment does not find the folder by itself
         pth = None
     if pth is not None:
-        print(f"  {synth.root} is now on the Python path of this environment ({pth})")  # type: ignore[attr-defined]
+        print(f"  {synth.root} is now on the Python path of this environment ({pth})")
 
 
 def _finish(result: DraftResult, request: str, rounds: int, out: Path, tests_out: Path, from_graph: Optional[str],
-            current: object, yes: bool, wait: float, apply_timeout: float, synth: object, registry: object) -> int:
+            current: Any, yes: bool, wait: float, apply_timeout: float, synth: Optional[Synthesizer],
+            registry: Any) -> int:
     from .draft import describe_graph, tests_yaml
 
     if not result.ok:

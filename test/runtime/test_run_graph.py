@@ -6,6 +6,7 @@ The graph is source -> transform -> policy -> file sink; the file sink is an ext
 system, so (DESIGN §6, validator rule SCH603) a durable queue sits in front of it.
 """
 import json
+import re
 import os
 import signal
 import subprocess
@@ -106,7 +107,10 @@ def test_one_container_inproc_and_four_containers_dds_give_identical_output(tmp_
     first = json.loads(lines[0])
     assert first["payload"] == {"n": 1, "seq_copy": 1, "site": "lab"}
     assert [json.loads(line)["seq"] for line in lines] == [n for n in range(1, 31) if n % 3 != 0]
-    assert outputs["one"] == outputs["four"]
+    # Row ids are the queue's own numbering (segment << 16 | index): how packets group into commits
+    # depends on timing, so they may differ; every other byte must be identical.
+    strip = lambda raw: re.sub(rb'"schnitzel\.row_id":"\d+"', b'"schnitzel.row_id":"*"', raw)  # noqa: E731
+    assert strip(outputs["one"]) == strip(outputs["four"])
 
 
 def _container_pids(tagged, cid):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from schnitzel_core.packet import Packet
 
@@ -75,10 +75,11 @@ def _short(v: Dict[str, Any]) -> str:
     return text if len(text) < 400 else text[:400] + "..."
 
 
-def evaluate(e: Expect, got: Sequence[Packet], inputs: Sequence[Packet]) -> List[str]:
-    """Every way the packets extracted at ``e.at`` fail ``e``, each a readable line of the diff."""
+def evaluate(e: Expect, got: Sequence[Packet], inputs: Sequence[Packet]) -> List[Tuple[int, str]]:
+    """Every way the packets extracted at ``e.at`` fail ``e``: (line in the test file, a readable
+    entry of the diff); the line is the expected packet's own for a packet that differs."""
     views = [view(p) for p in got]
-    fails: List[str] = []
+    fails: List[Any] = []
     n = len(views)
     if isinstance(e.count, int) and n != e.count:
         fails.append(f"count: expected {e.count}, got {n}")
@@ -87,13 +88,13 @@ def evaluate(e: Expect, got: Sequence[Packet], inputs: Sequence[Packet]) -> List
     if e.packets is not None:
         for i, want in enumerate(e.packets):
             if i >= n:
-                fails.append(f"packet #{i}: expected {json.dumps(want, sort_keys=True)}, got nothing "
-                             f"(only {n} packet{'s' if n != 1 else ''} came out)")
+                fails.append((e.packet_lines[i], f"packet #{i}: expected {json.dumps(want, sort_keys=True)}, got nothing "
+                              f"(only {n} packet{'s' if n != 1 else ''} came out)"))
                 continue
             why = match(views[i], want)
             if why:
-                fails.append(f"packet #{i}: expected {json.dumps(want, sort_keys=True)}\n"
-                             f"      got {_short(views[i])}\n      differs: " + "; ".join(why))
+                fails.append((e.packet_lines[i], f"packet #{i}: expected {json.dumps(want, sort_keys=True)}\n"
+                              f"      got {_short(views[i])}\n      differs: " + "; ".join(why)))
     if e.all:
         for i, v in enumerate(views):
             why = match(v, e.all)
@@ -120,4 +121,4 @@ def evaluate(e: Expect, got: Sequence[Packet], inputs: Sequence[Packet]) -> List
                 d = "no input" if ref is None else f"{(p.stamp_ns - ref) / 1e9:+.3f} s"
                 fails.append(f"within_s: packet #{i} ({p.packet_id}) is {d} from its input's stamp "
                              f"(limit {e.within_s:g} s)")
-    return fails
+    return [f if isinstance(f, tuple) else (e.line, f) for f in fails]

@@ -55,8 +55,8 @@ def run_case(tf: TestFile, graph: Any, registry: Any, case: Case, mode: Optional
         return res
     res.outputs = outs
     for e in case.expect:
-        for line in evaluate(e, outs.get(e.at, []), inputs):
-            res.details.append(f"{tf.path}:{e.line}: at {e.at}: {line}")
+        for line, text in evaluate(e, outs.get(e.at, []), inputs):
+            res.details.append(f"{tf.path}:{line}: at {e.at}: {text}")
     if res.details:
         res.status = "fail"
     res.notes.append(f"mode {mode or case.mode}: " + ", ".join(f"{k}: {len(v)} packets" for k, v in outs.items()))

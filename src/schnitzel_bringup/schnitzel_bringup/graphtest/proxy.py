@@ -50,6 +50,10 @@ class FaultProxy:
         with self._lock:
             prev, self.toxic, self.latency_s = self.toxic, toxic, latency_ms / 1000.0
             if toxic == "refuse" and self._sock is not None:
+                try:   # shutdown first: it stops the listening at once, even while accept() waits
+                    self._sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
                 self._sock.close()
                 self._sock = None
             elif prev == "refuse" and toxic != "refuse":

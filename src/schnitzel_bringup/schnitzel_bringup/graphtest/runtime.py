@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -78,4 +79,5 @@ def run_case(tf: TestFile, graph: Any, registry: Any, case: Case) -> Tuple[Dict[
         outs[at] = [Packet.from_dict(json.loads(line)) for f in files if f.is_file()
                     for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
     inputs = [Packet.from_dict(p) for i in case.inputs for p in i.packets]
+    shutil.rmtree(work, ignore_errors=True)
     return outs, inputs

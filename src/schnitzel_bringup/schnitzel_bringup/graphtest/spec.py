@@ -76,6 +76,7 @@ class Expect:
     order: Optional[str] = None      # a field that never decreases
     within_s: Optional[float] = None  # each output's stamp within T s of its input's stamp
     line: int = 0
+    packet_lines: List[int] = dataclasses.field(default_factory=list)  # line of each expected packet
 
 
 @dataclasses.dataclass
@@ -315,7 +316,7 @@ def _case(p: _P, c: Any, i: int, base_dir: Path) -> Case:
         if order is not None and not isinstance(order, str):
             raise p.err(p.line_of(d, "order"), "order must name a field", "write `order: payload.n` or `order: stamp`")
         expect.append(Expect(at, _plain(cnt), _plain(pk), _plain(al), order,
-                             p.num(d, "within_s", what), d.line))
+                             p.num(d, "within_s", what), d.line, [getattr(x, "line", d.line) for x in pk or []]))
     if not expect:
         raise p.err(c, f"case {c['name']!r} has nothing to expect", "add at least one entry under `expect:`")
     return Case(str(c["name"]), inputs, expect, mode, p.num(c, "advance_s", f"case {c['name']!r}", 0.0) or 0.0, c.line)

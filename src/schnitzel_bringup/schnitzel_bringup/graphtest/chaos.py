@@ -518,7 +518,8 @@ def run_profile(tf: TestFile, graph: Any, prof: Chaos) -> Result:
                 res.notes.append(f"fired: {run.fired[i]}")
             else:
                 fails.append(f"{tf.path}:{f.line}: fault {f.do} did not fire: {run.not_fired.get(i, 'no reason recorded')}")
-        res.notes.append(f"chaos run {run.name}: report status {rep.get('status', '?')}, files in {run.work}")
+        res.notes.append(f"chaos run {run.name}: report status {rep.get('status', '?')}"
+                         + (f", files kept in {run.work}" if fails else ""))
         res.notes += notes
         if fails:
             res.status, res.details = "fail", fails

@@ -523,11 +523,11 @@ def run_profile(tf: TestFile, graph: Any, prof: Chaos) -> Result:
         res.notes += notes
         if fails:
             res.status, res.details = "fail", fails
-        else:
-            shutil.rmtree(run.work, ignore_errors=True)
     except Exception as exc:  # noqa: BLE001 - the harness reports, it does not crash
         res.status, res.details = "error", [f"{type(exc).__name__}: {exc} (files in {run.work})"]
     finally:
         run.cleanup()
+        if res.status in ("pass", "skip"):   # a failed run keeps its directory for the user to look into
+            shutil.rmtree(run.work, ignore_errors=True)
         res.seconds = time.monotonic() - t0
     return res

@@ -275,3 +275,32 @@ def test_chaos_backend_faults_fire_and_nothing_is_lost(ros_env):
         line = out.split(f"set check {sink}:")[1].split("\n")[0]
         assert "lost 0, unexpected 0" in line and "ok 0," not in line, out
     assert "status: ok -> " in out and "degraded" in out
+
+
+def test_conditions_operators_counts_order_and_within():
+    from schnitzel_core.packet import Packet
+
+    from schnitzel_bringup.graphtest.conditions import evaluate
+    from schnitzel_bringup.graphtest.spec import BASE_STAMP_NS, Expect
+
+    def pk(seq, n, stamp_s, **meta):
+        return Packet.from_json("s", seq, "telemetry", {"n": n, "tags": ["a", "b"]},
+                                stamp_ns=BASE_STAMP_NS + int(stamp_s * 1e9), meta=meta)
+
+    got = [pk(0, 1.0, 0.0, zone="dock"), pk(1, 3.0, 0.1), pk(2, 2.0, 0.2)]
+    inputs = [pk(0, 0, 0.0), pk(1, 0, 0.05), pk(2, 0, 0.2)]
+    ok = Expect("x.out", count={"min": 3, "max": 3},
+                all={"payload.n": {"min": 1, "max": 3, "ne": 4}, "payload.tags": {"contains": "a"},
+                     "kind": {"in": ["telemetry", "event"]}, "payload.tags.1": "b"},
+                packets=[{"meta.zone": "dock", "stamp": 0.0}, {"meta.zone": {"exists": False}}],
+                packet_lines=[7, 8], order="seq", within_s=0.05, line=5)
+    assert evaluate(ok, got, inputs) == []
+    bad = Expect("x.out", count=2, all={"payload.n": {"max": 2}}, packets=[{}, {}, {}, {"seq": 3}],
+                 packet_lines=[7, 8, 9, 10], order="payload.n", within_s=0.01, line=5)
+    fails = evaluate(bad, got, inputs)
+    text = "\n".join(f"{line}: {t}" for line, t in fails)
+    assert "5: count: expected 2, got 3" in text
+    assert "10: packet #3: expected {\"seq\": 3}, got nothing (only 3 packets came out)" in text
+    assert "5: packet #1 (s/0/1): payload.n: 3.0 fails max: 2" in text
+    assert "5: order: packet #2 has payload.n = 2.0 after 3.0" in text
+    assert "within_s: packet #1 (s/0/1) is +0.050 s from its input's stamp (limit 0.01 s)" in text

@@ -247,8 +247,21 @@ class Run:
         self.samples.append((now, self._held()))
 
     def _container_pid(self, cid: str) -> int:
+        """The container's pid: from the run's status.json, else found in /proc by the graph's
+        unique name and the container id on its command line."""
         c = self._status().get("containers", {}).get(cid, {})
-        return int(c.get("pid") or 0)
+        pid = int(c.get("pid") or 0)
+        if pid and _pid_alive(pid):
+            return pid
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                try:
+                    cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace") + " "
+                except OSError:
+                    continue
+                if f"--graph {self.name} " in cmd and f"--container {cid} " in cmd and _pid_alive(int(d.name)):
+                    return int(d.name)
+        return pid
 
     def _fire(self, i: int, f: Fault) -> None:
         a = f.args

@@ -53,6 +53,10 @@ def run_case(tf: TestFile, graph: Any, registry: Any, case: Case, mode: Optional
         res.status, res.details = "error", [str(exc)]
         res.seconds = time.monotonic() - t0
         return res
+    except Exception as exc:  # noqa: BLE001 - e.g. a runtime run that hung: the case's error, never a traceback
+        res.status, res.details = "error", [f"the case could not run: {type(exc).__name__}: {exc}"]
+        res.seconds = time.monotonic() - t0
+        return res
     res.outputs = outs
     for e in case.expect:
         for line, text in evaluate(e, outs.get(e.at, []), inputs):

@@ -90,6 +90,7 @@ def test_a_failing_case_prints_expected_vs_got_and_which_packet(tmp_path):
     (CASE.replace("count: 2", "count: lots"), 12, "count: {min: 1, max: 5}"),
     (CASE + "chaos:\n  - {name: x, duration_s: 5, faults: [{do: explode}], check: {}}\n", 19, "kill_container"),
     (CASE.replace("  - name", "  -name", 1), 5, "fix the YAML syntax"),
+    (CASE.replace("- {kind: telemetry, payload: {n: 0}}", "- 5"), 8, "write a packet as `key: value` lines"),
 ])
 def test_bad_input_exits_2_with_file_line_and_fix(tmp_path, text, line, fix):
     f = write(tmp_path, text)

@@ -33,6 +33,7 @@ class LDict(dict):
 
 class LList(list):
     line = 0
+    item_lines: List[int] = []
 
 
 class _Loader(yaml.SafeLoader):
@@ -53,6 +54,7 @@ def _map(loader: _Loader, node: yaml.MappingNode) -> LDict:
 def _seq(loader: _Loader, node: yaml.SequenceNode) -> LList:
     out = LList(loader.construct_object(v, deep=True) for v in node.value)
     out.line = node.start_mark.line + 1
+    out.item_lines = [v.start_mark.line + 1 for v in node.value]
     return out
 
 
@@ -125,9 +127,10 @@ class _P:
         line = where if isinstance(where, int) else getattr(where, "line", 0) or 1
         return SpecError(self.file, line, message, fix)
 
-    def keys(self, d: Any, what: str, allowed: tuple, required: tuple = ()) -> LDict:
+    def keys(self, d: Any, what: str, allowed: tuple, required: tuple = (), line: int = 0) -> LDict:
+        """``d`` must be a mapping of these keys; ``line``: where a scalar ``d`` stands (it has no line)."""
         if not isinstance(d, dict):
-            raise self.err(d, f"{what} must be a mapping, got {type(d).__name__}",
+            raise self.err(getattr(d, "line", 0) or line or 1, f"{what} must be a mapping, got {type(d).__name__}",
                            f"write {what} as `key: value` lines (see docs/testing-graphs.md)")
         for k in d:
             if k not in allowed:
@@ -158,11 +161,11 @@ class _P:
         return v
 
 
-def _packet(p: _P, d: Any, i: int, default_stream: str, base_dir: Path) -> Dict[str, Any]:
+def _packet(p: _P, d: Any, i: int, default_stream: str, base_dir: Path, line: int = 0) -> Dict[str, Any]:
     """An inline packet (or a fixture line) -> Packet.to_dict form with a deterministic stamp."""
     p.keys(d, "a packet", ("kind", "payload", "payload_text", "stamp", "stamp_ns", "stream_id", "seq", "epoch",
                             "frame_id", "schema", "content_type", "meta", "idempotency_key", "packet_id",
-                            "payload_encoding", "payload_ref"), ("kind",))
+                            "payload_encoding", "payload_ref"), ("kind",), line=line)
     out: Dict[str, Any] = {"stream_id": str(d.get("stream_id", default_stream)), "seq": d.get("seq", i),
                            "epoch": d.get("epoch", 0), "kind": str(d["kind"])}
     for k in ("frame_id", "schema", "idempotency_key", "packet_id", "payload_ref"):
@@ -255,8 +258,9 @@ def parse(path: Path) -> TestFile:
     env = doc.get("env") or {}
     if not isinstance(env, dict):
         raise p.err(p.line_of(doc, "env"), "env must be a mapping", "write `env: {NAME: value}`")
-    cases = [_case(p, c, i, path.parent) for i, c in enumerate(_list(p, doc, "cases"))]
-    chaos = [_chaos(p, c, i) for i, c in enumerate(_list(p, doc, "chaos"))]
+    cl, xl = _list(p, doc, "cases"), _list(p, doc, "chaos")
+    cases = [_case(p, c, i, path.parent, _item_line(cl, i)) for i, c in enumerate(cl)]
+    chaos = [_chaos(p, c, i, _item_line(xl, i)) for i, c in enumerate(xl)]
     if not cases and not chaos:
         raise p.err(doc, "the test file has no cases and no chaos profiles", "add a `cases:` list")
     names = [c.name for c in cases] + [c.name for c in chaos]
@@ -273,31 +277,39 @@ def _list(p: _P, d: Any, key: str) -> list:
     return v
 
 
-def _case(p: _P, c: Any, i: int, base_dir: Path) -> Case:
-    p.keys(c, f"case {i + 1}", ("name", "mode", "inputs", "expect", "advance_s"), ("name", "inputs", "expect"))
+def _item_line(lst: Any, i: int) -> int:
+    lines = getattr(lst, "item_lines", [])
+    return lines[i] if i < len(lines) else getattr(lst, "line", 0)
+
+
+def _case(p: _P, c: Any, i: int, base_dir: Path, line: int = 0) -> Case:
+    p.keys(c, f"case {i + 1}", ("name", "mode", "inputs", "expect", "advance_s"), ("name", "inputs", "expect"), line=line)
     mode = c.get("mode", "inproc")
     if mode not in ("inproc", "runtime"):
         raise p.err(p.line_of(c, "mode"), f"mode {mode!r} is not known", "use `mode: inproc` or `mode: runtime`")
     inputs = []
-    for j, d in enumerate(_list(p, c, "inputs")):
+    il = _list(p, c, "inputs")
+    for j, d in enumerate(il):
         what = f"case {c['name']!r} input {j + 1}"
-        p.keys(d, what, ("at", "packets", "fixture", "stream_id"), ("at",))
+        p.keys(d, what, ("at", "packets", "fixture", "stream_id"), ("at",), line=_item_line(il, j))
         at = p.port(d, "at", what)
         stream = str(d.get("stream_id", "test"))
         pk: List[Dict[str, Any]] = []
         if "fixture" in d:
             pk += _fixture(p, p.line_of(d, "fixture"), str(d["fixture"]), base_dir, stream)
-        for k, x in enumerate(_list(p, d, "packets")):
-            pk.append(_packet(p, x, len(pk), stream, base_dir))
+        plist = _list(p, d, "packets")
+        for k, x in enumerate(plist):
+            pk.append(_packet(p, x, len(pk), stream, base_dir, line=plist.item_lines[k] if isinstance(plist, LList) else 0))
         if not pk:
             raise p.err(d, f"{what} has no packets", "add `packets:` (inline) or `fixture: FILE.jsonl`")
         inputs.append(Input(at, pk, d.line))
     if not inputs:
         raise p.err(c, f"case {c['name']!r} has no inputs", "add at least one entry under `inputs:`")
     expect = []
-    for j, d in enumerate(_list(p, c, "expect")):
+    el = _list(p, c, "expect")
+    for j, d in enumerate(el):
         what = f"case {c['name']!r} expect {j + 1}"
-        p.keys(d, what, ("at", "count", "packets", "all", "order", "within_s"), ("at",))
+        p.keys(d, what, ("at", "count", "packets", "all", "order", "within_s"), ("at",), line=_item_line(el, j))
         at = p.port(d, "at", what, need_port=False)
         cnt = d.get("count")
         if cnt is not None and not (isinstance(cnt, int) and not isinstance(cnt, bool) and cnt >= 0) and not (
@@ -322,14 +334,15 @@ def _case(p: _P, c: Any, i: int, base_dir: Path) -> Case:
     return Case(str(c["name"]), inputs, expect, mode, p.num(c, "advance_s", f"case {c['name']!r}", 0.0) or 0.0, c.line)
 
 
-def _chaos(p: _P, c: Any, i: int) -> Chaos:
+def _chaos(p: _P, c: Any, i: int, line: int = 0) -> Chaos:
     p.keys(c, f"chaos profile {i + 1}", ("name", "duration_s", "backend", "env", "faults", "check"),
-           ("name", "duration_s", "faults", "check"))
+           ("name", "duration_s", "faults", "check"), line=line)
     what = f"chaos profile {c['name']!r}"
     faults = []
-    for d in _list(p, c, "faults"):
+    fl = _list(p, c, "faults")
+    for k, d in enumerate(fl):
         if not isinstance(d, dict) or "do" not in d:
-            raise p.err(d, f"{what}: a fault needs `do:`", f"write e.g. `- {{at: 3, do: kill_container, container: delivery}}`")
+            raise p.err(getattr(d, "line", 0) or _item_line(fl, k), f"{what}: a fault needs `do:`", f"write e.g. `- {{at: 3, do: kill_container, container: delivery}}`")
         if d["do"] not in FAULTS:
             raise p.err(p.line_of(d, "do"), f"{what}: unknown fault {d['do']!r}", f"use one of: {', '.join(FAULTS)}")
         if d["do"] == "proxy" and d.get("toxic") not in TOXICS:
@@ -344,7 +357,7 @@ def _chaos(p: _P, c: Any, i: int) -> Chaos:
                             {k: _plain(v) for k, v in d.items() if k not in ("do", "at")}, d.line))
     if not faults:
         raise p.err(c, f"{what} has no faults", "add `faults:` with at least one `- {at: T, do: F}`")
-    check = p.keys(c["check"], f"{what} check", INVARIANTS + ("queue",))
+    check = p.keys(c["check"], f"{what} check", INVARIANTS + ("queue",), line=p.line_of(c, "check"))
     b = c.get("backend")
     if b not in (None, False, "reference"):
         raise p.err(p.line_of(c, "backend"), f"backend {b!r} is not known", "write `backend: reference`")

@@ -277,6 +277,9 @@ def test_chaos_backend_faults_fire_and_nothing_is_lost(ros_env):
         line = out.split(f"set check {sink}:")[1].split("\n")[0]
         assert "lost 0, unexpected 0" in line and "ok 0," not in line, out
     assert "status: ok -> " in out and "degraded" in out
+    queue = out.split("queue queue: ")[1].split("\n")[0]          # the tapped emitted set, all taken in
+    emitted, delivered = int(queue.split(" emitted")[0]), int(queue.split(", ")[1].split(" delivered")[0])
+    assert emitted > 0 and emitted == delivered and "never taken in" not in queue, queue
 
 
 def test_conditions_operators_counts_order_and_within():

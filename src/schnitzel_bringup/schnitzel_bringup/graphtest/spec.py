@@ -371,8 +371,10 @@ def find_files(targets: List[Path]) -> List[Path]:
     out: List[Path] = []
     for t in targets:
         if t.is_dir():
-            out += sorted(x for x in t.rglob("*.test.yaml"))
-            out += sorted(x for x in t.rglob("tests/*.yaml") if not x.name.endswith(".test.yaml"))
+            def seen(x: Path) -> bool:   # not inside hidden directories (.venv, .git, .cache)
+                return not any(part.startswith(".") and part not in (".", "..") for part in x.relative_to(t).parts)
+            out += sorted(x for x in t.rglob("*.test.yaml") if seen(x))
+            out += sorted(x for x in t.rglob("tests/*.yaml") if seen(x) and not x.name.endswith(".test.yaml"))
         else:
             out.append(t)
     return out

@@ -23,5 +23,10 @@ setup(
             "schnitzel = schnitzel_bringup.cli:main",
             "schnitzel_manager = schnitzel_bringup.manager:main",
         ],
+        # test plumbing of `schnitzel test` runtime cases (schnitzel_bringup/graphtest/plugins.py)
+        "schnitzel.plugins": [
+            "graphtest_source = schnitzel_bringup.graphtest.plugins:GraphtestSource",
+            "graphtest_capture = schnitzel_bringup.graphtest.plugins:GraphtestCapture",
+        ],
     },
 )

@@ -1,0 +1,578 @@
+"""Chaos profiles: run the whole graph under `schnitzel run`, fire faults at their times, then
+check invariants (docs/testing-graphs.md#chaos-profiles).
+
+A fault that did not fire (no process killed, no connection hit) fails the profile; a fault
+that cannot be made on this machine (a small filesystem cannot be mounted, a single-host graph
+has no link to cut) makes the profile SKIP with the reason, never pass.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Set, Tuple
+
+import yaml
+
+from .proxy import FaultProxy
+from .result import Result
+from .spec import Chaos, Fault, TestFile
+
+
+class Skip(Exception):
+    pass
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return json.load(r)
+
+
+class Backend:
+    """The reference backend (python -m schnitzel_bringup.reference_backend) on 127.0.0.1."""
+
+    def __init__(self, work: Path) -> None:
+        self.port = _free_port()
+        self.db = work / "backend.db"
+        self.log = work / "backend.log"
+        self.proc: Optional[subprocess.Popen] = None
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with open(self.log, "ab") as fh:
+            self.proc = subprocess.Popen([sys.executable, "-m", "schnitzel_bringup.reference_backend", "--port",
+                                          str(self.port), "--db", str(self.db)], stdout=fh, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.up():
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"the reference backend did not start: {self.log.read_text()[-1000:]}")
+
+    def up(self) -> bool:
+        try:
+            _get(self.url + "/stats")
+            return True
+        except OSError:
+            return False
+
+    def stop(self) -> bool:
+        """SIGKILL it; True when it was running and is now unreachable."""
+        if not self.proc or self.proc.poll() is not None:
+            return False
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        return not self.up()
+
+    def count(self) -> int:
+        try:
+            return int(_get(self.url + "/stats")["unique_keys"])
+        except OSError:
+            return -1
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    except OSError:
+        return False
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""
+
+
+class Run:
+    """One chaos run: the processes, what was observed, what each fault did."""
+
+    def __init__(self, tf: TestFile, graph: Any, prof: Chaos) -> None:
+        self.tf, self.graph, self.prof = tf, graph, prof
+        self.work = Path(tempfile.mkdtemp(prefix="schnitzel-chaos-"))
+        self.name = f"{graph.name}_c{uuid.uuid4().hex[:6]}"
+        self.backend: Optional[Backend] = None
+        self.proxy: Optional[FaultProxy] = None
+        self.status_seq: List[str] = []           # graph status, consecutive repeats collapsed
+        self.samples: List[Tuple[float, int]] = []  # (t, packets held by the sinks)
+        self.fired: Dict[int, str] = {}           # fault index -> what happened
+        self.not_fired: Dict[int, str] = {}
+        self.fault_end = 0.0
+        self.t0 = 0.0
+        self.status_path = self.work / "run" / "status.json"
+        self.env: Dict[str, str] = {}
+
+    # ---- set-up -----------------------------------------------------------------------
+    def prepare(self) -> Path:
+        prof = self.prof
+        for f in prof.faults:
+            if f.do == "cut_link":
+                hosts = {c.host for c in self.graph.containers}
+                raise Skip(f"cut_link: the graph runs on {'one host' if len(hosts) < 2 else 'several hosts'}, and the "
+                           "built-in runner starts every container on this machine, so there is no link between "
+                           "hosts to cut (needs a multi-host run with network namespaces)")
+            if f.do == "fill_disk":
+                self._mount_small_fs()
+        url = ""
+        if prof.backend:
+            self.backend = Backend(self.work)
+            self.backend.start()
+            url = self.backend.url
+            if any(f.do == "proxy" for f in prof.faults):
+                self.proxy = FaultProxy(self.backend.port)
+                url = f"http://127.0.0.1:{self.proxy.port}"
+        data = self.disk or self.work / "data"
+        data.mkdir(exist_ok=True)
+        subst = {"{tmp}": str(data), "{backend}": url}
+        env = {"SCHNITZEL_DATA": str(data), **({"SCHNITZEL_BACKEND_URL": url + "/events"} if url else {}),
+               **self.tf.env}
+        for k, v in prof.env.items():
+            for a, b in subst.items():
+                v = v.replace(a, b)
+            env[k] = v
+        self.env = env
+        doc = yaml.safe_load(self.tf.graph.read_text(encoding="utf-8"))
+        doc["name"] = self.name
+        for f in prof.faults:
+            if f.do == "skew_clock":
+                self._skew(doc, f)
+        self._tap(doc)
+        gfile = self.work / "graph.yaml"
+        gfile.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+        return gfile
+
+    disk: Optional[Path] = None
+    taps: List[Path] = []
+
+    def _tap(self, doc: Dict[str, Any]) -> None:
+        """Record what the sources' side emitted toward the durable queue: a graphtest_capture
+        node on every edge into the queue, in the sending node's container (so it gets the
+        packets in-process and dies with the sender, never with the queue)."""
+        nodes = {n.get("id"): n for n in doc.get("nodes", []) if isinstance(n, dict)}
+        qids = [i for i, n in nodes.items() if n.get("plugin") == "durable_queue"]
+        qid = self.prof.check.get("queue") or (qids[0] if len(qids) == 1 else None)
+        if qid is None:
+            return
+        self.taps = []
+        for k, e in enumerate([e for e in doc.get("edges", []) if str(e.get("to", "")).split(".")[0] == qid]):
+            src = nodes.get(str(e["from"]).split(".")[0], {})
+            path = self.work / f"tap{k}.jsonl"
+            tap = {"id": f"graphtest_tap{k}", "plugin": "graphtest_capture", "params": {"path": str(path)}}
+            if "container" in src:
+                tap["container"] = src["container"]
+            doc["nodes"].append(tap)
+            doc["edges"].append({"from": e["from"], "to": f"graphtest_tap{k}.in"})
+            self.taps.append(path)
+
+    def _mount_small_fs(self) -> None:
+        d = self.work / "smallfs"
+        d.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(d)], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise Skip("fill_disk: a small filesystem cannot be mounted here "
+                       f"(mount -t tmpfs: {(r.stderr or r.stdout).strip() or 'exit ' + str(r.returncode)}); "
+                       "run as root with CAP_SYS_ADMIN to include this fault")
+        self.disk = d
+
+    def _skew(self, doc: Dict[str, Any], f: Fault) -> None:
+        node = next((n for n in doc.get("nodes", []) if n.get("id") == f.args["node"]), None)
+        if node is None:
+            raise ValueError(f"skew_clock: the graph has no node {f.args['node']!r}")
+        if node.get("plugin") != "synthetic_source":
+            raise Skip(f"skew_clock: {node['plugin']} has no clock that can be skewed (synthetic_source can: "
+                       "deterministic_stamps with start_ns)")
+        if f.at:
+            raise Skip("skew_clock: synthetic_source takes its clock at start only; use `at: 0`")
+        off = float(f.args.get("offset_s", 30.0))
+        node.setdefault("params", {}).update({"deterministic_stamps": True, "start_ns": time.time_ns() + int(off * 1e9)})
+        self.skew = (f, off)
+
+    skew: Optional[Tuple[Fault, float]] = None
+
+    # ---- the run ----------------------------------------------------------------------
+    def execute(self, gfile: Path) -> Dict[str, Any]:
+        prof = self.prof
+        report = self.work / "report.json"
+        env = {**os.environ, **self.env}
+        proc = subprocess.Popen([sys.executable, "-m", "schnitzel_bringup.cli", "run", str(gfile), "--duration",
+                                 str(prof.duration_s), "--run-dir", str(self.work / "run"), "--report", str(report),
+                                 "-q"], stdout=open(self.work / "run.log", "wb"), stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True)
+        try:
+            # t = 0 is when the graph is first active (all nodes up), as --duration counts
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and proc.poll() is None:
+                st = self._status()
+                if st.get("state") == "active" or st.get("ever_active"):
+                    break
+                time.sleep(0.1)
+            self.t0 = time.monotonic()
+            todo = sorted(enumerate(prof.faults), key=lambda x: x[1].at)
+            threads = []
+            while proc.poll() is None:
+                now = time.monotonic() - self.t0
+                while todo and todo[0][1].at <= now:
+                    i, f = todo.pop(0)
+                    t = threading.Thread(target=self._fire, args=(i, f), daemon=True)
+                    t.start()
+                    threads.append(t)
+                self._observe(now)
+                time.sleep(0.2)
+            for t in threads:
+                t.join(60)
+            for i, f in todo:
+                self.not_fired[i] = f"{f.do} at {f.at:g} s: the run ended at {time.monotonic() - self.t0:.1f} s, first"
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        try:
+            return json.loads(report.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _status(self) -> Dict[str, Any]:
+        try:
+            return json.loads(self.status_path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _held(self) -> int:
+        if self.backend is not None:
+            return self.backend.count()
+        return sum(len(_jsonl_keys(p)) for p in self._jsonl_paths())
+
+    def _observe(self, now: float) -> None:
+        st = self._status().get("status")
+        if st and (not self.status_seq or self.status_seq[-1] != st):
+            self.status_seq.append(st)
+        self.samples.append((now, self._held()))
+
+    def _container_pid(self, cid: str) -> int:
+        """The container's pid: from the run's status.json, else found in /proc by the graph's
+        unique name and the container id on its command line."""
+        c = self._status().get("containers", {}).get(cid, {})
+        pid = int(c.get("pid") or 0)
+        if pid and _pid_alive(pid):
+            return pid
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                try:
+                    cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace") + " "
+                except OSError:
+                    continue
+                if f"--graph {self.name} " in cmd and f"--container {cid} " in cmd and _pid_alive(int(d.name)):
+                    return int(d.name)
+        return pid
+
+    def _fire(self, i: int, f: Fault) -> None:
+        a = f.args
+        span = float(a.get("for_s", 0.0))
+        try:
+            if f.do == "kill_container":
+                pid = self._container_pid(a["container"])
+                if not pid or not _pid_alive(pid):
+                    self.not_fired[i] = f"kill_container {a['container']}: no running process found"
+                    return
+                os.kill(pid, signal.SIGKILL)
+                self.fault_end = max(self.fault_end, time.monotonic() - self.t0)   # recovery counts from here
+                gone = _wait(lambda: not _pid_alive(pid), 10)
+                back = _wait(lambda: self._container_pid(a["container"]) not in (0, pid), 30)
+                (self.fired if gone else self.not_fired)[i] = (
+                    f"kill_container {a['container']} at {f.at:g} s: SIGKILL pid {pid}"
+                    + (f", restarted as pid {self._container_pid(a['container'])}" if back else ", not restarted"))
+            elif f.do == "stop_backend":
+                assert self.backend is not None
+                if not self.backend.stop():
+                    self.not_fired[i] = "stop_backend: the backend was not running"
+                    return
+                self.fired[i] = f"stop_backend at {f.at:g} s: SIGKILL, unreachable confirmed"
+                if span:
+                    time.sleep(span)
+                    self.backend.start()
+                    self.fired[i] += f"; restarted after {span:g} s on the same port and database"
+                self.fault_end = max(self.fault_end, time.monotonic() - self.t0)
+            elif f.do == "proxy":
+                assert self.proxy is not None
+                toxic = a["toxic"]
+                before = self.proxy.affected[toxic]
+                self.proxy.set_toxic(toxic, latency_ms=float(a.get("latency_ms", 1000)))
+                end = time.monotonic() + (span or 5.0)
+                while time.monotonic() < end:
+                    if toxic == "refuse" and self.proxy.refused_probe():
+                        self.proxy.affected["refuse"] += 1
+                    time.sleep(0.5)
+                self.proxy.set_toxic(None)
+                n = self.proxy.affected[toxic] - before
+                (self.fired if n else self.not_fired)[i] = (
+                    f"proxy {toxic} at {f.at:g} s for {span or 5.0:g} s: {n} connection(s) hit"
+                    + ("" if n else " (nothing connected while the toxic was on)"))
+                self.fault_end = max(self.fault_end, time.monotonic() - self.t0)
+            elif f.do == "drop_source":
+                node = self.graph.node(a["node"])
+                if node is None:
+                    self.not_fired[i] = f"drop_source: the graph has no node {a['node']!r}"
+                    return
+                pid = self._container_pid(node.container)
+                if not pid:
+                    self.not_fired[i] = f"drop_source {a['node']}: container {node.container} has no process"
+                    return
+                os.kill(pid, signal.SIGSTOP)
+                stopped = _wait(lambda: _proc_state(pid) == "T", 5)
+                time.sleep(span or 3.0)
+                os.kill(pid, signal.SIGCONT)
+                others = [n.id for n in self.graph.nodes if n.container == node.container and n.id != node.id]
+                (self.fired if stopped else self.not_fired)[i] = (
+                    f"drop_source {a['node']} at {f.at:g} s: container {node.container} (pid {pid}) frozen (SIGSTOP) "
+                    f"for {span or 3.0:g} s" + (f"; it also hosts {', '.join(others)}" if others else ""))
+                self.fault_end = max(self.fault_end, time.monotonic() - self.t0)
+            elif f.do == "skew_clock":
+                self.fired[i] = "skew_clock: pending the check of the delivered stamps"
+            elif f.do == "fill_disk":
+                assert self.disk is not None
+                filler = self.disk / "filler"
+                with open(filler, "wb") as fh:
+                    try:
+                        while True:
+                            fh.write(b"\0" * 65536)
+                            fh.flush()
+                    except OSError:
+                        pass
+                self.fired[i] = f"fill_disk at {f.at:g} s: {filler.stat().st_size} bytes written until the disk was full"
+                time.sleep(span or 3.0)
+                filler.unlink()
+                self.fault_end = max(self.fault_end, time.monotonic() - self.t0)
+        except Exception as exc:  # noqa: BLE001 - a fault that broke is reported, not raised
+            self.not_fired[i] = f"{f.do}: {type(exc).__name__}: {exc}"
+
+    # ---- the checks -------------------------------------------------------------------
+    def _interp_graph(self) -> Any:
+        from schnitzel_core.graph_loader import load_graph
+        return load_graph(str(self.work / "graph.yaml"), env={**os.environ, **self.env})
+
+    def _jsonl_paths(self) -> List[Path]:
+        try:
+            g = self._interp_graph()
+        except Exception:  # noqa: BLE001
+            return []
+        return [Path(n.params["path"]) for n in g.nodes if n.plugin.endswith("jsonl_sink") and "path" in n.params]
+
+    def cleanup(self) -> None:
+        if self.backend is not None:
+            self.backend.stop()
+        if self.proxy is not None:
+            self.proxy.close()
+        if self.disk is not None:
+            subprocess.run(["umount", str(self.disk)], capture_output=True)
+
+
+def _wait(cond: Any, timeout: float) -> bool:
+    from schnitzel_core.testing import wait_for
+    return bool(wait_for(cond, timeout, 0.05))
+
+
+def _jsonl_rows(path: Path) -> List[Dict[str, Any]]:
+    rows = []
+    try:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                pass
+    except OSError:
+        pass
+    return rows
+
+
+def _jsonl_keys(path: Path) -> List[str]:
+    return [str(r.get("idempotency_key", "")) for r in _jsonl_rows(path)]
+
+
+def queue_keys(db: Path) -> Tuple[Set[str], Set[str], Set[str]]:
+    """(delivered: confirmed by every sink, in the ledger; pending: still queued; dead) keys of a
+    durable queue's file, read-only. The ledger holds 128-bit key hashes; for the keys schnitzel
+    derives (32 hex digits) the hash is the key itself."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+        def hexes(blob: bytes) -> List[str]:
+            return [blob[i:i + 16].hex() for i in range(0, len(blob), 16)]
+
+        delivered: Set[str] = set()
+        if "ledger_blocks" in tables:
+            for (blob,) in con.execute("SELECT hashes FROM ledger_blocks"):
+                delivered.update(hexes(blob))
+        pending: Set[str] = set()
+        if "segments" in tables:
+            gone = {sid: g for sid, g in con.execute("SELECT id, gone FROM segments_gone")}
+            for sid, blob in con.execute("SELECT id, hashes FROM segments"):
+                g = gone.get(sid, b"")
+                for j, h in enumerate(hexes(blob)):
+                    if not (j // 8 < len(g) and g[j // 8] >> (j % 8) & 1):
+                        pending.add(h)
+        pending.update(r[0] for r in con.execute("SELECT key FROM queue"))
+        dead = {r[0] for r in con.execute("SELECT key FROM dead")}
+        return delivered, pending - delivered, dead
+    finally:
+        con.close()
+
+
+def check(run: Run, rep: Dict[str, Any]) -> Tuple[List[str], List[str]]:
+    """(failures, notes) of the profile's invariants."""
+    chk = run.prof.check
+    fails: List[str] = []
+    notes: List[str] = []
+    g = run._interp_graph()
+    queues = [n for n in g.nodes if n.plugin == "durable_queue"]
+    qid = chk.get("queue") or (queues[0].id if len(queues) == 1 else None)
+    if "no_loss" in chk:
+        qnode = g.node(qid) if qid else None
+        if qnode is None:
+            fails.append(f"no_loss: name the durable queue (`queue:`); the graph has {', '.join(n.id for n in queues) or 'none'}")
+        else:
+            want = chk["no_loss"] if isinstance(chk["no_loss"], list) else [
+                n.id for n in g.nodes if n.plugin in ("jsonl_sink", "http_sink") or n.plugin.endswith("jsonl_sink")]
+            delivered, pending, dead = queue_keys(Path(qnode.params["path"]))
+            accepted = delivered | pending | dead
+            attempted = {k for t in run.taps for k in _jsonl_keys(t)}
+            notes.append(f"queue {qid}: {len(attempted)} emitted toward it, {len(delivered)} delivered (ledger), "
+                         f"{len(pending)} still queued, {len(dead)} dead"
+                         + (f", {len(attempted - accepted)} emitted but never taken in (never acknowledged, so "
+                            f"not counted as lost: e.g. sent while the queue was down), e.g. "
+                            f"{', '.join(sorted(attempted - accepted)[:3])}" if attempted - accepted else ""))
+            if not delivered:
+                fails.append("no_loss: the queue confirmed no delivery at all, so the check proves nothing "
+                             "(run longer, or check the graph produces packets)")
+            for sid in want:
+                node = g.node(sid)
+                if node is None:
+                    fails.append(f"no_loss: the graph has no sink {sid!r}")
+                    continue
+                if node.plugin == "http_sink":
+                    if run.backend is None:
+                        notes.append(f"no_loss: {sid} skipped (only the reference backend can be read back)")
+                        continue
+                    if not run.backend.up():
+                        run.backend.start()
+                    held = set(_get(run.backend.url + "/keys")["keys"])
+                elif "path" in node.params:
+                    held = set(_jsonl_keys(Path(node.params["path"])))
+                else:
+                    fails.append(f"no_loss: cannot read what {sid} ({node.plugin}) holds")
+                    continue
+                # Jepsen's set check: ok = acknowledged and read; lost = acknowledged (confirmed by
+                # every sink) and not read; unexpected = read but never emitted (never taken in,
+                # when nothing was tapped); recovered = read although not confirmed (still queued,
+                # or never acknowledged by the queue)
+                lost = delivered - held
+                unexpected = held - (attempted | accepted if run.taps else accepted)
+                recovered = held & (pending | (attempted - accepted))
+                notes.append(f"set check {sid}: ok {len(delivered & held)}, lost {len(lost)}, unexpected "
+                             f"{len(unexpected)}, recovered {len(recovered)}")
+                if lost:
+                    fails.append(f"no_loss: {sid} lost {len(lost)} acknowledged packet(s) (confirmed to the queue, not "
+                                 f"in the sink), e.g. {', '.join(sorted(lost)[:3])}")
+                if unexpected:
+                    fails.append(f"no_loss: {sid} holds {len(unexpected)} packet(s) nothing emitted, "
+                                 f"e.g. {', '.join(sorted(unexpected)[:3])}")
+    if chk.get("duplicates") == "same_key":
+        for path in run._jsonl_paths():
+            rows = _jsonl_rows(path)
+            keys: Dict[Tuple[Any, ...], Set[str]] = {}
+            seen: Dict[str, int] = {}
+            for r in rows:
+                ident = (r.get("stream_id"), r.get("epoch"), r.get("seq"), r.get("kind"), r.get("packet_id"))
+                keys.setdefault(ident, set()).add(str(r.get("idempotency_key")))
+                seen[str(r.get("idempotency_key"))] = seen.get(str(r.get("idempotency_key")), 0) + 1
+            bad = {k: v for k, v in keys.items() if len(v) > 1}
+            dups = sum(n - 1 for n in seen.values() if n > 1)
+            notes.append(f"duplicates {path.name}: {dups} re-delivered row(s), all with their original key" if not bad
+                         else f"duplicates {path.name}: {len(bad)} packet(s) under several keys")
+            if bad:
+                k, v = next(iter(bad.items()))
+                fails.append(f"duplicates: packet {k[4] or k[:3]} was written under {len(v)} different keys: "
+                             f"{', '.join(sorted(v))}")
+    if "status" in chk:
+        want = list(chk["status"])
+        it = iter(run.status_seq)
+        if not all(any(s == w for s in it) for w in want):
+            fails.append(f"status: expected the transitions {' -> '.join(want)}, saw {' -> '.join(run.status_seq) or 'none'}")
+        else:
+            notes.append(f"status: {' -> '.join(run.status_seq)}")
+    if "resume_within_s" in chk:
+        limit = float(chk["resume_within_s"])
+        at_end = [n for t, n in run.samples if t <= run.fault_end]
+        base = max(at_end) if at_end else 0
+        after = [t for t, n in run.samples if t > run.fault_end and n > base]
+        if not after:
+            fails.append(f"resume_within_s: no new packet reached the sink after the faults ended "
+                         f"(at {run.fault_end:.1f} s; the run ended at {run.samples[-1][0] if run.samples else 0:.1f} s)")
+        else:
+            took = after[0] - run.fault_end
+            notes.append(f"resume: deliveries resumed {took:.1f} s after the faults ended")
+            if took > limit:
+                fails.append(f"resume_within_s: deliveries resumed {took:.1f} s after the faults ended (limit {limit:g} s)")
+    if run.skew is not None:
+        f, off = run.skew
+        i = run.prof.faults.index(f)
+        stamps = [r.get("stamp_ns", 0) for p in run._jsonl_paths() for r in _jsonl_rows(p)]
+        skewed = [s for s in stamps if s - time.time_ns() > off * 0.5e9]
+        if skewed:
+            run.fired[i] = f"skew_clock {f.args['node']}: stamps {off:+g} s ahead; {len(skewed)} delivered packet(s) carry them"
+        else:
+            run.fired.pop(i, None)
+            run.not_fired[i] = f"skew_clock {f.args['node']}: no delivered packet carries a skewed stamp"
+    return fails, notes
+
+
+def run_profile(tf: TestFile, graph: Any, prof: Chaos) -> Result:
+    t0 = time.monotonic()
+    res = Result(str(tf.path), f"chaos: {prof.name}", "pass")
+    run = Run(tf, graph, prof)
+    try:
+        try:
+            gfile = run.prepare()
+        except Skip as exc:
+            res.status, res.details = "skip", [str(exc)]
+            return res
+        rep = run.execute(gfile)
+        fails, notes = check(run, rep)
+        for i, f in enumerate(prof.faults):
+            if i in run.fired:
+                res.notes.append(f"fired: {run.fired[i]}")
+            else:
+                fails.append(f"{tf.path}:{f.line}: fault {f.do} did not fire: {run.not_fired.get(i, 'no reason recorded')}")
+        res.notes.append(f"chaos run {run.name}: report status {rep.get('status', '?')}"
+                         + (f", files kept in {run.work}" if fails else ""))
+        res.notes += notes
+        if fails:
+            res.status, res.details = "fail", fails
+    except Exception as exc:  # noqa: BLE001 - the harness reports, it does not crash
+        res.status, res.details = "error", [f"{type(exc).__name__}: {exc} (files in {run.work})"]
+    finally:
+        run.cleanup()
+        if res.status in ("pass", "skip"):   # a failed run keeps its directory for the user to look into
+            shutil.rmtree(run.work, ignore_errors=True)
+        res.seconds = time.monotonic() - t0
+    return res

@@ -209,7 +209,7 @@ variable's NAME; other values may use ${env:VAR:-default}.
 """
 
 TEST_FORMAT_BRIEF = """\
-The test file ("tests") is a mapping, format schnitzel_test 1:
+The test file ("tests") is a `schnitzel test` file (docs/testing-graphs.md), format schnitzel_test 1:
   schnitzel_test: 1
   cases:
     - name: TEXT
@@ -218,8 +218,9 @@ The test file ("tests") is a mapping, format schnitzel_test 1:
           packets: [{kind: KIND, payload: ANY, meta: {...}, stamp: SECONDS}]   # kind required
       expect:                               # what comes out of a node's OUTPUT port
         - at: NODE.OUTPORT
-          count: N                          # optional: exactly N packets (or min_count / max_count)
-          contains: [{kind: KIND, payload: {...}}]   # optional: each matched by some packet (payload: subset)
+          count: N                          # optional: exactly N packets, or {min: A, max: B}
+          packets: [{kind: KIND, payload.FIELD: VALUE}]   # optional: the first packets, in order, with the fields each must have
+          all: {kind: KIND}                 # optional: fields every packet must have
 Write 1 to 3 short cases that check what the request asks for. Conventional payloads: detections
 {"boxes": [{"x1", "y1", "x2", "y2", "score", "label", "track_id"}], "width", "height"} (pixels);
 event: JSON (event_type, severity, ...); video.frame payloads cannot be written inline.
@@ -505,9 +506,9 @@ def check_tests(tests: Any, graph: Graph, registry: Registry) -> List[Problem]:
         label = f"case {i} ({name})" if isinstance(name, str) and name else f"case {i}"
         if not isinstance(name, str) or not name:
             out.append(p(f"{label}: name is missing"))
-        bad = sorted(set(case) - {"name", "description", "inputs", "expect"})
+        bad = sorted(set(case) - {"name", "inputs", "expect"})
         if bad:
-            out.append(p(f"{label}: unknown keys {bad} (allowed: name, description, inputs, expect)"))
+            out.append(p(f"{label}: unknown keys {bad} (allowed: name, inputs, expect)"))
         inputs, expect = case.get("inputs"), case.get("expect")
         if not isinstance(inputs, list) or not inputs:
             out.append(p(f"{label}: inputs must be a non-empty list"))
@@ -539,25 +540,28 @@ def check_tests(tests: Any, graph: Graph, registry: Registry) -> List[Problem]:
             why = _endpoint(exp.get("at"), graph, registry, "out")
             if why:
                 out.append(p(f"{label}: expect {why}", "expectations read a node's output port"))
-            conds = {"count", "min_count", "max_count", "contains"}
+            conds = {"count", "packets", "all"}
             bad = sorted(set(exp) - conds - {"at"})
             if bad:
                 out.append(p(f"{label}: expect at {exp.get('at')}: unknown keys {bad} (allowed: at, {', '.join(sorted(conds))})"))
             if not set(exp) & conds:
-                out.append(p(f"{label}: expect at {exp.get('at')} has no condition (count, min_count, max_count or contains)"))
-            for k in ("count", "min_count", "max_count"):
-                if k in exp and (not isinstance(exp[k], int) or isinstance(exp[k], bool) or exp[k] < 0):
-                    out.append(p(f"{label}: expect at {exp.get('at')}: {k} must be an integer >= 0"))
-            if "contains" in exp and (not isinstance(exp["contains"], list) or
-                                      not all(isinstance(c, dict) for c in exp["contains"])):
-                out.append(p(f"{label}: expect at {exp.get('at')}: contains must be a list of packet mappings"))
+                out.append(p(f"{label}: expect at {exp.get('at')} has no condition (count, packets or all)"))
+            cnt = exp.get("count")
+            if "count" in exp and not (isinstance(cnt, int) and not isinstance(cnt, bool) and cnt >= 0) and not (
+                    isinstance(cnt, dict) and cnt and set(cnt) <= {"min", "max"}):
+                out.append(p(f"{label}: expect at {exp.get('at')}: count must be an integer >= 0 or {{min, max}}"))
+            if "packets" in exp and (not isinstance(exp["packets"], list) or
+                                     not all(isinstance(c, dict) for c in exp["packets"])):
+                out.append(p(f"{label}: expect at {exp.get('at')}: packets must be a list of field mappings"))
+            if "all" in exp and not isinstance(exp["all"], dict):
+                out.append(p(f"{label}: expect at {exp.get('at')}: all must be a mapping of field: value"))
     return out
 
 
 def tests_yaml(tests: Dict[str, Any], graph_file: str) -> str:
     doc = {"schnitzel_test": TEST_FORMAT_VERSION, "graph": graph_file}
     doc.update({k: v for k, v in tests.items() if k not in ("schnitzel_test", "graph")})
-    head = ("# Graph tests drafted by `schnitzel draft` (format schnitzel_test 1, docs/drafting.md);\n"
+    head = ("# Graph tests drafted by `schnitzel draft` (run them: `schnitzel test`, docs/testing-graphs.md);\n"
             "# review them: they say what the graph should do, in the model's words.\n")
     return head + dump_yaml(doc)
 

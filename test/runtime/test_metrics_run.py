@@ -3,11 +3,13 @@
 synthetic_source -> durable_queue -> http_sink (each in its own container) delivering to a
 reference backend. Metric names and types are checked with prometheus-client's parser; the sink's
 container is SIGKILLed and respawned and every counter stays monotonic; after the run, the last
-scrape equals the run report's counts and the sink's own (the backend's) count.
+scrape equals the run report's counts and the sink's own (the backend's) count. `schnitzel top
+--once --format json` reads the same run over ROS.
 """
 import json
 import os
 import signal
+import subprocess
 import sys
 import urllib.request
 import uuid
@@ -15,7 +17,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from rt_helpers import output, start_run
+from rt_helpers import output, schnitzel_cmd, start_run
 from schnitzel_core.testing import wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "delivery"))
@@ -85,6 +87,17 @@ def test_real_run_scraped_over_http_monotonic_across_sigkill_and_equal_to_the_re
                      from_port="out") == COUNT
         # everything served on loopback, every series labelled with the graph
         assert all(s.labels.get("graph") == name for f in before.values() for s in f.samples)
+
+        # the terminal view of the same run, over ROS: `schnitzel top --once --format json`
+        top = subprocess.run(schnitzel_cmd("top", name, "--once", "--format", "json"), env=tagged.env,
+                             capture_output=True, text=True, timeout=60)
+        assert top.returncode == 0, top.stderr
+        view = json.loads(top.stdout)
+        assert view["graph"] == name and view["nodes_active"] == view["nodes_total"] == 3
+        tn = {n["node"]: n for n in view["nodes"]}
+        assert set(tn) == {"src", "q", "http"}
+        assert tn["http"]["packets_in"] == COUNT and tn["q"]["queue_depth"] == 0
+        assert all(n["in_per_s"] is not None and n["state"] == "active" for n in tn.values())
 
         [victim] = graph_pids(name, "s")
         os.kill(victim, signal.SIGKILL)

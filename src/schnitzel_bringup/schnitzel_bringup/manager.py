@@ -338,6 +338,7 @@ class LifecycleManager:
         self.rates = Rates()            # edge packets per second (metrics, status, live page)
         self._status_now = "ok"         # graph health as last judged (snapshot)
         self.metrics_server: Any = None
+        self.live_server: Any = None
         self.delivery_seen: Dict[str, str] = {}     # delivery problems met during the run (newest text)
         self.sources_seen: Dict[str, str] = {}      # sources silent past their grace during the run
         self.diag_pub: Any = None
@@ -547,6 +548,71 @@ class LifecycleManager:
         if srv is not None:
             srv.shutdown()
             srv.server_close()
+        live, self.live_server = self.live_server, None
+        if live is not None:
+            live.close()
+
+    def live_view(self) -> Dict[str, Any]:
+        """What the live page shows (schnitzel_bringup.live): metrics_view plus each node's health
+        colour, each edge's label, the queues and the last events. A container whose process is
+        gone (SIGKILLed) turns its nodes ``bad`` at once, before any heartbeat times out."""
+        from .live import pid_alive
+        v = self.metrics_view()
+        for c in v["containers"].values():
+            c["alive"] = pid_alive(int(c.get("pid") or 0))
+        running = v["state"] in (MState.ACTIVE.value, MState.RECOVERING.value)
+        nodes = {}
+        for nid, n in v["nodes"].items():
+            c = v["containers"].get(n["container"], {})
+            if not c.get("alive", True) or c.get("state") == "down" or n["state"] in ("error", "unknown", "finalized"):
+                health = "bad"
+            elif n["state"] != "active":
+                health = "bad" if running else "idle"
+            elif n["age_s"] is None or n["age_s"] > HEARTBEAT_TIMEOUT_S:
+                health = "warn"
+            else:
+                health = "active"
+            nodes[nid] = {"plugin": n["plugin"], "container": n["container"], "state": n["state"],
+                          "health": health, "container_alive": bool(c.get("alive", True)),
+                          "packets_in": n["packets_in"], "packets_out": n["packets_out"],
+                          "drops": n["drops"], "errors": n["errors"]}
+        edges = {}
+        for src, dst in v["edges"]:
+            nid, _, port = dst.partition(".")
+            packets, newest = (v["nodes"].get(nid, {}).get("in_ports") or {}).get(port) or (0, 0.0)
+            edges[f"{src}->{dst}"] = {"rate": round(v["edge_rates"].get((src, dst), 0.0), 2), "packets": packets,
+                                      "age_s": round(max(0.0, v["time"] - newest), 2) if newest else None,
+                                      "drops": v["nodes"].get(nid, {}).get("drops", 0)}
+        queues = []
+        for nid, n in v["nodes"].items():
+            if n["is_queue"]:
+                c = n["counters"]
+                num = lambda k: int(float(c.get(k, 0) or 0))  # noqa: E731
+                queues.append({"node": nid, "depth": num("depth"), "oldest_age_s": num("oldest_age_ms") / 1000.0,
+                               "dead": num("dead"), "bytes": num("bytes")})
+        with self.lock:
+            events = list(self.events)[-12:]
+        return {"graph": v["graph"], "state": v["state"], "status": v["status"], "time": v["time"],
+                "nodes_active": sum(1 for n in nodes.values() if n["state"] == "active"),
+                "nodes_total": len(nodes), "nodes": nodes, "edges": edges, "queues": queues,
+                "containers": v["containers"], "events": events}
+
+    def serve_live(self, port: int, host: str = "127.0.0.1") -> Optional[int]:
+        """Serve the live graph page at http://host:port/ (docs/observability.md); the port, or
+        None when it cannot (said as an event). From anywhere but 127.0.0.1 a token is needed:
+        $SCHNITZEL_UI_TOKEN, or one made up here and printed to the manager's log."""
+        import secrets
+        from .live import LiveServer
+        token = os.environ.get("SCHNITZEL_UI_TOKEN") or secrets.token_urlsafe(18)
+        try:
+            self.live_server = LiveServer(lambda: self.plan, self.live_view, port, host, token)
+        except OSError as exc:
+            self._event(f"live page: cannot listen on {host}:{port}: {exc.strerror or exc}")
+            return None
+        self._event(f"live page: http://{host}:{self.live_server.port}/")
+        if host != "127.0.0.1" and not os.environ.get("SCHNITZEL_UI_TOKEN"):
+            self.log(f"manager: live page token (needed from anywhere but 127.0.0.1): {token}")
+        return self.live_server.port
 
     def _write_status(self) -> None:
         if not self.status_file:
@@ -1176,6 +1242,8 @@ def run(plan: Plan, status_file: Optional[str] = None, loaded_by_launch: bool = 
     port = plan.runtime.get("metrics_port", 0) if metrics_port is None else metrics_port
     if port:
         mgr.serve_metrics(int(port), str(plan.runtime.get("metrics_host") or "127.0.0.1"))
+    if plan.runtime.get("ui_port"):
+        mgr.serve_live(int(plan.runtime["ui_port"]), str(plan.runtime.get("ui_host") or "127.0.0.1"))
     try:
         try:
             ok = mgr.start()

@@ -1,5 +1,8 @@
 """A node's Stats report latency as histogram bucket counts (they add up across container
-processes in the manager's metrics) and per-input-port packet counts with the newest source stamp."""
+processes in the manager's metrics) and per-input-port packet counts with the newest source stamp;
+a delivery sink keeps its circuit breaker's state as a gauge counter."""
+import tempfile
+
 from schnitzel_core.packet import now_ns
 
 from schnitzel_nodes.ros.adapter import LATENCY_BOUNDS_S, Stats
@@ -19,3 +22,21 @@ def test_latency_buckets_and_port_counts():
     assert s.port_in["aux"] == [1, 0.0]
     s.reset()   # a new activation counts from zero, like packets_in (the manager keeps the totals)
     assert sum(s.buckets) == 0 and s.port_in == {} and s.packets_in == 0
+
+
+def test_a_delivery_sinks_breaker_state_is_a_gauge_counter():
+    """0 closed, 1 half_open, 2 open: the metrics endpoint's schnitzel_sink_breaker_state."""
+    from schnitzel_core.resilience import BreakerState
+    from schnitzel_core.testing import LogicHarness
+    from schnitzel_nodes.plugins.delivery import JsonlSinkLogic
+
+    h = LogicHarness(JsonlSinkLogic, {"path": tempfile.mkdtemp() + "/out.jsonl"}, node_id="file")
+    sink = h.logic
+    seen = []
+    for old, new in ((BreakerState.CLOSED, BreakerState.OPEN), (BreakerState.OPEN, BreakerState.HALF_OPEN),
+                     (BreakerState.HALF_OPEN, BreakerState.OPEN), (BreakerState.OPEN, BreakerState.HALF_OPEN),
+                     (BreakerState.HALF_OPEN, BreakerState.CLOSED)):
+        sink._breaker_changed(old, new)
+        seen.append(sink.ctx.counters["breaker_state"])
+    sink.deactivate()
+    assert seen == [2, 1, 2, 1, 0] and sink.ctx.counters["breaker_open"] == 2

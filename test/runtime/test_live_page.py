@@ -161,6 +161,7 @@ def test_live_page_in_chromium_shows_every_node_changing_rates_and_a_killed_cont
             return (await browser.state())["nodes"].get("file") == "bad"
         assert await _until(red, RED_WITHIN_S, step=0.05), \
             f"node 'file' not red {time.monotonic() - killed:.1f} s after its container was killed"
+        print(f"\nkill -> red on the page: {time.monotonic() - killed:.2f} s")
         assert (await browser.state())["nodes"]["src"] == "active"   # the other container runs on
         await browser.screenshot(tmp_path / "live-page-killed.png")
 

@@ -22,3 +22,13 @@ def test_one_status_has_no_rates_yet_and_renders():
     v = rows(_st(10.0, 100, state="error"))
     assert v["nodes"][0]["in_per_s"] is None and v["nodes"][0]["queue_depth"] is None
     assert table(v).row_count == 1
+
+
+def test_no_running_graph_and_bad_usage_are_one_clear_line():
+    import subprocess
+    import sys
+    cli = [sys.executable, "-m", "schnitzel_bringup.cli", "top"]
+    r = subprocess.run(cli + ["nosuchgraph_top", "--once", "--wait", "1"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 3 and "no status from graph 'nosuchgraph_top'" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run(cli + ["g", "--format", "xml"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--format must be table or json" in r.stderr

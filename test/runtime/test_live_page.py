@@ -25,7 +25,6 @@ from types import SimpleNamespace
 import pytest
 
 from rt_helpers import output, start_run
-from schnitzel_core.testing import wait_for
 
 from schnitzel_bringup.live import PAGE, allowed, layout
 

@@ -15,10 +15,9 @@ from __future__ import annotations
 import hmac
 import json
 import threading
-import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Tuple
 
 PERIOD_S = 0.5          # one update every PERIOD_S (>= 1 Hz)
 NODE_W, NODE_H, GAP, PAD, COL_GAP = 170, 44, 34, 26, 200

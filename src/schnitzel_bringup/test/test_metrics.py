@@ -171,3 +171,28 @@ def test_scrape_time_at_50_nodes():
     ms = (time.perf_counter() - t0) / n * 1e3
     assert b'schnitzel_node_packets_in_total{graph="big",node="n49"} 100.0' in body
     print(f"\nscrape at 50 nodes: {ms:.2f} ms ({len(body)} bytes)")
+
+
+def test_docs_list_every_metric_with_its_type_and_labels():
+    """docs/observability.md is the contract: one table row per family, with its type and labels."""
+    import pathlib
+    import re
+    doc = pathlib.Path(__file__).resolve().parents[3] / "docs" / "observability.md"
+    rows = {m.group(1): (m.group(2), m.group(3)) for m in
+            re.finditer(r"^\| `(schnitzel_[a-z_]+)` \| (\w+) \| ([a-z_, ]+) \|", doc.read_text(), re.M)}
+    m = _manager()
+    _feed(m, 1, pid=100)
+    m.tracks["rule"].last["counters"] = {"depth": "1", "oldest_age_ms": "1", "dead": "0", "bytes": "1", "leased": "0"}
+    m.tracks["snk"].last["counters"] = {"delivered": "1", "breaker_state": "0"}
+    fams = metrics.families(m.metrics_view())
+    produced = {}
+    for f in fams:
+        name = f.name + ("_total" if f.type == "counter" else "")
+        labels = sorted({k for s in f.samples for k in s.labels if k != "le"})
+        produced[name] = (f.type, labels)
+    assert set(produced) == set(rows), (set(produced) ^ set(rows))
+    for name, (typ, labels) in produced.items():
+        dtyp, dlabels = rows[name]
+        assert dtyp == typ, name
+        if labels:
+            assert sorted(x.strip() for x in dlabels.split(",")) == labels, (name, labels, dlabels)

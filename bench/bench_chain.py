@@ -18,6 +18,10 @@ rate are used everywhere; the first 10 % of packets (warm-up) are not counted.
 
 Targets (issue 4): DDS hops within 1.5x raw rclpy latency; inproc hops at least 5x faster
 than DDS for 1 MB payloads.
+
+``--metrics-overhead``: instead, the DDS chain's throughput (200 B, source unpaced) with the
+manager's Prometheus endpoint on (scraped once a second, as Prometheus would) against off,
+interleaved in the same run (issue 12: on >= 0.97x off).
 """
 from __future__ import annotations
 
@@ -209,7 +213,8 @@ edges:
 """
 
 
-def run_schnitzel(size_name: str, mode: str, seconds: float, tmp: Path, rate: float = 0.0) -> Dict[str, Any]:
+def run_schnitzel(size_name: str, mode: str, seconds: float, tmp: Path, rate: float = 0.0,
+                  metrics_port: int = 0) -> Dict[str, Any]:
     from schnitzel_core.graph_loader import load_graph
     from schnitzel_core.registry import load_registry
 
@@ -237,9 +242,27 @@ def run_schnitzel(size_name: str, mode: str, seconds: float, tmp: Path, rate: fl
     src.category = "source"
     run_dir = tmp / f"run-{mode}"
     run_dir.mkdir()
+    plan.runtime["metrics_port"] = metrics_port
     plan_path = plan.write(run_dir / "plan.json")
     r = Runner(plan, str(plan_path), str(run_dir), duration=seconds, live=False, out=lambda s: None)
-    r.run()
+    stop = threading.Event()
+    scrapes: List[float] = []
+    if metrics_port:
+        def scrape() -> None:   # what a Prometheus server does: one scrape a second
+            import urllib.request
+            while not stop.wait(1.0):
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).read()
+                    scrapes.append(time.monotonic())
+                except OSError:
+                    pass
+        threading.Thread(target=scrape, daemon=True).start()
+    try:
+        r.run()
+    finally:
+        stop.set()
+    if metrics_port and not scrapes:
+        raise RuntimeError(f"the metrics endpoint on port {metrics_port} never answered; logs in {run_dir}")
     if not out.exists():
         raise RuntimeError(f"schnitzel {mode} run produced no measurements; logs in {run_dir}")
     return summarise(json.loads(out.read_text()), rate)
@@ -271,11 +294,15 @@ def main() -> int:
     ap.add_argument("--flood", action="store_true", help="also measure throughput with the source unpaced")
     ap.add_argument("--sizes", default=",".join(SIZES), help="comma-separated: " + ", ".join(SIZES))
     ap.add_argument("--append-results", action="store_true", help="record the table in bench/RESULTS.md (replaces its last one)")
+    ap.add_argument("--metrics-overhead", action="store_true",
+                    help="measure DDS throughput with the metrics endpoint on against off instead")
     a = ap.parse_args()
     env = dict(os.environ)
     env["PYTHONPATH"] = f"{HERE}{os.pathsep}{env.get('PYTHONPATH', '')}"
     env["_BENCH_PLUGINS"] = "1"
     os.environ.update({"PYTHONPATH": env["PYTHONPATH"], "_BENCH_PLUGINS": "1"})
+    if a.metrics_overhead:
+        return metrics_overhead(a)
     rows = []
     sizes = [x.strip() for x in a.sizes.split(",")]
     runs: Dict[str, Dict[str, List[Dict[str, Any]]]] = {sz: {m: [] for m in MODES} for sz in sizes}
@@ -336,6 +363,43 @@ def main() -> int:
         sys.path.insert(0, str(HERE))
         from _results import record
         record("bench_chain.py", lines, section=("## Runtime chain", "schnitzel against raw rclpy, same run."))
+    return 0
+
+
+def metrics_overhead(a: Any) -> int:
+    import socket
+    on: List[float] = []
+    off: List[float] = []
+    with tempfile.TemporaryDirectory(prefix="bench-metrics-") as td:
+        for rnd in range(a.rounds):
+            for label in (("off", "on") if rnd % 2 == 0 else ("on", "off")):   # neither always goes first
+                port = 0
+                if label == "on":
+                    with socket.socket() as s:
+                        s.bind(("127.0.0.1", 0))
+                        port = s.getsockname()[1]
+                d = Path(td) / f"{rnd}-{label}"
+                d.mkdir()
+                f = run_schnitzel("200 B", "dds", a.seconds, d, FLOOD["200 B"], metrics_port=port)
+                (on if port else off).append(f["pps"])
+                print(f"round {rnd + 1}: metrics {label:<3} {f['pps']:9.1f} pkt/s", flush=True)
+    m_on, m_off = statistics.median(on), statistics.median(off)
+    # each round's on/off pair ran back to back: its ratio is what the shared machine's load
+    # drifting between rounds disturbs least
+    ratio = statistics.median(a_on / a_off for a_on, a_off in zip(on, off))
+    lines = [f"DDS chain (4 containers), 200 B, source unpaced; median of {a.rounds} interleaved rounds of "
+             f"{a.seconds:g} s; metrics on = the manager's endpoint scraped once a second.", "",
+             "| metrics | received pkt/s (median) | rounds |", "| --- | ---: | --- |",
+             f"| off | {m_off:.0f} | {', '.join(f'{x:.0f}' for x in off)} |",
+             f"| on | {m_on:.0f} | {', '.join(f'{x:.0f}' for x in on)} |", "",
+             f"- on/off: {ratio:.3f}x, the median of the rounds' ratios (target >= 0.97x); "
+             f"of the medians {m_on / m_off:.3f}x"]
+    print("\n".join(lines))
+    if a.append_results:
+        sys.path.insert(0, str(HERE))
+        from _results import record
+        record("bench_chain.py --metrics-overhead", lines,
+               section=("## Runtime chain", "schnitzel against raw rclpy, same run."))
     return 0
 
 

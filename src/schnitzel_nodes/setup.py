@@ -48,6 +48,7 @@ setup(
             "ros_topic_source = schnitzel_nodes.plugins.ros_bridge:RosTopicSourceLogic",
             "ros_topic_sink = schnitzel_nodes.plugins.ros_bridge:RosTopicSinkLogic",
             "stdout_sink = schnitzel_nodes.plugins.sinks_io:StdoutSinkLogic",
+            "foxglove_sink = schnitzel_nodes.plugins.foxglove:FoxgloveSinkLogic",
             # --- logic, compute, state, policy, control ---
             "sampler = schnitzel_nodes.plugins.transforms:SamplerLogic",
             "resize = schnitzel_nodes.plugins.transforms:ResizeLogic",

@@ -73,23 +73,25 @@ def test_real_run_report_renders_in_chromium(ros_env, tmp_path):
     r = subprocess.run(CLI + ["report", str(tmp_path / "run.json"), "--html", str(page)], env=ros_env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert re.search(rf"status\s+{status}\n", r.stdout) and "sources sent" in r.stdout   # the text summary
+    assert re.search(rf"status\s+{status}\n", r.stdout) and "events produced" in r.stdout   # the text summary
+    assert re.search(r"sink file: delivered / pending / dead-lettered\s+\d+ / \d+ / 0\n", r.stdout), r.stdout
     html = page.read_text()
     # self-contained: nothing to fetch (no script, stylesheet, image or font from anywhere)
     assert not re.search(r"<script|<link|<img|\bsrc=|\bhref=|@import|url\(", html)
 
     dom = _dump_dom(page, tmp_path)
     assert re.search(rf'id="status"[^>]*>\s*{status}\s*<', dom), f"status badge missing or not {status}"
-    rates = _svg(dom, "plot-rates")
-    assert 'data-series="counter out"' in rates and 'data-series="file in"' in rates
-    assert max(_points(rates)) >= 4, "the rate plot has (almost) no points: the report's timeline is not plotted"
+    for plot, series in (("plot-rate-counter", "counter out"), ("plot-rate-file", "file in")):   # own axes
+        rates = _svg(dom, plot)
+        assert f'data-series="{series}"' in rates
+        assert max(_points(rates)) >= 4, "the rate plot has (almost) no points: the report's timeline is not plotted"
     lat = _svg(dom, "plot-latency")
     assert {"queue", "file"} <= set(re.findall(r'class="bar p50" data-node="([^"]+)"', lat))
     assert _points(_svg(dom, "plot-latency-time"))
     depth = _svg(dom, "plot-queue")
     assert 'data-series="queue depth"' in depth and max(_points(depth)) >= 4
-    rows = set(re.findall(r'<tr data-node="([^"]+)"', dom))
-    assert rows == {"counter", "queue", "file"}
+    rows = re.findall(r'<tr data-node="([^"]+)"', dom)
+    assert rows == ["counter", "queue", "file"]        # source -> sink
 
 
 def _report(**over):
@@ -109,10 +111,12 @@ def _report(**over):
                              "latency_ms": {"p50": 0, "p95": 0, "p99": 0}, "counters": {}},
                      "q": {"plugin": "durable_queue", "category": "state", "container": "main", "state": "finalized",
                            "packets_in": 100, "packets_out": 100, "drops": 0, "errors": 0,
-                           "latency_ms": {"p50": 2, "p95": 5, "p99": 9}, "counters": {"depth": "0"}},
+                           "latency_ms": {"p50": 2, "p95": 5, "p99": 9},
+                           "counters": {"depth": "3", "dead_lettered": "2"}, "upstream": ["cam"]},
                      "out": {"plugin": "jsonl_sink", "category": "sink", "container": "main", "state": "finalized",
                              "packets_in": 100, "packets_out": 0, "drops": 0, "errors": 0,
-                             "latency_ms": {"p50": 3, "p95": 8, "p99": 12}, "counters": {"delivered": "100"}}},
+                             "latency_ms": {"p50": 3, "p95": 8, "p99": 12}, "counters": {"delivered": "95"},
+                             "upstream": ["q"]}},
            "containers": {"main": {"restarts": 0}}, "events": [{"t": 0.5, "event": "load cam"}],
            "timeline": timeline}
     rep.update(over)
@@ -127,15 +131,40 @@ def test_plots_follow_the_timeline():
     depth = _svg(html, "plot-queue")
     ys = [float(p.split(",")[1]) for p in re.findall(r'points="([^"]*)"', depth)[0].split()]
     assert len(ys) == 11 and len(set(ys)) == 2 and ys.index(min(ys)) == 6   # the one peak, at t = 6 s
-    assert "starting up" in _svg(html, "plot-rates")                       # shaded until active (t = 2 s)
+    assert "starting up" in _svg(html, "plot-rate-cam")                    # shaded until active (t = 2 s)
     assert "<script>" not in html and "&lt;script&gt;" in html and "boom &lt;x&gt;" in html
 
 
 def test_report_without_timeline_still_renders():
     html = render_html(_report(timeline=[]))
-    assert "no samples in this report" in _svg(html, "plot-rates")
+    assert "no samples in this report" in _svg(html, "plot-rate-cam")
     assert "has no time series" in html
     assert 'data-node="q"' in html      # the per-node latency bars and table come from the totals
+
+
+def _yticks(svg):
+    return re.findall(r'text-anchor="end" class="tick">([^<]+)<', svg)
+
+
+def test_operator_headline_own_axes_integer_rows_and_source_to_sink_table():
+    rep = _report()
+    # a 30 frames/s camera and a 2 events/s sink: each plot scaled to its own stream
+    for s in rep["timeline"]:
+        s["nodes"]["cam"]["out"] = 30 * s["t"]
+        s["nodes"]["out"]["in"] = 2 * s["t"]
+        s["nodes"]["q"]["depth"] = 2 if s["t"] == 6 else 1
+    html = render_html(rep)
+    cam, out = _svg(html, "plot-rate-cam"), _svg(html, "plot-rate-out")
+    assert "30" in _yticks(cam) and "30" not in _yticks(out) and "2" in _yticks(out)
+    # rows are whole numbers: no 0.5 tick on the queue depth axis (peak 2 rows)
+    depth_y = _yticks(_svg(html, "plot-queue"))
+    assert depth_y == ["0", "1", "2"], depth_y
+    # headline: events produced, and per sink delivered / pending / dead-lettered
+    assert "events produced" in html and ">100<" in html
+    assert re.search(r"sink out: delivered / pending / dead-lettered</div><div class=\"v\">95 / 3 / 2<", html), html
+    # the node table in data-flow order, source -> sink (the report lists them sinks first)
+    rep["nodes"] = dict(reversed(list(rep["nodes"].items())))
+    assert re.findall(r'<tr data-node="([^"]+)"', render_html(rep)) == ["cam", "q", "out"]
 
 
 def test_not_a_report_is_refused():

@@ -31,6 +31,11 @@ def register(app: typer.Typer) -> None:
         run_dir: Optional[Path] = typer.Option(None, "--run-dir",
                                                help="where the plan, status and process logs go (default: a temporary directory)"),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="no live status line"),
+        metrics_port: Optional[int] = typer.Option(None, "--metrics-port", min=0, max=65535,
+                                                   help="serve Prometheus metrics at http://127.0.0.1:P/metrics "
+                                                        "(overrides the graph's runtime: metrics_port; 0: off)"),
+        ui: bool = typer.Option(False, "--ui", help="serve the live graph page at http://127.0.0.1:<ui-port>/"),
+        ui_port: int = typer.Option(8710, "--ui-port", min=1, max=65535, help="port of the live page (with --ui)"),
     ) -> None:
         """Validate, compile and run GRAPH: one process per container plus the lifecycle manager.
 
@@ -51,6 +56,12 @@ def register(app: typer.Typer) -> None:
         from .report import build_report, write_report
         from .runner import Runner
 
+        if metrics_port is not None:
+            plan.runtime["metrics_port"] = metrics_port   # the manager serves it (docs/observability.md)
+        if ui:
+            plan.runtime["ui_port"] = ui_port
+            print(f"schnitzel run: live page on http://{plan.runtime.get('ui_host') or '127.0.0.1'}:{ui_port}/",
+                  file=sys.stderr)
         rdir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix=f"schnitzel-run-{plan.graph}-"))
         try:
             rdir.mkdir(parents=True, exist_ok=True)

@@ -185,7 +185,9 @@ def compile_graph(graph: Graph, registry: Any, graph_file: Optional[str] = None)
     runtime = {"source_grace_s": float(rt.get("source_grace_s", SOURCE_GRACE_S)),
                "source_grace": dict(rt.get("source_grace") or {}),
                "delivery_stall_s": float(rt.get("delivery_stall_s", DELIVERY_STALL_S)),
-               "state_backend": rt.get("state_backend", "memory"), "state_path": rt.get("state_path", "")}
+               "state_backend": rt.get("state_backend", "memory"), "state_path": rt.get("state_path", ""),
+               "metrics_port": int(rt.get("metrics_port", 0)), "metrics_host": rt.get("metrics_host", "127.0.0.1"),
+               "ui_port": int(rt.get("ui_port", 0)), "ui_host": rt.get("ui_host", "127.0.0.1")}
     src_file = graph_file or graph.file
     if runtime["state_path"] and not os.path.isabs(runtime["state_path"]) and os.path.isfile(src_file):
         # relative to the graph file, as a reader of the file expects (not to wherever it is run)

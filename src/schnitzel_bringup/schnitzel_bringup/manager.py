@@ -50,7 +50,8 @@ import threading
 import time
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
-from .delivery_health import CUMULATIVE, delivery_problems
+from .delivery_health import CUMULATIVE, delivery_problems, is_queue
+from .metrics import Rates, edge_counts
 from .plan import Plan, PlanError, PlanNode
 
 #: A node hot-replaced by schnitzel_bringup.replace runs as <id>__r<N>.
@@ -108,6 +109,9 @@ class NodeTrack:
         self.last_rx = 0.0              # monotonic time of the last heartbeat
         self.base = {k: 0 for k in self.COUNTERS}
         self.cbase: Dict[str, int] = {}  # plugin counters that add up (delivery_health.CUMULATIVE)
+        self.hbase: List[int] = []       # latency bucket counts of earlier incarnations
+        self.hsum_base = 0.0
+        self.pbase: Dict[str, int] = {}  # input port -> packets of earlier incarnations
         self.incarnation_pid = 0
         self.failures = 0
         self.last_error = ""
@@ -142,6 +146,15 @@ class NodeTrack:
         self.last = {}
 
     def _rebase_counters(self) -> None:
+        last = self.last
+        buckets = list(last.get("latency_buckets") or [])
+        if buckets:
+            if len(self.hbase) != len(buckets):
+                self.hbase = [0] * len(buckets)
+            self.hbase = [a + int(b) for a, b in zip(self.hbase, buckets)]
+            self.hsum_base += float(last.get("latency_sum_s", 0.0) or 0.0)
+        for port, (n, _newest) in (last.get("in_ports") or {}).items():
+            self.pbase[port] = self.pbase.get(port, 0) + int(n)
         for k, v in (self.last.get("counters") or {}).items():
             if k in CUMULATIVE:
                 try:
@@ -157,6 +170,24 @@ class NodeTrack:
                 out[k] = str(b + int(float(out.get(k, 0) or 0)))
             except (TypeError, ValueError):
                 out[k] = str(b)
+        return out
+
+    def latency_total(self) -> Tuple[List[float], List[int], float]:
+        """The latency histogram over every incarnation: (bounds, per-bucket counts, sum of seconds)."""
+        bounds = list(self.last.get("latency_bounds_s") or [])
+        cur = list(self.last.get("latency_buckets") or [])
+        if not cur:
+            cur = [0] * len(self.hbase)
+        base = self.hbase if len(self.hbase) == len(cur) else [0] * len(cur)
+        return bounds, [a + int(b) for a, b in zip(base, cur)], \
+            self.hsum_base + float(self.last.get("latency_sum_s", 0.0) or 0.0)
+
+    def ports_total(self) -> Dict[str, Tuple[int, float]]:
+        """Input port -> (packets over every incarnation, source stamp of the newest packet, s)."""
+        cur = self.last.get("in_ports") or {}
+        out = {p: (n, 0.0) for p, n in self.pbase.items()}
+        for p, (n, newest) in cur.items():
+            out[p] = (self.pbase.get(p, 0) + int(n), float(newest))
         return out
 
     def total(self, key: str) -> int:
@@ -307,6 +338,10 @@ class LifecycleManager:
         self._swap_gen = 0              # bumped by every change a hot replacement made
         self._status_lock = threading.Lock()
         self._misses: Dict[str, List[float]] = {}   # container id -> times of unanswered list_nodes in a row
+        self.rates = Rates()            # edge packets per second (metrics, status, live page)
+        self._status_now = "ok"         # graph health as last judged (snapshot)
+        self.metrics_server: Any = None
+        self.live_server: Any = None
         self.delivery_seen: Dict[str, str] = {}     # delivery problems met during the run (newest text)
         self.sources_seen: Dict[str, str] = {}      # sources silent past their grace during the run
         self.diag_pub: Any = None
@@ -409,6 +444,12 @@ class LifecycleManager:
                                                   "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
                                                   "pid", "state")}
         fields["counters"] = {kv.key: kv.value for kv in msg.counters}
+        fields["latency_bounds_s"] = list(getattr(msg, "latency_bounds_s", []) or [])
+        fields["latency_buckets"] = [int(x) for x in (getattr(msg, "latency_buckets", []) or [])]
+        fields["latency_sum_s"] = float(getattr(msg, "latency_sum_s", 0.0) or 0.0)
+        fields["in_ports"] = {p: (int(n), float(t)) for p, n, t in zip(
+            getattr(msg, "in_ports", []) or [], getattr(msg, "in_port_packets", []) or [],
+            getattr(msg, "in_port_newest_stamp_s", []) or [])}
         with self.lock:
             t.on_heartbeat(fields, time.monotonic())
             if msg.pid:
@@ -455,9 +496,10 @@ class LifecycleManager:
             for nid, t in self.tracks.items():
                 if t.cbase:
                     nodes[nid]["counters"] = t.counters_total()
+            self._status_now = graph_health(self.tracks, self.state, now, delivery, self.plan.source_grace_s)
             return {
                 "graph": self.plan.graph, "state": self.state.value, "message": self.message,
-                "status": graph_health(self.tracks, self.state, now, delivery, self.plan.source_grace_s),
+                "status": self._status_now,
                 "problems": sorted(problems.values()),
                 "source_problems_seen": sorted(self.sources_seen.values()),
                 "delivery_problems": sorted(delivery.values()),
@@ -470,6 +512,118 @@ class LifecycleManager:
                 "events": self._events_list(), "events_dropped": self.events_total - len(self.events),
                 "time": time.time(), "manager_pid": os.getpid(),
             }
+
+    def metrics_view(self) -> Dict[str, Any]:
+        """What the metrics endpoint and the live page show (schnitzel_bringup.metrics): every
+        node's totals over its incarnations, latency histogram, input ports; edges and their rates."""
+        now = time.monotonic()
+        with self.lock:
+            sinks = {s for t in self.tracks.values() for s in (t.node.feeds_sinks or [])}
+            nodes: Dict[str, Any] = {}
+            for nid, t in self.tracks.items():
+                bounds, buckets, lsum = t.latency_total()
+                counters = t.counters_total()
+                nodes[nid] = {
+                    "plugin": t.node.plugin, "container": t.node.container, "category": t.node.category,
+                    "state": t.state, "packets_in": t.total("packets_in"), "packets_out": t.total("packets_out"),
+                    "drops": t.total("drops"), "errors": t.total("errors"),
+                    "restarts": self.restarts.get(t.node.container, 0) + t.failures,
+                    "age_s": round(t.age(now), 3) if t.last_rx else None,
+                    "latency_bounds_s": bounds, "latency_buckets": buckets, "latency_sum_s": lsum,
+                    "latency_p99_ms": float(t.last.get("latency_p99_ms", 0.0) or 0.0),
+                    "in_ports": t.ports_total(), "counters": counters,
+                    "is_queue": is_queue(t.node, counters),
+                    "is_delivery_sink": nid in sinks or "breaker_state" in counters,
+                }
+            return {"graph": self.plan.graph, "state": self.state.value, "status": self._status_now,
+                    "nodes": nodes, "edges": [(e.src, e.dst) for e in self.plan.edges],
+                    "edge_rates": dict(self.rates.rates),
+                    "containers": {cid: {"state": self.container_state[cid], "pid": self.container_pid[cid],
+                                         "restarts": self.restarts[cid]} for cid in self.container_state},
+                    "time": time.time()}
+
+    def serve_metrics(self, port: int, host: str = "127.0.0.1") -> Optional[int]:
+        """Serve Prometheus metrics at http://host:port/metrics (docs/observability.md); the port
+        it listens on, or None when it cannot (said as an event; the graph runs on without)."""
+        from .metrics import serve
+        try:
+            self.metrics_server, _thread, bound = serve(self.metrics_view, port, host)
+        except OSError as exc:
+            self._event(f"metrics endpoint: cannot listen on {host}:{port}: {exc.strerror or exc}")
+            return None
+        self._event(f"metrics endpoint: http://{host}:{bound}/metrics")
+        return bound
+
+    def close_metrics(self) -> None:
+        srv, self.metrics_server = self.metrics_server, None
+        if srv is not None:
+            srv.shutdown()
+            srv.server_close()
+        live, self.live_server = self.live_server, None
+        if live is not None:
+            live.close()
+
+    def live_view(self) -> Dict[str, Any]:
+        """What the live page shows (schnitzel_bringup.live): metrics_view plus each node's health
+        colour, each edge's label, the queues and the last events. A container whose process is
+        gone (SIGKILLed) turns its nodes ``bad`` at once, before any heartbeat times out."""
+        from .live import pid_alive
+        v = self.metrics_view()
+        for c in v["containers"].values():
+            c["alive"] = pid_alive(int(c.get("pid") or 0))
+        running = v["state"] in (MState.ACTIVE.value, MState.RECOVERING.value)
+        nodes = {}
+        for nid, n in v["nodes"].items():
+            c = v["containers"].get(n["container"], {})
+            if not c.get("alive", True) or c.get("state") == "down" or n["state"] in ("error", "unknown", "finalized"):
+                health = "bad"
+            elif n["state"] != "active":
+                health = "bad" if running else "idle"
+            elif n["age_s"] is None or n["age_s"] > HEARTBEAT_TIMEOUT_S:
+                health = "warn"
+            else:
+                health = "active"
+            nodes[nid] = {"plugin": n["plugin"], "container": n["container"], "state": n["state"],
+                          "health": health, "container_alive": bool(c.get("alive", True)),
+                          "packets_in": n["packets_in"], "packets_out": n["packets_out"],
+                          "drops": n["drops"], "errors": n["errors"]}
+        edges = {}
+        for src, dst in v["edges"]:
+            nid, _, port = dst.partition(".")
+            packets, newest = (v["nodes"].get(nid, {}).get("in_ports") or {}).get(port) or (0, 0.0)
+            edges[f"{src}->{dst}"] = {"rate": round(v["edge_rates"].get((src, dst), 0.0), 2), "packets": packets,
+                                      "age_s": round(max(0.0, v["time"] - newest), 2) if newest else None,
+                                      "drops": v["nodes"].get(nid, {}).get("drops", 0)}
+        queues = []
+        for nid, n in v["nodes"].items():
+            if n["is_queue"]:
+                c = n["counters"]
+                num = lambda k: int(float(c.get(k, 0) or 0))  # noqa: E731
+                queues.append({"node": nid, "depth": num("depth"), "oldest_age_s": num("oldest_age_ms") / 1000.0,
+                               "dead": num("dead"), "bytes": num("bytes")})
+        with self.lock:
+            events = list(self.events)[-12:]
+        return {"graph": v["graph"], "state": v["state"], "status": v["status"], "time": v["time"],
+                "nodes_active": sum(1 for n in nodes.values() if n["state"] == "active"),
+                "nodes_total": len(nodes), "nodes": nodes, "edges": edges, "queues": queues,
+                "containers": v["containers"], "events": events}
+
+    def serve_live(self, port: int, host: str = "127.0.0.1") -> Optional[int]:
+        """Serve the live graph page at http://host:port/ (docs/observability.md); the port, or
+        None when it cannot (said as an event). From anywhere but 127.0.0.1 a token is needed:
+        $SCHNITZEL_UI_TOKEN, or one made up here and printed to the manager's log."""
+        import secrets
+        from .live import LiveServer
+        token = os.environ.get("SCHNITZEL_UI_TOKEN") or secrets.token_urlsafe(18)
+        try:
+            self.live_server = LiveServer(lambda: self.plan, self.live_view, port, host, token)
+        except OSError as exc:
+            self._event(f"live page: cannot listen on {host}:{port}: {exc.strerror or exc}")
+            return None
+        self._event(f"live page: http://{host}:{self.live_server.port}/")
+        if host != "127.0.0.1" and not os.environ.get("SCHNITZEL_UI_TOKEN"):
+            self.log(f"manager: live page token (needed from anywhere but 127.0.0.1): {token}")
+        return self.live_server.port
 
     def _write_status(self) -> None:
         if not self.status_file:
@@ -485,6 +639,8 @@ class LifecycleManager:
                 self.log(f"manager: cannot write status file: {exc}")
 
     def _publish_status(self) -> None:
+        view = self.metrics_view()
+        self.rates.update(edge_counts(view))
         snap = self.snapshot()
         health = snap["status"]
         if self.ever_active and self.state in (MState.ACTIVE, MState.RECOVERING) and health != self._last_health:
@@ -518,6 +674,15 @@ class LifecycleManager:
             ns.latency_p99_ms = s["latency_p99_ms"]
             ns.pid = s["pid"]
             ns.counters = [KeyValue(key=str(k), value=str(v)) for k, v in s["counters"].items()]
+            mv = view["nodes"].get(nid)
+            if mv is not None:   # totals over every incarnation, like the counters above
+                ns.latency_bounds_s = [float(b) for b in mv["latency_bounds_s"]]
+                ns.latency_buckets = [int(b) for b in mv["latency_buckets"]]
+                ns.latency_sum_s = float(mv["latency_sum_s"])
+                ports = sorted(mv["in_ports"])
+                ns.in_ports = ports
+                ns.in_port_packets = [int(mv["in_ports"][p][0]) for p in ports]
+                ns.in_port_newest_stamp_s = [float(mv["in_ports"][p][1]) for p in ports]
             msg.nodes.append(ns)
         msg.containers = [f"{cid}:{c['pid']}:{c['state']}" for cid, c in snap["containers"].items()]
         try:
@@ -1071,7 +1236,7 @@ def _no_signal_handlers() -> Any:
 
 
 def run(plan: Plan, status_file: Optional[str] = None, loaded_by_launch: bool = False,
-        watch_period_s: float = 0.5) -> int:
+        watch_period_s: float = 0.5, metrics_port: Optional[int] = None) -> int:
     """Bring the plan up, watch it until SIGINT/SIGTERM, tear it down. Exit code: 0, 1 when the
     manager itself failed (an exception, reported once), 2 when the bring-up failed.
 
@@ -1085,6 +1250,11 @@ def run(plan: Plan, status_file: Optional[str] = None, loaded_by_launch: bool = 
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     code = 0
+    port = plan.runtime.get("metrics_port", 0) if metrics_port is None else metrics_port
+    if port:
+        mgr.serve_metrics(int(port), str(plan.runtime.get("metrics_host") or "127.0.0.1"))
+    if plan.runtime.get("ui_port"):
+        mgr.serve_live(int(plan.runtime["ui_port"]), str(plan.runtime.get("ui_host") or "127.0.0.1"))
     try:
         try:
             ok = mgr.start()
@@ -1106,6 +1276,7 @@ def run(plan: Plan, status_file: Optional[str] = None, loaded_by_launch: bool = 
                 mgr.stop()
             finally:
                 mgr.close_hotswap(wait_s=0.0)
+                mgr.close_metrics()
                 mgr.close()
         if mgr.fatal:   # a node's overflow: error ended the run
             code = 1
@@ -1125,13 +1296,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--status-file", help="write the graph status here as JSON (for the runner)")
     ap.add_argument("--loaded-by-launch", action="store_true",
                     help="ros2 launch loads the nodes; only wait for them and manage their lifecycle")
+    ap.add_argument("--metrics-port", type=int, default=None,
+                    help="serve Prometheus metrics on this port (overrides the graph's runtime: metrics_port; 0: off)")
     a = ap.parse_args(args_in)
     try:
         plan = Plan.read(a.plan)
     except PlanError as exc:
         print(f"schnitzel_manager: {exc}", file=sys.stderr)
         return 1
-    return run(plan, status_file=a.status_file, loaded_by_launch=a.loaded_by_launch)
+    return run(plan, status_file=a.status_file, loaded_by_launch=a.loaded_by_launch, metrics_port=a.metrics_port)
 
 
 if __name__ == "__main__":

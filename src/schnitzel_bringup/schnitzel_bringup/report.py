@@ -64,6 +64,9 @@ def build_report(plan: Plan, status: Optional[Dict[str, Any]], *, started_at: fl
                            "p95": float(s.get("latency_p95_ms", 0.0) or 0.0),
                            "p99": float(s.get("latency_p99_ms", 0.0) or 0.0)},
             "counters": s.get("counters", {}) or {},
+            # where it sits in the graph: the report page orders nodes source -> sink, and says
+            # which durable queue feeds which sink
+            "upstream": list(n.upstream or []), "feeds_sinks": list(n.feeds_sinks or []),
         }
     totals = {k: sum(v[k] for v in nodes.values()) for k in ("drops", "errors")}
     totals["packets_in"] = sum(v["packets_in"] for v in nodes.values())

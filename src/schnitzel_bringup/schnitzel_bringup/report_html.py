@@ -3,12 +3,14 @@
 No JavaScript, no CDN, no external file: the plots are inline SVG drawn here, so the page
 opens offline, in a browser on the robot, or attached to a ticket. What it shows:
 
-- a status badge (ok / degraded / error), the problems, and headline numbers;
-- packet rates over time (sources out, sinks in, per node), from the report's ``timeline``;
+- a status badge (ok / degraded / error), the problems, and headline numbers: events produced,
+  and per sink delivered / pending / dead-lettered;
+- packet rates over time, one plot per node (sources out, every other node in), each scaled to its
+  own stream (frames and events never share an axis), from the report's ``timeline``;
 - latency: the p50/p95/p99 of every node (from the source stamp to the node's input), and
   the sinks' p50/p99 over time;
-- the depth of every durable queue over time;
-- a per-node table (plugin, container, state, in, out, drops, errors, latency, counters) and
+- the depth of every durable queue over time (integer axis: rows);
+- a per-node table, sorted source -> sink, (plugin, container, state, in, out, drops, errors, latency, counters) and
   the lifecycle events.
 
 ``render_html(report) -> str``; ``summary_lines(report) -> list[str]`` is the text version.
@@ -68,6 +70,38 @@ def queues(rep: Dict[str, Any]) -> List[str]:
             if v.get("plugin") == "durable_queue" or "depth" in (v.get("counters") or {})]
 
 
+def flow_order(rep: Dict[str, Any]) -> List[str]:
+    """Node ids source -> sink: by distance from the sources (the report's ``upstream``), then
+    sources before the rest before sinks (older reports have no ``upstream``), then id."""
+    nodes = _nodes(rep)
+    depth: Dict[str, int] = {}
+
+    def d(nid: str, seen: Tuple[str, ...] = ()) -> int:
+        if nid not in depth:
+            ups = [u for u in (nodes.get(nid, {}).get("upstream") or []) if u in nodes and u not in seen]
+            depth[nid] = 1 + max((d(u, seen + (nid,)) for u in ups), default=-1)
+        return depth[nid]
+
+    rank = {"source": 0, "sink": 2}
+    return sorted(nodes, key=lambda n: (d(n), rank.get(nodes[n].get("category"), 1), n))
+
+
+def sink_delivery(rep: Dict[str, Any], sink: str) -> Dict[str, Optional[int]]:
+    """A sink's delivered (its own ``delivered`` counter, else what it took in), pending (rows
+    waiting in the durable queue that feeds it) and dead-lettered (that queue's, this run);
+    None where there is no queue to say."""
+    nodes = _nodes(rep)
+    n = nodes.get(sink, {})
+    d = _counter(n, "delivered")
+    feeding = [q for q in queues(rep) if sink in (nodes[q].get("feeds_sinks") or [])
+               or q in (n.get("upstream") or [])]
+    pending = [_counter(nodes[q], "depth") for q in feeding]
+    dead = [_counter(nodes[q], "dead_lettered") for q in feeding]
+    return {"delivered": int(d if d is not None else _num(n.get("packets_in"))),
+            "pending": int(sum(p or 0 for p in pending)) if feeding else None,
+            "dead_lettered": int(sum(x or 0 for x in dead)) if feeding else None}
+
+
 def _timeline(rep: Dict[str, Any]) -> List[Dict[str, Any]]:
     return [s for s in rep.get("timeline") or [] if isinstance(s, dict) and isinstance(s.get("nodes"), dict)]
 
@@ -105,7 +139,14 @@ def headline(rep: Dict[str, Any]) -> List[Tuple[str, str]]:
     out: List[Tuple[str, str]] = [
         ("status", str(rep.get("status", "?"))),
         ("duration", f"{_num(rep.get('duration_s')):.1f} s"),
-        ("sources sent", f"{int(_num(t.get('source_packets_out')))}"),
+        ("events produced", f"{int(_num(t.get('source_packets_out')))}"),
+    ]
+    for s in [n for n in flow_order(rep) if n in sinks]:
+        sd = sink_delivery(rep, s)
+        dash = lambda v: "–" if v is None else str(v)  # noqa: E731
+        out.append((f"sink {s}: delivered / pending / dead-lettered",
+                    f"{sd['delivered']} / {dash(sd['pending'])} / {dash(sd['dead_lettered'])}"))
+    out += [
         ("sinks took", f"{int(_num(t.get('sink_packets_in')))}"),
         ("drops", f"{int(_num(t.get('drops')))}"),
         ("errors", f"{int(_num(t.get('errors')))}"),
@@ -158,8 +199,10 @@ def _fmt(v: float) -> str:
 
 
 def line_chart(plot_id: str, title: str, series: Sequence[Series], *, y_label: str, x_label: str = "time (s)",
-               width: int = 760, height: int = 280, shade_until: Optional[float] = None) -> str:
-    """An SVG line chart; every series is a polyline with ``data-series`` naming it."""
+               width: int = 760, height: int = 280, shade_until: Optional[float] = None,
+               integer: bool = False) -> str:
+    """An SVG line chart; every series is a polyline with ``data-series`` naming it. ``integer``:
+    a count (rows), so the y ticks are whole numbers."""
     ml, mr, mt, mb = 58, 16, 34, 64
     pw, ph = width - ml - mr, height - mt - mb
     pts = [p for _, s in series for p in s]
@@ -178,6 +221,8 @@ def line_chart(plot_id: str, title: str, series: Sequence[Series], *, y_label: s
         x1 = x0 + 1.0
     y1 = max(p[1] for p in pts)
     ystep = _nice_step(y1 if y1 > 0 else 1.0)
+    if integer:
+        ystep = float(max(1, math.ceil(ystep)))
     y1 = ystep * max(1, math.ceil((y1 if y1 > 0 else 1.0) / ystep))
     xstep = _nice_step(x1 - x0, 8)
 
@@ -295,7 +340,9 @@ def _active_at(rep: Dict[str, Any]) -> Optional[float]:
 
 def _node_table(rep: Dict[str, Any]) -> str:
     rows = []
-    for nid, n in _nodes(rep).items():
+    nodes = _nodes(rep)
+    for nid in flow_order(rep):
+        n = nodes[nid]
         lat = n.get("latency_ms") or {}
         counters = n.get("counters") or {}
         ctext = ", ".join(f"{k}={v}" for k, v in sorted(counters.items()))
@@ -326,10 +373,14 @@ def render_html(rep: Dict[str, Any]) -> str:
     sources, sinks = _by_category(rep, "source"), _by_category(rep, "sink")
     active_at = _active_at(rep)
 
-    rate = [(f"{s} out", rate_series(rep, s, "out")) for s in sources]
-    rate += [(f"{s} in", rate_series(rep, s, "in")) for s in sinks]
-    others = [n for n in nodes if n not in sources and n not in sinks]
-    rate_all = [(n, rate_series(rep, n, "in")) for n in others]
+    # one plot per node, each scaled to its own stream: 30 frames/s and 2 events/s never share an axis
+    rate_plots = "".join(
+        line_chart(f"plot-rate-{nid}", f"{nid} ({nodes[nid].get('plugin', '')}): packets per second "
+                   + ("out" if nid in sources else "in"),
+                   [(f"{nid} {'out' if nid in sources else 'in'}",
+                     rate_series(rep, nid, "out" if nid in sources else "in"))],
+                   y_label="packets/s", height=200, shade_until=active_at)
+        for nid in flow_order(rep))
     lat_t = []
     for s in sinks:
         lat_t += [(f"{s} p50", value_series(rep, s, "p50")), (f"{s} p99", value_series(rep, s, "p99"))]
@@ -352,7 +403,7 @@ def render_html(rep: Dict[str, Any]) -> str:
         '<p class="muted">This report has no time series (<code>timeline</code>): it was written by an '
         'older schnitzel; rerun the graph with <code>schnitzel run --report</code> for the plots over time.</p>')
     queue_plot = (line_chart("plot-queue", "Durable queue depth (rows waiting for delivery)", depth,
-                             y_label="rows", shade_until=active_at)
+                             y_label="rows", shade_until=active_at, integer=True)
                   + line_chart("plot-queue-age", "Oldest waiting row", age, y_label="age (s)", shade_until=active_at)
                   ) if qs else '<p class="muted" id="plot-queue">This graph has no durable queue.</p>'
     return f"""<!DOCTYPE html>
@@ -370,8 +421,7 @@ def render_html(rep: Dict[str, Any]) -> str:
 <div class="tiles" id="tiles">{tiles}</div>
 {prob}{note}
 <section><h2>Rates</h2>
-{line_chart("plot-rates", "Packets per second: sources out, sinks in", rate, y_label="packets/s", shade_until=active_at)}
-{line_chart("plot-rates-nodes", "Packets per second into every other node", rate_all, y_label="packets/s", shade_until=active_at)}
+<div id="plot-rates">{rate_plots}</div>
 <p class="muted">Shaded: the graph was starting up (loading and configuring nodes).</p></section>
 <section><h2>Latency</h2>
 {latency_bars("plot-latency", "Latency per node, p50 / p95 / p99 (ms)", bars)}
@@ -397,5 +447,5 @@ def write_html(rep: Dict[str, Any], path: str) -> None:
     tmp.replace(p)
 
 
-__all__ = ["ReportFormatError", "check_report", "headline", "line_chart", "latency_bars", "rate_series",
+__all__ = ["ReportFormatError", "check_report", "flow_order", "headline", "sink_delivery", "line_chart", "latency_bars", "rate_series",
            "render_html", "summary_lines", "value_series", "write_html"]

@@ -19,11 +19,14 @@ def _plan(text, file="g.yaml"):
 def test_defaults_and_given_values_reach_the_plan():
     plan = _plan(ONE)
     assert plan.runtime == {"source_grace_s": 5.0, "source_grace": {}, "delivery_stall_s": 5.0,
-                            "state_backend": "memory", "state_path": ""}
+                            "state_backend": "memory", "state_path": "", "metrics_port": 0,
+                            "metrics_host": "127.0.0.1", "ui_port": 0, "ui_host": "127.0.0.1"}
     assert plan.containers[0].arguments == ["--graph", "lobby", "--container", "main"]
     plan = _plan(ONE + "runtime: {source_grace_s: 8, source_grace: {src: 30}, delivery_stall_s: 2.5}\n")
     assert plan.source_grace_s("src") == 30.0 and plan.source_grace_s("map") == 8.0
     assert plan.delivery_stall_s == 2.5
+    plan = _plan(ONE + "runtime: {metrics_port: 9464}\n")
+    assert plan.runtime["metrics_port"] == 9464 and plan.runtime["metrics_host"] == "127.0.0.1"
 
 
 def test_state_backend_is_a_graph_setting_every_container_gets(tmp_path):
@@ -42,6 +45,9 @@ def test_state_backend_is_a_graph_setting_every_container_gets(tmp_path):
     ("runtime:\n  source_grace: {cam: 3}", "SCH106", 1, "runtime.source_grace names node 'cam'"),
     ("runtime:\n  state_backend: redis", "SCH106", 1, "'redis' is not an installed state backend"),
     ("runtime:\n  state_backend: sqlite", "SCH102", 1, "needs runtime.state_path"),
+    ("runtime:\n  metrics_port: 70000", "SCH106", 1, "runtime.metrics_port must be a TCP port 0-65535"),
+    ("runtime:\n  metrics_port: http", "SCH104", 1, "runtime.metrics_port must be a TCP port 0-65535"),
+    ("runtime:\n  ui_port: -1", "SCH106", 1, "runtime.ui_port must be a TCP port 0-65535"),
 ])
 def test_bad_runtime_settings_name_the_file_the_line_and_the_fix(runtime, code, below, words):
     line = ONE.count("\n") + 1 + below            # the `runtime:` line, or the one below it

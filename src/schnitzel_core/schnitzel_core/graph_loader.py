@@ -35,7 +35,8 @@ MAX_BYTES = 64 * 1024 * 1024
 
 TOP_KEYS = ("schnitzel", "name", "description", "containers", "nodes", "edges", "payload_ref", "runtime")
 #: ``runtime:`` (graph-wide settings of the runner and the lifecycle manager, docs/runtime.md)
-RUNTIME_KEYS = ("source_grace_s", "source_grace", "delivery_stall_s", "state_backend", "state_path")
+RUNTIME_KEYS = ("source_grace_s", "source_grace", "delivery_stall_s", "state_backend", "state_path",
+                "metrics_port", "metrics_host", "ui_port", "ui_host")
 CONTAINER_KEYS = ("id", "host", "restart", "restart_backoff_s", "restart_limit", "description")
 NODE_KEYS = ("id", "plugin", "container", "params", "version", "qos", "inputs", "description")
 EDGE_KEYS = ("from", "to", "qos", "transport", "description")
@@ -386,6 +387,21 @@ class _Builder:
                                  nonempty=True)
             if path is not None:
                 out["state_path"] = path
+        for key, what, example in (("metrics_port", "no metrics endpoint", 9464), ("ui_port", "no live page", 8710)):
+            if key not in kv:
+                continue
+            val = self.value(kv[key])
+            if isinstance(val, bool) or not isinstance(val, int) or not 0 <= val <= 65535:
+                self.err("SCH106" if isinstance(val, int) and not isinstance(val, bool) else "SCH104",
+                         f"runtime.{key} must be a TCP port 0-65535 (0: {what}), got {val!r}",
+                         kv[key], f"write e.g. `{key}: {example}`")
+            else:
+                out[key] = val
+        for key in ("metrics_host", "ui_host"):
+            if key in kv:
+                host = self.want_str(kv[key], f"runtime.{key}", f"`{key}: 127.0.0.1`", nonempty=True)
+                if host is not None:
+                    out[key] = host
         if out.get("state_backend", "memory") != "memory" and "state_path" not in out and "state_path" not in kv:
             self.err("SCH102", f"runtime.state_backend {out['state_backend']!r} needs runtime.state_path (the file "
                      "that holds the state)", kv["state_backend"], "add `state_path: /var/lib/robot/state.db`")

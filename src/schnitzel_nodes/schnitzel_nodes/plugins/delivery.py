@@ -372,6 +372,9 @@ class _WorkerSinkLogic(SinkLogic):
         self.ctx.logger.warning("%s %s: circuit breaker %s -> %s", self.spec.name, self.ctx.node_id,
                                 old.value, new.value)
         self.ctx.count(f"breaker_{new.value}")
+        # the current state as a gauge (0 closed, 1 half_open, 2 open) for the metrics endpoint
+        code = {"closed": 0, "half_open": 1, "open": 2}.get(new.value, 0)
+        self.ctx.count("breaker_state", code - int(self.ctx.counters.get("breaker_state", 0)))
 
     def activate(self) -> None:
         self.worker.start()

@@ -31,6 +31,7 @@ input port (latest-only, replacements counted as drops) and run on their own wor
 """
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import threading
@@ -69,6 +70,8 @@ MAILBOX_LIMIT = DEFAULT_MAX_QUEUED   # inputs queued per input port unless ports
 #: transition while stopping (docs/runtime.md, "Draining").
 DRAIN_TIMEOUT_S = 2.5
 LATENCY_WINDOW = 2048  # samples kept for p50/p95/p99
+#: Upper bounds (s) of the latency histogram's buckets (NodeStatus latency_buckets; a +Inf bucket follows).
+LATENCY_BOUNDS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 #: QoS of /<graph>/_delivery/ack (publisher and subscription alike): reliable with a deep
 #: history, so a burst of acknowledgements (a sink draining a batch, retry reports for a
 #: whole buffer) is never overwritten before the queue has read it (docs/delivery.md)
@@ -237,13 +240,26 @@ class Stats:
         self.last_error = ""
         self._lat: List[float] = [0.0] * LATENCY_WINDOW
         self._lat_n = 0
+        # Latency histogram (bucket counts add up across processes, unlike percentiles) and
+        # per-input-port counts and newest source stamp: the manager's metrics (docs/observability.md).
+        self.buckets: List[int] = [0] * (len(LATENCY_BOUNDS_S) + 1)
+        self.lat_sum_s = 0.0
+        self.port_in: Dict[str, List[float]] = {}   # port -> [packets, newest stamp (s)]
 
-    def received(self, stamp_ns: int) -> None:
+    def received(self, stamp_ns: int, port: str = "") -> None:
         with self.lock:
             self.packets_in += 1
+            pc = self.port_in.get(port)
+            if pc is None:
+                pc = self.port_in[port] = [0, 0.0]
+            pc[0] += 1
             if stamp_ns > 0:
-                self._lat[self._lat_n % LATENCY_WINDOW] = (now_ns() - stamp_ns) / 1e6
+                lat_s = (now_ns() - stamp_ns) / 1e9
+                self._lat[self._lat_n % LATENCY_WINDOW] = lat_s * 1e3
                 self._lat_n += 1
+                self.buckets[bisect.bisect_left(LATENCY_BOUNDS_S, lat_s)] += 1
+                self.lat_sum_s += lat_s
+                pc[1] = max(pc[1], stamp_ns / 1e9)
 
     def percentiles(self) -> Tuple[float, float, float]:
         with self.lock:
@@ -261,6 +277,9 @@ class Stats:
             self.packets_in = self.packets_out = self.drops = 0
             self.port_drops = {}
             self._lat_n = 0
+            self.buckets = [0] * (len(LATENCY_BOUNDS_S) + 1)
+            self.lat_sum_s = 0.0
+            self.port_in = {}
 
     def dropped_input(self, port: str, n: int = 1) -> None:
         with self.lock:
@@ -785,7 +804,7 @@ class NodeAdapter(LifecycleNode):
 
     def _deliver_now(self, port: str, packet: Packet) -> None:
         if self.compute:
-            self.stats.received(packet.stamp_ns)   # latest-only: counted on arrival, replacements as drops
+            self.stats.received(packet.stamp_ns, port)   # latest-only: counted on arrival, replacements as drops
             with self._latest_cv:
                 if port in self._latest:
                     self.stats.dropped_input(port)   # latest-only: the older one is replaced
@@ -846,7 +865,7 @@ class NodeAdapter(LifecycleNode):
 
     def _run_on_packet(self, logic: NodeLogic, port: str, packet: Packet, count: bool = True) -> None:
         if count:
-            self.stats.received(packet.stamp_ns)
+            self.stats.received(packet.stamp_ns, port)
         try:
             logic.on_packet(port, packet)
         finally:
@@ -999,6 +1018,13 @@ class NodeAdapter(LifecycleNode):
             own = {f"dropped_total.{p}": n for p, n in s.port_drops.items()}
             if s.overflow_errors:
                 own["overflow_errors"] = s.overflow_errors
+            msg.latency_bounds_s = list(LATENCY_BOUNDS_S)
+            msg.latency_buckets = list(s.buckets)
+            msg.latency_sum_s = s.lat_sum_s
+            ports = sorted(s.port_in)
+            msg.in_ports = ports
+            msg.in_port_packets = [int(s.port_in[p][0]) for p in ports]
+            msg.in_port_newest_stamp_s = [float(s.port_in[p][1]) for p in ports]
         h = self._logic_health()  # (delivery) e.g. "refusing new packets: ... disk is full"
         if h.get("level") == "error" and not msg.last_error:
             msg.last_error = str(h.get("message", ""))

@@ -394,7 +394,7 @@ def render_html(rep: Dict[str, Any]) -> str:
     tiles = "".join(f'<div class="tile"><div class="k">{_esc(k)}</div><div class="v">{_esc(v)}</div></div>'
                     for k, v in headline(rep) if k != "status")
     problems = rep.get("problems") or []
-    prob = (f'<section class="problems" id="problems"><h2>Problems</h2><ul>'
+    prob = ('<section class="problems" id="problems"><h2>Problems</h2><ul>'
             + "".join(f"<li>{_esc(p)}</li>" for p in problems) + "</ul></section>") if problems else ""
     events = rep.get("events") or []
     ev = "".join(f"<tr><td>{_num(e.get('t')):.2f}</td><td class='l'>{_esc(e.get('event', ''))}</td></tr>"

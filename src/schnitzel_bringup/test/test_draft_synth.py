@@ -56,7 +56,7 @@ GRAPH = {
 TESTS = {"schnitzel_test": 1, "cases": [{
     "name": "values are tripled",
     "inputs": [{"at": "scale.in", "packets": [{"kind": "reading", "payload": {"value": 2}}]}],
-    "expect": [{"at": "scale.out", "count": 1, "contains": [{"payload": {"value": 6}}]}]}]}
+    "expect": [{"at": "scale.out", "count": 1, "packets": [{"payload.value": 6}]}]}]}
 
 
 def reply(module=MODULE, test=TEST, graph=GRAPH):

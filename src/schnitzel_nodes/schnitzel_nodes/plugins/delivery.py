@@ -89,7 +89,8 @@ class DurableQueueLogic(StateLogic):
             self.store = DurableStore(p["path"], synchronous=p.get("synchronous", "FULL"),
                                       max_rows=p.get("max_rows", 0), max_bytes=p.get("max_bytes", 0),
                                       overflow=p.get("overflow", "reject_new"),
-                                      ledger_retention_s=p.get("ledger_retention_s", 7 * 24 * 3600.0))
+                                      ledger_retention_s=p.get("ledger_retention_s", 7 * 24 * 3600.0),
+                                      owner=True)   # one queue per file: a second run is refused
         except StoreError as exc:
             raise RuntimeError(f"durable_queue {self.ctx.node_id}: {exc}") from None
         self.committer = GroupCommitter(self.store, max_rows=int(p.get("commit_rows", 100)),

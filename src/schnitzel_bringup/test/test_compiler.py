@@ -139,3 +139,22 @@ def test_plan_read_errors_are_clear(tmp_path):
         Plan.read(bad)
     with pytest.raises(PlanError, match="cannot read plan"):
         Plan.read(tmp_path / "missing.json")
+
+
+def test_an_output_feeding_a_durable_queue_gets_an_outbox():
+    text = """
+schnitzel: 1
+name: egress
+nodes:
+  - {id: src, plugin: t_src}
+  - {id: q, plugin: t_queue}
+  - {id: s1, plugin: t_sink, params: {path: a}}
+edges:
+  - {from: src.out, to: q.in, outbox: durable, outbox_max: 500}
+  - {from: q.out, to: s1.in}
+"""
+    plan = _plan(text)
+    assert plan.node("src").ports["out"]["out"]["outbox"] == {"mode": "durable", "max": 500, "queues": ["q"]}
+    assert "outbox" not in plan.node("q").ports["out"]["out"]   # the queue's own output: leases, no outbox
+    plain = _plan(text.replace(", outbox: durable, outbox_max: 500", ""))
+    assert plain.node("src").ports["out"]["out"]["outbox"] == {"mode": "memory", "max": 10000, "queues": ["q"]}

@@ -68,6 +68,7 @@ CODES: Dict[str, Tuple[str, str]] = {
     "SCH505": (ERROR, "reader deadline shorter than the writer's"),
     "SCH506": (ERROR, "inproc transport across containers"),
     "SCH507": (ERROR, "shared-memory transport across hosts"),
+    "SCH508": (ERROR, "outbox set on an edge that does not feed a durable queue"),
     # the graph as a whole
     "SCH601": (ERROR, "cycle without a delay node"),
     "SCH602": (ERROR, "cycle through a delay node that has no initial value"),

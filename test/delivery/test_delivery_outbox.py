@@ -70,14 +70,15 @@ def status(run_dir: Path):
         return {}
 
 
-def start(tmp_path, name, tag, **fmt):
+def start(tmp_path, env, name, tag, **fmt):
     graph = tmp_path / f"{tag}.yaml"
     graph.write_text(GRAPH.format(name=name, **fmt))
     log = tmp_path / f"{tag}.log"
     runner = subprocess.Popen([sys.executable, "-m", "schnitzel_bringup.cli", "run", str(graph), "--run-dir",
                                str(tmp_path / tag), "--quiet", "--report", str(tmp_path / f"{tag}.json")],
                               stdout=open(log, "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                              start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                              start_new_session=True,
+                              env={**env, "SCHNITZEL_STATE_DIR": str(tmp_path / "state")})   # durable outboxes
     return runner, (lambda: log.read_text(errors="replace")), tmp_path / tag
 
 
@@ -92,7 +93,7 @@ def test_queue_container_sigkill_under_load_loses_no_emitted_event(tmp_path, ros
     name = f"obx_{uuid.uuid4().hex[:8]}"
     count, rate = 1500, 150.0
     db, out = tmp_path / "q.db", tmp_path / "out.jsonl"
-    runner, run_log, run_dir = start(tmp_path, name, "run", count=count, rate=rate, epoch=0, db=db, out=out,
+    runner, run_log, run_dir = start(tmp_path, ros_env, name, "run", count=count, rate=rate, epoch=0, db=db, out=out,
                                      edge="")
     try:
         assert wait_until(lambda: len(keys(out)) >= 150, 90), run_log()
@@ -123,7 +124,7 @@ def test_durable_outbox_carries_unacknowledged_events_across_a_restart_of_the_wh
     name = f"obr_{uuid.uuid4().hex[:8]}"
     db, out = tmp_path / "q.db", tmp_path / "out.jsonl"
     fmt = dict(db=db, out=out, edge=", outbox: durable")
-    runner, run_log, _ = start(tmp_path, name, "run1", count=0, rate=150.0, epoch=0, **fmt)
+    runner, run_log, _ = start(tmp_path, ros_env, name, "run1", count=0, rate=150.0, epoch=0, **fmt)
     try:
         assert wait_until(lambda: len(keys(out)) >= 150, 90), run_log()
         [victim] = graph_pids(name, "q")
@@ -134,7 +135,7 @@ def test_durable_outbox_carries_unacknowledged_events_across_a_restart_of_the_wh
     emitted1 = first["nodes"]["eb"]["packets_out"]
     held = len(keys(out))
     assert emitted1 > held   # some of run 1's events had not reached the sink when it stopped
-    runner, run_log, _ = start(tmp_path, name, "run2", count=100, rate=150.0, epoch=1, **fmt)
+    runner, run_log, _ = start(tmp_path, ros_env, name, "run2", count=100, rate=150.0, epoch=1, **fmt)
     try:
         wait_until(lambda: len(keys(out)) == emitted1 + 100, 90)
         second = finish(runner, tmp_path, "run2")

@@ -39,6 +39,7 @@ META_SEQ = "schnitzel.outbox_seq"
 MODES = ("memory", "durable")
 DEFAULT_MAX = 10_000        # packets kept per outbox
 DEFAULT_RESEND_S = 1.0      # an unacknowledged packet is sent again after this
+BACKOFF_MAX = 8             # while no queue acknowledges anything: at most resend_s * this
 
 
 class OutboxError(RuntimeError):
@@ -118,6 +119,11 @@ class Outbox:
     kept, ``add`` drops the oldest one and counts it in ``dropped``: the only way a packet
     leaves an outbox unacknowledged.
 
+    Back-off: while no acknowledgement at all arrives between two re-send rounds (the queue
+    is down, though DDS may still list its dead reader as matched), the re-send interval
+    doubles up to ``resend_s * BACKOFF_MAX``; the first acknowledgement (the queue is back)
+    sets it to ``resend_s`` again, so everything older is due at once.
+
     ``path`` (durable mode): every kept packet is also written to this SQLite file
     (WAL, ``synchronous=NORMAL``: survives the process, not a power cut) before ``add``
     returns, and a new Outbox on the same file starts with them (due at once) and the
@@ -142,6 +148,9 @@ class Outbox:
         self.resent = 0
         self.acked = 0
         self._db: Optional[sqlite3.Connection] = None
+        self.interval = self.resend_s      # the current re-send interval (back-off above)
+        self._acked_since = True           # an ack arrived since the last back-off check
+        self._next_check = 0.0
         token = uuid.uuid4().hex[:12]
         next_seq = 1
         if path:
@@ -203,6 +212,8 @@ class Outbox:
         """The queue ``queue`` committed these sequence numbers; returns how many left the box."""
         gone: List[int] = []
         with self._lock:
+            self._acked_since = True
+            self.interval = self.resend_s   # a queue answers: stop backing off
             for seq in from_ranges(ranges):
                 e = self._box.get(seq)
                 if e is None:
@@ -227,12 +238,17 @@ class Outbox:
         with self._lock:
             while self._box and len(out) < limit:
                 seq, e = next(iter(self._box.items()))
-                if e[1] > now - self.resend_s:
+                if e[1] > now - self.interval:
                     break
                 e[1] = now
                 self._box.move_to_end(seq)
                 out.append(e[0])
             self.resent += len(out)
+            if out and now >= self._next_check:   # once per interval: did anyone answer?
+                if not self._acked_since:
+                    self.interval = min(self.interval * 2, self.resend_s * BACKOFF_MAX)
+                self._acked_since = False
+                self._next_check = now + self.interval
         return out
 
     @property

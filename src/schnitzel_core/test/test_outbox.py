@@ -102,3 +102,22 @@ def test_durable_outbox_survives_a_restart_and_keeps_its_sender_id(tmp_path):
 
 def test_memory_outbox_gets_a_new_sender_id_each_time():
     assert Outbox("eb/out").sender_id != Outbox("eb/out").sender_id
+
+
+def test_resends_back_off_while_no_queue_answers_and_resume_at_once_on_an_ack():
+    clock = Clock()
+    box = Outbox("eb/out", resend_s=1.0, clock=clock)
+    for i in range(1, 4):
+        box.add(pk(i))
+    rounds = []
+    for _ in range(40):                 # 20 s of 0.5 s ticks, the queue down
+        clock.t += 0.5
+        if box.due():
+            rounds.append(clock.t)
+    gaps = [b - a for a, b in zip(rounds, rounds[1:])]
+    assert gaps[0] == 1.0 and max(gaps) == 8.0 and gaps == sorted(gaps)   # 1, 2, 4, 8, 8 ...
+    assert len(rounds) < 20 // 1        # fewer rounds than one per resend_s
+    box.add(pk(4))                      # the queue is back: it acknowledges a fresh packet
+    clock.t += 1.0
+    box.ack("q", to_ranges([4]))
+    assert [p.seq for p in box.due()] == [1, 2, 3]   # due at once, not after the backed-off interval

@@ -138,13 +138,15 @@ def compile_graph(graph: Graph, registry: Any, graph_file: Optional[str] = None)
             {"topic": topic, "qos": reader.to_dict(), "transport": transport, "from": f"{src.id}.{e.src_port}"})
         if getattr(specs[dst.id], "durable_queue", False):
             # the sender keeps what it sends until the queue acknowledges the commit
-            # (docs/delivery.md, "The outbox"); several queues on one port: the strongest mode
-            box = out.setdefault("outbox", {"mode": "memory", "max": OUTBOX_DEFAULT_MAX, "queues": []})
+            # (docs/delivery.md, "The outbox"); several queues on one port: the strongest mode.
+            # "queues" is a count, not ids: swapping one queue for another (apply) must not
+            # change the sender's ports_json and so replace the sender.
+            box = out.setdefault("outbox", {"mode": "memory", "max": OUTBOX_DEFAULT_MAX, "queues": 0})
             if e.outbox == "durable":
                 box["mode"] = "durable"
             if e.outbox_max:
                 box["max"] = max(int(e.outbox_max), box["max"]) if box["queues"] else int(e.outbox_max)
-            box["queues"].append(dst.id)
+            box["queues"] += 1
     for pmap in ports.values():
         for out in pmap["out"].values():
             out["transports"].sort(key=lambda t: ("inproc", "shm", "dds").index(t) if t in ("inproc", "shm", "dds") else 9)

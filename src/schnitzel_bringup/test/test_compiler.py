@@ -154,7 +154,10 @@ edges:
   - {from: q.out, to: s1.in}
 """
     plan = _plan(text)
-    assert plan.node("src").ports["out"]["out"]["outbox"] == {"mode": "durable", "max": 500, "queues": ["q"]}
+    assert plan.node("src").ports["out"]["out"]["outbox"] == {"mode": "durable", "max": 500, "queues": 1}
     assert "outbox" not in plan.node("q").ports["out"]["out"]   # the queue's own output: leases, no outbox
     plain = _plan(text.replace(", outbox: durable, outbox_max: 500", ""))
-    assert plain.node("src").ports["out"]["out"]["outbox"] == {"mode": "memory", "max": 10000, "queues": ["q"]}
+    assert plain.node("src").ports["out"]["out"]["outbox"] == {"mode": "memory", "max": 10000, "queues": 1}
+    # swapping the queue for another one leaves the sender's ports (so the sender) untouched
+    swapped = _plan(text.replace("id: q,", "id: q2,").replace("to: q.in", "to: q2.in").replace("from: q.out", "from: q2.out"))
+    assert swapped.node("src").ports == plan.node("src").ports

@@ -130,18 +130,21 @@ class Outbox:
     same sender id, so a restarted run re-sends what the last one had not seen committed.
     """
 
-    def __init__(self, sender: str, queues: Sequence[str] = (), *, max_packets: int = DEFAULT_MAX,
+    def __init__(self, sender: str, queues: int = 1, *, max_packets: int = DEFAULT_MAX,
                  resend_s: float = DEFAULT_RESEND_S, path: Optional[str] = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if max_packets < 1:
             raise ValueError(f"outbox {sender}: max_packets must be >= 1, got {max_packets}")
-        self.queues = frozenset(queues)
+        #: how many queues this port feeds: a packet leaves once that many distinct queues
+        #: acknowledged it (a count, not ids, so that replacing one downstream queue by another
+        #: leaves the sender's ports_json, and so the sender, untouched)
+        self.queues = max(1, int(queues))
         self.max_packets = int(max_packets)
         self.resend_s = float(resend_s)
         self.clock = clock
         self.path = path
         self._lock = threading.Lock()
-        # seq -> [tagged packet, last send (clock), queues still to confirm or None = all of them]
+        # seq -> [tagged packet, last send (clock), ids of the queues that confirmed (fan-out only)]
         # kept in order of last send, oldest first (a re-send moves an entry to the end)
         self._box: "collections.OrderedDict[int, List[Any]]" = collections.OrderedDict()
         self.dropped = 0
@@ -218,9 +221,9 @@ class Outbox:
                 e = self._box.get(seq)
                 if e is None:
                     continue
-                if len(self.queues) > 1:   # fan-out to several queues: wait for each
-                    e[2] = (set(self.queues) if e[2] is None else e[2]) - {queue}
-                    if e[2]:
+                if self.queues > 1:   # fan-out to several queues: wait for each
+                    e[2] = (e[2] or set()) | {queue}
+                    if len(e[2]) < self.queues:
                         continue
                 del self._box[seq]
                 gone.append(seq)
@@ -269,11 +272,11 @@ class Outbox:
 
 def from_config(sender: str, cfg: Dict[str, Any], durable_path: Callable[[], str]) -> Outbox:
     """An Outbox from the ``outbox`` object of a ``ports_json`` output (docs/contracts.md):
-    ``{"mode": "memory"|"durable", "max": N, "resend_s": S, "queues": [ids]}``."""
+    ``{"mode": "memory"|"durable", "max": N, "resend_s": S, "queues": number of queues fed}``."""
     mode = cfg.get("mode", "memory")
     if mode not in MODES:
         raise ValueError(f"outbox mode must be one of {', '.join(MODES)}, got {mode!r}")
-    return Outbox(sender, cfg.get("queues") or (), max_packets=int(cfg.get("max", DEFAULT_MAX)),
+    return Outbox(sender, int(cfg.get("queues", 1)), max_packets=int(cfg.get("max", DEFAULT_MAX)),
                   resend_s=float(cfg.get("resend_s", DEFAULT_RESEND_S)),
                   path=durable_path() if mode == "durable" else None)
 

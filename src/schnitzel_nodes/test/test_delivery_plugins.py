@@ -235,7 +235,7 @@ def test_queue_refuses_foreign_file_clearly(tmp_path):
 def test_queue_acknowledges_outbox_packets_only_after_their_commit(tmp_path):
     from schnitzel_core.outbox import META_SENDER, Outbox
 
-    box = Outbox("eb/out", ["q"])
+    box = Outbox("eb/out")
     h = queue(tmp_path)
     sent = [box.add(pk(i)) for i in range(1, 6)]
     for p in sent:
@@ -261,7 +261,7 @@ def test_queue_acknowledges_outbox_packets_only_after_their_commit(tmp_path):
 def test_queue_does_not_acknowledge_what_it_refused(tmp_path):
     from schnitzel_core.outbox import Outbox
 
-    box = Outbox("eb/out", ["q"])
+    box = Outbox("eb/out")
     h = queue(tmp_path, max_rows=2, commit_rows=10, commit_ms=50.0)
     for i in range(1, 6):
         h.send("in", box.add(pk(i)))

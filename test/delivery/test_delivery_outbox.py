@@ -147,3 +147,32 @@ def test_durable_outbox_carries_unacknowledged_events_across_a_restart_of_the_wh
         assert "Traceback" not in run_log()
     finally:
         stop_graph(runner, name)
+
+
+@pytest.mark.slow
+def test_a_full_outbox_drops_the_oldest_and_reports_every_drop(tmp_path, ros_env):
+    """A small outbox (outbox_max: 50) while the queue's container is down: what it cannot keep
+    is counted in the builder's outbox_dropped (status and report); every emitted event either
+    reached the sink or was counted there."""
+    name = f"obf_{uuid.uuid4().hex[:8]}"
+    count = 1500
+    db, out = tmp_path / "q.db", tmp_path / "out.jsonl"
+    runner, run_log, run_dir = start(tmp_path, ros_env, name, "run", count=count, rate=150.0, epoch=0, db=db,
+                                     out=out, edge=", outbox_max: 50")
+    try:
+        assert wait_until(lambda: len(keys(out)) >= 150, 90), run_log()
+        [victim] = graph_pids(name, "q")
+        os.kill(victim, signal.SIGKILL)
+        eb = lambda: status(run_dir).get("nodes", {}).get("eb", {})  # noqa: E731
+        assert wait_until(lambda: int(eb().get("counters", {}).get("outbox_dropped", 0)) > 0, 30), eb()
+        assert wait_until(lambda: status(run_dir).get("nodes", {}).get("q", {}).get("state") == "active", 60)
+        assert wait_until(lambda: eb().get("packets_out") == count
+                          and int(eb().get("counters", {}).get("outbox_pending", -1)) == 0, 60), eb()
+        report = finish(runner, tmp_path, "run")
+        c = report["nodes"]["eb"].get("counters", {})
+        dropped, got = int(c.get("outbox_dropped", 0)), len(keys(out))
+        print(f"\nfull outbox: emitted {count}, at the sink {got}, counted outbox_dropped {dropped}")
+        assert 0 < dropped < count
+        assert got + dropped >= count   # nothing lost without being counted
+    finally:
+        stop_graph(runner, name)

@@ -613,8 +613,8 @@ class NodeAdapter(LifecycleNode):
                                                         to_profile(ACK_QOS))
         if boxes:
             self._outbox_timer = super().create_timer(OUTBOX_TICK_S, self._resend_due)
-        if self.spec.category == Category.SINK or self.spec.external:
-            self._ensure_ack_pub()
+        if self.spec.category == Category.SINK or self.spec.external or self.spec.durable_queue:
+            self._ensure_ack_pub()   # (a queue acknowledges its senders' outboxes) matched before the first ack
 
     def _destroy_io(self) -> None:
         for out in self._outs.values():

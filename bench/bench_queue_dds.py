@@ -1,13 +1,15 @@
 """The durable_queue node end to end (DDS in, persisted) against a raw rclpy subscriber
 receiving the same stream in the same run.
 
-    python bench/bench_queue_dds.py [--rate 1000] [--seconds 10] [--no-record]
+    python bench/bench_queue_dds.py [--rate 1000] [--seconds 10] [--outbox memory|durable] [--no-record]
 
 `schnitzel run` starts a graph synthetic_source -> durable_queue (each in its own
 container, DDS between them); a separate process subscribes to the same topic with plain rclpy
 (rclpy.spin, same QoS; EventsExecutor received nothing from this graph in our runs) and counts. Both see the one stream the source publishes, so the
 comparison is: packets the queue committed (accepted) per second vs packets the raw
 subscriber received per second, and whether the queue lost any that the raw one received.
+The source keeps what it sends in its outbox until the queue acknowledges the commit
+(docs/delivery.md, "The outbox"): ``--outbox`` picks the edge's mode (default memory).
 Target (issue 5): queue >= 0.8x the raw subscriber's rate, no packet lost.
 """
 from __future__ import annotations
@@ -43,7 +45,7 @@ nodes:
     container: q
     params: {{path: {db}, synchronous: {sync}}}
 edges:
-  - {{from: src.out, to: q.in}}
+  - {{from: src.out, to: q.in, outbox: {outbox}}}
 """
 
 
@@ -106,6 +108,7 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=1000.0)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--sync", default="FULL", choices=("FULL", "NORMAL"))
+    ap.add_argument("--outbox", default="memory", choices=("memory", "durable"))
     ap.add_argument("--no-record", action="store_true")
     a = ap.parse_args()
 
@@ -114,7 +117,7 @@ def main() -> int:
     tmp = tempfile.TemporaryDirectory()
     db = os.path.join(tmp.name, "queue.db")
     graph = Path(tmp.name) / "graph.yaml"
-    graph.write_text(GRAPH.format(name=name, count=count, rate=a.rate, db=db, sync=a.sync))
+    graph.write_text(GRAPH.format(name=name, count=count, rate=a.rate, db=db, sync=a.sync, outbox=a.outbox))
     raw_out = Path(tmp.name) / "raw.json"
     # the raw subscriber is its own process (plain rclpy), stopped with SIGKILL
     sub = subprocess.Popen([sys.executable, "-c", RAW_SUB, f"/{name}/src/out", str(raw_out)],
@@ -123,7 +126,8 @@ def main() -> int:
     run_dir = Path(tmp.name) / "run"
     runner = subprocess.Popen([sys.executable, "-m", "schnitzel_bringup.cli", "run", str(graph), "--run-dir",
                                str(run_dir), "--quiet", "--report", str(Path(tmp.name) / "report.json")],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
+                              env={**os.environ, "SCHNITZEL_STATE_DIR": str(Path(tmp.name) / "state")})
     status: dict = {}
     try:
         t0 = time.monotonic()
@@ -172,7 +176,8 @@ def main() -> int:
     lines = ["| consumer (same stream, same run) | packets | rate pkt/s |", "| --- | ---: | ---: |",
              f"| source sent | {sent:,} | {a.rate:,.0f} offered |",
              f"| raw rclpy subscriber (rclpy.spin) | {raw_n:,} | {raw_rate:,.0f} |",
-             f"| durable_queue, accepted = committed ({a.sync}) | {accepted:,} | {q_rate:,.0f} |", "",
+             f"| durable_queue, accepted = committed ({a.sync}; source outbox {a.outbox}) | {accepted:,} | "
+             f"{q_rate:,.0f} |", "",
              head +
              f"lost by the queue: {max(0, raw_n - accepted)}; queue node latency from the source stamp p50 "
              f"{lat[0]:.1f} ms, p99 {lat[1]:.1f} ms. Target >= 0.8x the raw rate and no loss: "

@@ -11,7 +11,9 @@ What the compiler decides (docs/runtime.md):
 - the ``ports_json`` every node is loaded with (docs/contracts.md);
 - the container restart policy;
 - for each durable queue, the sinks it feeds (so the queue knows whose
-  acknowledgements a row waits for).
+  acknowledgements a row waits for);
+- for each output feeding a durable queue, its outbox (``ports_json`` ``outbox``: mode,
+  bound, the queues whose acknowledgements a packet waits for).
 
 The compiler trusts the validator: it is only called on a graph that passed.
 """
@@ -27,6 +29,9 @@ from schnitzel_core.graph import Graph
 from .plan import (CONTAINER_EXECUTABLE, CONTAINER_PACKAGE, MANAGER_EXECUTABLE,
                    MANAGER_NODE_NAME, MANAGER_PACKAGE, Plan, PlanContainer, PlanEdge,
                    PlanNode, RestartPolicy, DELIVERY_STALL_S, SOURCE_GRACE_S)
+
+#: Packets an outbox keeps by default (schnitzel_core.outbox.DEFAULT_MAX)
+OUTBOX_DEFAULT_MAX = 10_000
 
 #: Node ids under /<graph> are the graph's nodes; containers live one level below.
 CONTAINER_NS_SUFFIX = "_containers"
@@ -132,6 +137,17 @@ def compile_graph(graph: Graph, registry: Any, graph_file: Optional[str] = None)
             out["transports"].append(transport)
         ports[dst.id]["in"].setdefault(e.dst_port, []).append(
             {"topic": topic, "qos": reader.to_dict(), "transport": transport, "from": f"{src.id}.{e.src_port}"})
+        if getattr(specs[dst.id], "durable_queue", False):
+            # the sender keeps what it sends until the queue acknowledges the commit
+            # (docs/delivery.md, "The outbox"); several queues on one port: the strongest mode.
+            # "queues" is a count, not ids: swapping one queue for another (apply) must not
+            # change the sender's ports_json and so replace the sender.
+            box = out.setdefault("outbox", {"mode": "memory", "max": OUTBOX_DEFAULT_MAX, "queues": 0})
+            if e.outbox == "durable":
+                box["mode"] = "durable"
+            if e.outbox_max:
+                box["max"] = max(int(e.outbox_max), box["max"]) if box["queues"] else int(e.outbox_max)
+            box["queues"] += 1
     for n in graph.nodes:
         if n.inputs:   # backpressure per input port (docs/contracts.md, ports_json "inputs")
             ports[n.id]["inputs"] = copy.deepcopy(n.inputs)

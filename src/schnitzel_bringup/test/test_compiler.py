@@ -150,3 +150,25 @@ def test_input_overflow_policy_reaches_ports_json_and_the_adapter_parses_it():
     from schnitzel_nodes.mailbox import InputPolicy
     spec = REG.get("t_sink").spec
     assert rt.parse_input_policies(spec, plan.node("snk").ports) == {"in": InputPolicy("error", 5)}
+
+
+def test_an_output_feeding_a_durable_queue_gets_an_outbox():
+    text = """
+schnitzel: 1
+name: egress
+nodes:
+  - {id: src, plugin: t_src}
+  - {id: q, plugin: t_queue}
+  - {id: s1, plugin: t_sink, params: {path: a}}
+edges:
+  - {from: src.out, to: q.in, outbox: durable, outbox_max: 500}
+  - {from: q.out, to: s1.in}
+"""
+    plan = _plan(text)
+    assert plan.node("src").ports["out"]["out"]["outbox"] == {"mode": "durable", "max": 500, "queues": 1}
+    assert "outbox" not in plan.node("q").ports["out"]["out"]   # the queue's own output: leases, no outbox
+    plain = _plan(text.replace(", outbox: durable, outbox_max: 500", ""))
+    assert plain.node("src").ports["out"]["out"]["outbox"] == {"mode": "memory", "max": 10000, "queues": 1}
+    # swapping the queue for another one leaves the sender's ports (so the sender) untouched
+    swapped = _plan(text.replace("id: q,", "id: q2,").replace("to: q.in", "to: q2.in").replace("from: q.out", "from: q2.out"))
+    assert swapped.node("src").ports == plan.node("src").ports

@@ -67,6 +67,8 @@ class EdgeDecl:
     dst_port: str
     qos: Any = None                    # None, a preset name, or a mapping
     transport: str = "auto"            # auto | inproc | shm | dds
+    outbox: Optional[str] = None       # into a durable queue: memory (default) | durable
+    outbox_max: Optional[int] = None   # packets the sender keeps unacknowledged (default 10,000)
     pos: Pos = Pos()
     key_pos: Dict[str, Pos] = dataclasses.field(default_factory=dict)  # position of each key's value
 

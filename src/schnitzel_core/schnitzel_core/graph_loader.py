@@ -39,7 +39,8 @@ RUNTIME_KEYS = ("source_grace_s", "source_grace", "delivery_stall_s", "state_bac
                 "metrics_port", "metrics_host", "ui_port", "ui_host")
 CONTAINER_KEYS = ("id", "host", "restart", "restart_backoff_s", "restart_limit", "description")
 NODE_KEYS = ("id", "plugin", "container", "params", "version", "qos", "inputs", "description")
-EDGE_KEYS = ("from", "to", "qos", "transport", "description")
+EDGE_KEYS = ("from", "to", "qos", "transport", "outbox", "outbox_max", "description")
+OUTBOX_MODES = ("memory", "durable")   # schnitzel_core.outbox.MODES
 
 _T_STR = "tag:yaml.org,2002:str"
 _T_NULL = "tag:yaml.org,2002:null"
@@ -592,6 +593,23 @@ class _Builder:
                              "auto picks in-process inside a container and DDS otherwise", edge=label)
                 elif t is not None:
                     e.transport = t
+            if "outbox" in kv:
+                m = self.want_str(kv["outbox"], "outbox", "`outbox: durable`")
+                if m is not None and m not in OUTBOX_MODES:
+                    self.err("SCH106", f"outbox must be one of {', '.join(OUTBOX_MODES)}, got {m!r}", kv["outbox"],
+                             "memory (default) keeps unacknowledged packets in the sender's memory; durable "
+                             "also in a file, so a restart of the run re-sends them", edge=label)
+                elif m is not None:
+                    e.outbox = m
+            if "outbox_max" in kv:
+                val = self.value(kv["outbox_max"])
+                if isinstance(val, bool) or not isinstance(val, int) or val < 1:
+                    self.err("SCH106" if isinstance(val, int) and not isinstance(val, bool) else "SCH104",
+                             f"outbox_max must be an integer >= 1, got {val!r}", kv["outbox_max"],
+                             "write e.g. `outbox_max: 10000` (packets kept until the queue acknowledges them)",
+                             edge=label)
+                else:
+                    e.outbox_max = val
             if "description" in kv:
                 self.want_str(kv["description"], "description", "`description: ...`")
             raw.append(redge)

@@ -176,7 +176,11 @@ class PluginSpec:
 
 @dataclasses.dataclass(frozen=True)
 class Ack:
-    """A sink's acknowledgement of one packet to the durable queue that fed it.
+    """A sink's acknowledgement of one packet to the durable queue that fed it; or, with
+    outcome ``accepted``, a durable queue's acknowledgement of a commit to the node that
+    sent the packets through its outbox (``queue_id`` = that node, ``idempotency_key`` =
+    its sender id, ``seqs`` = committed sequence numbers as [first, last] pairs;
+    schnitzel_core.outbox).
 
     Travels as schnitzel_msgs/DeliveryAck on ``/<graph>/_delivery/ack``.
     """
@@ -185,8 +189,9 @@ class Ack:
     sink_id: str
     idempotency_key: str
     row_id: int
-    outcome: str = "delivered"         # "delivered" | "retry" | "rejected"
+    outcome: str = "delivered"         # "delivered" | "retry" | "rejected" | "accepted"
     reason: str = ""
+    seqs: Tuple[int, ...] = ()         # outcome "accepted" only
 
 
 class NodeContext:

@@ -90,6 +90,14 @@ class StoreFullError(StoreError):
     """Capacity reached with policy ``reject_new``."""
 
 
+class StoreLockedError(StoreError):
+    """Another process owns the file (a running queue): one consumer per store file."""
+
+    def __init__(self, message: str, holder_pid: Optional[int]) -> None:
+        super().__init__(message)
+        self.holder_pid = holder_pid
+
+
 class StoreWriteError(StoreError):
     """A write failed: disk full, read-only file or I/O error. Accepted rows are kept."""
 
@@ -635,6 +643,50 @@ def _seg_packet(f: Sequence[Any]) -> Packet:
     return p
 
 
+class OwnerLock:
+    """The one-owner lock of a store file: ``flock`` on the sidecar ``<path>.lock``.
+
+    The kernel releases it when the holder exits, however it exits (SIGKILL included), so a
+    crashed run never leaves the file locked. The holder's PID is written into the sidecar
+    so that a second opener can say who holds it. The sidecar file itself is left in place
+    (deleting it would let two openers lock two different inodes).
+    """
+
+    def __init__(self, path: str) -> None:
+        import fcntl
+
+        self.path = path + ".lock"
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreWriteError(f"durable store {path}: cannot create its lock file {self.path} "
+                                  f"({exc.strerror or exc})", "io_error") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = _read_pid(fd)
+            os.close(fd)
+            who = f"process {holder}" if holder else "another process"
+            raise StoreLockedError(
+                f"durable store {path} is in use by {who} (lock {self.path}); a queue file has one "
+                "owner: stop that run, or give this queue another path", holder) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd: Optional[int] = fd
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)   # closing the only descriptor releases the flock
+
+
+def _read_pid(fd: int) -> Optional[int]:
+    try:
+        return int(os.pread(fd, 32, 0).split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _check_file(path: str) -> bool:
     """True when ``path`` holds an existing database; raises if it is not SQLite at all."""
     if not os.path.exists(path):
@@ -656,15 +708,17 @@ def _check_file(path: str) -> bool:
 class DurableStore:
     """A durable, bounded, at-least-once queue in one SQLite file. Thread-safe.
 
-    One consumer per file (the queue node): leases live in memory. Other processes (the
-    ``schnitzel queue`` CLI) may open the same file; a change they commit is noticed
+    One consumer per file (the queue node): leases live in memory. The consumer opens it
+    with ``owner=True``, which takes :class:`OwnerLock`; a second owner gets
+    :class:`StoreLockedError` naming the holder's PID. Other processes (the ``schnitzel
+    queue`` CLI) open the same file without ownership; a change they commit is noticed
     (``PRAGMA data_version``) and the in-memory view is read again.
     """
 
     def __init__(self, path: str, *, synchronous: str = "FULL", max_rows: int = 0, max_bytes: int = 0,
                  overflow: str = "reject_new", ledger_retention_s: float = 7 * 24 * 3600,
                  ledger_max_rows: int = 1_000_000,
-                 clock_ns: Callable[[], int] = time.time_ns) -> None:
+                 clock_ns: Callable[[], int] = time.time_ns, owner: bool = False) -> None:
         synchronous = synchronous.upper()
         if synchronous not in SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS}, got {synchronous!r}")
@@ -692,8 +746,13 @@ class DurableStore:
             except OSError as exc:
                 raise StoreWriteError(f"durable store {self.path}: directory {d} does not exist and cannot be "
                                       f"created ({exc.strerror or exc})", "io_error") from None
-        self.engine = create_engine(f"sqlite:///{self.path}", poolclass=StaticPool,
-                                    connect_args={"check_same_thread": False, "timeout": 30})
+        self._owner = OwnerLock(self.path) if owner else None
+        try:
+            self.engine = create_engine(f"sqlite:///{self.path}", poolclass=StaticPool,
+                                        connect_args={"check_same_thread": False, "timeout": 30})
+        except Exception:
+            self._release_owner()
+            raise
 
         @event.listens_for(self.engine, "connect")
         def _on_connect(dbapi_conn: Any, _rec: Any) -> None:
@@ -733,9 +792,11 @@ class DurableStore:
             self._open(existed)
         except StoreError:
             self.engine.dispose()
+            self._release_owner()
             raise
         except (SQLAlchemyError, sqlite3.Error) as exc:
             self.engine.dispose()
+            self._release_owner()
             raise _classify(exc, self.path, "open") from None
 
     # ------------------------------------------------------------ open/migrate
@@ -1801,6 +1862,12 @@ class DurableStore:
                 self._conn.close()
             finally:
                 self.engine.dispose()
+                self._release_owner()
+
+    def _release_owner(self) -> None:
+        lock, self._owner = self._owner, None
+        if lock is not None:
+            lock.release()
 
     def __enter__(self) -> "DurableStore":
         return self

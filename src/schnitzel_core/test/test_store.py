@@ -602,3 +602,51 @@ def test_lease_and_stats_need_not_wait_for_a_commit(db):
     assert [r.packet.seq for r in s.lease(10, wait=False)] == [0, 1, 2]
     assert s.stats(wait=False).leased == 3
     s.close()
+
+
+# ---------------------------------------------------------------- one owner per file (issue 20.1)
+_HOLDER = textwrap.dedent("""
+    import sys, time
+    from schnitzel_core.store import DurableStore
+    s = DurableStore(sys.argv[1], owner=True)
+    print("held", flush=True)
+    time.sleep(120)
+""")
+
+
+def _holder(db):
+    proc = subprocess.Popen([sys.executable, "-c", _HOLDER, str(db)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_second_owner_in_another_process_is_refused_naming_file_and_pid(tmp_path):
+    from schnitzel_core.store import StoreLockedError
+
+    db = tmp_path / "q.db"
+    proc = _holder(db)
+    try:
+        with pytest.raises(StoreLockedError) as info:
+            DurableStore(str(db), owner=True)
+        msg = str(info.value)
+        assert str(db) in msg and f"process {proc.pid}" in msg and "another path" in msg
+        assert info.value.holder_pid == proc.pid
+        # inspection (the `schnitzel queue` CLI) opens without ownership: still works
+        with DurableStore(str(db)) as s:
+            assert s.stats().depth == 0
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_owner_lock_is_released_when_the_holder_is_sigkilled(tmp_path):
+    db = tmp_path / "q.db"
+    proc = _holder(db)
+    proc.kill()   # SIGKILL: no clean-up runs in the holder
+    proc.wait(10)
+    s = DurableStore(str(db), owner=True)
+    s.enqueue([pk(1)])
+    s.close()
+    # and a clean close releases it too
+    DurableStore(str(db), owner=True).close()
+    DurableStore(str(db), owner=True).close()

@@ -229,3 +229,43 @@ def test_queue_refuses_foreign_file_clearly(tmp_path):
     with pytest.raises(RuntimeError, match="durable_queue q: .*not a SQLite database"):
         LogicHarness(DurableQueueLogic, {"path": str(bad)}, node_id="q")
     assert bad.read_text() == "not sqlite"
+
+
+# ------------------------------------------------ the outbox's acknowledgement (issue 20.0)
+def test_queue_acknowledges_outbox_packets_only_after_their_commit(tmp_path):
+    from schnitzel_core.outbox import META_SENDER, Outbox
+
+    box = Outbox("eb/out")
+    h = queue(tmp_path)
+    sent = [box.add(pk(i)) for i in range(1, 6)]
+    for p in sent:
+        h.send("in", p)
+    assert h.logic.committer.flush(5)
+    acks = [a for a in h.ctx.acks if a.outcome == "accepted"]
+    assert acks and all(a.queue_id == "eb" and a.sink_id == "q" and a.idempotency_key == box.sender_id
+                        for a in acks)
+    assert len(acks) <= 5 and sum(len(a.seqs) for a in acks) < 2 * 5   # ranges, not one per packet
+    for a in acks:
+        box.ack(a.sink_id, a.seqs)
+    assert box.pending == 0
+    assert not any(META_SENDER in p.meta for p in h.tick())   # stored without the outbox tags
+    # a copy re-sent after a lost acknowledgement: absorbed by its key, acknowledged again
+    h.ctx.acks.clear()
+    h.send("in", sent[0])
+    assert h.logic.committer.flush(5)
+    assert [a.seqs for a in h.ctx.acks if a.outcome == "accepted"] == [(1, 1)]
+    assert h.ctx.counters["accepted"] == 5 and h.ctx.counters["duplicates"] == 1
+    h.stop()
+
+
+def test_queue_does_not_acknowledge_what_it_refused(tmp_path):
+    from schnitzel_core.outbox import Outbox
+
+    box = Outbox("eb/out")
+    h = queue(tmp_path, max_rows=2, commit_rows=10, commit_ms=50.0)
+    for i in range(1, 6):
+        h.send("in", box.add(pk(i)))
+    assert h.logic.committer.flush(5)
+    assert h.ctx.counters.get("refused_full", 0) > 0
+    assert [a for a in h.ctx.acks if a.outcome == "accepted"] == []   # the sender keeps all five
+    h.stop()

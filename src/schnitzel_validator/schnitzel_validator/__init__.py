@@ -34,6 +34,8 @@ class Report:
         self.file = file
         self.unreadable = unreadable     # the file could not be read or is not YAML
         self.issues = sorted(issues, key=lambda i: (i.line, i.column, i.code))
+        #: what each edge guarantees about delivery (valid graphs only; .guarantees)
+        self.delivery: List[Dict[str, str]] = []
 
     @property
     def errors(self) -> List[Issue]:
@@ -58,6 +60,8 @@ class Report:
             if i.hint:
                 lines.extend("    hint: " + h if n == 0 else "          " + h
                              for n, h in enumerate(i.hint.splitlines()))
+        for d in self.delivery:
+            lines.append(f"info: edge {d['edge']}: {d['guarantee']}: {d['detail']}")
         ne, nw = len(self.errors), len(self.warnings)
         if ne:
             summary = f"{self.file}: invalid: {ne} error{'s' if ne != 1 else ''}"
@@ -71,7 +75,7 @@ class Report:
     def to_dict(self) -> Dict[str, Any]:
         return {"file": self.file, "valid": self.valid,
                 "errors": [i.to_dict() for i in self.errors],
-                "warnings": [i.to_dict() for i in self.warnings]}
+                "warnings": [i.to_dict() for i in self.warnings], "delivery": list(self.delivery)}
 
     def to_json(self, indent: Optional[int] = 2) -> str:
         """``{"valid": bool, "errors": [...], "warnings": [...], "file": ...}`` as JSON text."""
@@ -86,7 +90,15 @@ def validate(graph: Graph, registry: Optional[Registry] = None) -> Report:
     from .checks import run_checks
 
     reg = load_registry() if registry is None else registry
-    return Report(graph, run_checks(graph, reg), graph.file)
+    return _with_delivery(Report(graph, run_checks(graph, reg), graph.file), reg)
+
+
+def _with_delivery(report: Report, registry: Registry) -> Report:
+    from .guarantees import edge_guarantees
+
+    if report.valid and report.graph is not None:
+        report.delivery = edge_guarantees(report.graph, registry)
+    return report
 
 
 def _validate_source(source: Any, file: Optional[str], registry: Optional[Registry],
@@ -103,7 +115,7 @@ def _validate_source(source: Any, file: Optional[str], registry: Optional[Regist
     from .checks import run_checks
 
     reg = load_registry() if registry is None else registry
-    return Report(graph, issues + run_checks(graph, reg), graph.file)
+    return _with_delivery(Report(graph, issues + run_checks(graph, reg), graph.file), reg)
 
 
 def validate_path(path: Union[str, "os.PathLike[str]"], registry: Optional[Registry] = None,

@@ -499,6 +499,11 @@ class _Checker:
                                "payloads (profile inproc)", "use `transport: inproc` or `transport: auto`")
         if profile_problem:
             self.add("SCH407", profile_problem[0], e.key_pos.get("to", e.pos), profile_problem[1], edge=label)
+        if (e.outbox is not None or e.outbox_max is not None) and not (dspec is not None and dspec.durable_queue):
+            key = "outbox" if e.outbox is not None else "outbox_max"
+            self.add("SCH508", f"edge {label}: {key} is set, but {dst.id} is not a durable queue; only an edge "
+                     "into a durable_queue has an outbox", e.key_pos.get(key, e.pos),
+                     f"remove `{key}`, or route the packets through a durable_queue", edge=label)
         tpos = e.key_pos.get("transport", e.pos)
         if e.transport == "inproc" and cross:
             self.add("SCH506", f"transport inproc needs both nodes in one container, but {src.id} runs in "

@@ -61,6 +61,7 @@ def validate_cmd(files: List[str] = typer.Argument(..., metavar="FILE...",
             "valid": all(r.valid for r in reports),
             "errors": [i.to_dict() for r in reports for i in r.errors],
             "warnings": [i.to_dict() for r in reports for i in r.warnings],
+            "delivery": [d for r in reports for d in r.delivery],   # each edge's delivery guarantee
         }
         if len(reports) == 1:
             out["file"] = reports[0].file

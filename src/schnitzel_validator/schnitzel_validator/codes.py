@@ -71,6 +71,7 @@ CODES: Dict[str, Tuple[str, str]] = {
     "SCH505": (ERROR, "reader deadline shorter than the writer's"),
     "SCH506": (ERROR, "inproc transport across containers"),
     "SCH507": (ERROR, "shared-memory transport across hosts"),
+    "SCH508": (ERROR, "outbox set on an edge that does not feed a durable queue"),
     "SCH520": (ERROR, "payloads by reference across hosts"),
     # the graph as a whole
     "SCH601": (ERROR, "cycle without a delay node"),

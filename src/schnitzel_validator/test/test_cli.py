@@ -164,3 +164,12 @@ def test_stdin_and_strict(invoke, monkeypatch):
     assert r.exit_code == 1
     r = runner.invoke(app, ["validate", "-"], input="schnitzel: [\n")
     assert r.exit_code == 2 and "<stdin>" in r.output
+
+
+def test_validate_prints_each_edges_delivery_guarantee(invoke):
+    r = invoke("validate", VALID)
+    assert r.exit_code == 0
+    info = [line for line in r.output.splitlines() if line.startswith("info: edge ")]
+    assert info and all(": " in line for line in info)
+    data = json.loads(invoke("validate", VALID, "--format", "json").output)
+    assert {d["edge"] for d in data["delivery"]} == {line[len("info: edge "):].split(": ")[0] for line in info}

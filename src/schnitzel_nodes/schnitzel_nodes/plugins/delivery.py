@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional
 
 from schnitzel_core.delivery import (DELIVERED, REJECTED, RETRY, DeliveryConfigError, HttpSink, JsonlSink,
                                      Outcome, Routes, Sink, SinkWorker)
+from schnitzel_core import outbox as obx
 from schnitzel_core.packet import Packet
 from schnitzel_core.payload_ref import PayloadRefError
 from schnitzel_core.plugin import Ack, Category, In, Out, Param, PluginSpec, Profile
@@ -90,7 +91,8 @@ class DurableQueueLogic(StateLogic):
             self.store = DurableStore(p["path"], synchronous=p.get("synchronous", "FULL"),
                                       max_rows=p.get("max_rows", 0), max_bytes=p.get("max_bytes", 0),
                                       overflow=p.get("overflow", "reject_new"),
-                                      ledger_retention_s=p.get("ledger_retention_s", 7 * 24 * 3600.0))
+                                      ledger_retention_s=p.get("ledger_retention_s", 7 * 24 * 3600.0),
+                                      owner=True)   # one queue per file: a second run is refused
         except StoreError as exc:
             raise RuntimeError(f"durable_queue {self.ctx.node_id}: {exc}") from None
         self.committer = GroupCommitter(self.store, max_rows=int(p.get("commit_rows", 100)),
@@ -99,6 +101,8 @@ class DurableQueueLogic(StateLogic):
         self.tick_period_s = float(p.get("poll_s", 0.02))
         self._lock = threading.Lock()
         self._retry: Dict[int, str] = {}
+        # id(packet) -> (sender id, outbox seq) of packets waiting for their commit
+        self._tags: Dict[int, Any] = {}
         self._reject: Dict[int, str] = {}
         self.refusing = ""          # reason new packets are refused ("" = accepting)
         self.last_error = ""
@@ -118,17 +122,26 @@ class DurableQueueLogic(StateLogic):
 
     # ---- input
     def on_packet(self, port: str, packet: Packet) -> None:
+        # a packet from an outbox: its sender keeps it until we acknowledge the commit
+        sender, seq, packet = obx.untag(packet)
         if self.routes is not None and not self.routes.targets(packet):
             self.ctx.count("dropped_unrouted")
+            if sender:   # dropped by our own routing on purpose: nothing to re-send
+                self._ack_upstream([(sender, seq)])
             return
         if self.refusing:
             now = time.monotonic()
             if now < self._next_probe:
                 self.ctx.count(f"refused_{self.refusing}")
-                return
+                return   # not acknowledged: the sender's outbox sends it again
             self._next_probe = now + float(self.params.get("probe_s", 5.0))
         if self.refs is not None and packet.payload_ref is not None and not self._hold_blob(packet):
+            if sender:   # its blob is gone for good: a re-send cannot help
+                self._ack_upstream([(sender, seq)])
             return
+        if sender:
+            with self._lock:
+                self._tags[id(packet)] = (sender, seq)
         self.committer.submit(packet)
 
     def _hold_blob(self, packet: Packet) -> bool:
@@ -157,7 +170,27 @@ class DurableQueueLogic(StateLogic):
         if n:
             self.ctx.count("payload_refs_released", n)
 
+    def _take_tags(self, batch: List[Packet]) -> List[Any]:
+        if not self._tags:
+            return []
+        with self._lock:
+            return [t for t in (self._tags.pop(id(p), None) for p in batch) if t is not None]
+
+    def _ack_upstream(self, tags: List[Any]) -> None:
+        """One 'accepted' acknowledgement per sender for committed outbox packets."""
+        batch = obx.AcceptedBatch()
+        for sender, seq in tags:
+            batch.add(sender, seq)
+        for sender, ranges in batch.acks():
+            self.ctx.ack(Ack(obx.sender_node(sender), self.ctx.node_id, sender, 0, "accepted", seqs=tuple(ranges)))
+
     def _committed(self, batch: List[Packet], res: Any) -> None:
+        tags = self._take_tags(batch)
+        if tags and not res.rejected:
+            # committed (or a duplicate of a committed key): the sender may forget them. A batch
+            # partly refused for capacity is not acknowledged: the sender re-sends it all and
+            # the key absorbs the rows that were accepted.
+            self._ack_upstream(tags)
         if self.refusing:
             self.ctx.logger.warning("durable_queue %s: writes succeed again; accepting packets", self.ctx.node_id)
             self.refusing = ""
@@ -170,6 +203,7 @@ class DurableQueueLogic(StateLogic):
                                 "dropped": "dropped_overflow"}[name], n)
 
     def _commit_failed(self, batch: List[Packet], exc: StoreError) -> None:
+        self._take_tags(batch)   # not acknowledged: the senders' outboxes send them again
         reason = exc.reason if isinstance(exc, StoreWriteError) else "store_error"
         if not self.refusing:
             self.ctx.logger.error("durable_queue %s: %s - refusing new packets; accepted rows are kept",

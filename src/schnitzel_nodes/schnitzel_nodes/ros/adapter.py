@@ -44,6 +44,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.parameter import Parameter
 
 from schnitzel_core import blackboard as bb
+from schnitzel_core import outbox as obx
 from schnitzel_core.codecs import ros as codec
 from schnitzel_core.packet import Packet, now_ns
 from schnitzel_core.plugin import Ack, Category, Direction, NodeContext, NodeLogic, PluginSpec
@@ -77,7 +78,9 @@ LATENCY_BOUNDS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 #: whole buffer) is never overwritten before the queue has read it (docs/delivery.md)
 ACK_QOS = {"reliability": "reliable", "durability": "volatile", "history": "keep_last", "depth": 10000}
 _OUTCOME = {"delivered": DeliveryAck.OUTCOME_DELIVERED, "retry": DeliveryAck.OUTCOME_RETRY,
-            "rejected": DeliveryAck.OUTCOME_REJECTED}
+            "rejected": DeliveryAck.OUTCOME_REJECTED, "accepted": DeliveryAck.OUTCOME_ACCEPTED}
+OUTBOX_TICK_S = 0.1     # how often outboxes are checked for packets due again
+OUTBOX_RESEND_BATCH = 50  # the most re-sent per port and tick (under the 'events' QoS depth of 100)
 _OUTCOME_NAME = {v: k for k, v in _OUTCOME.items()}
 
 
@@ -88,7 +91,7 @@ class LoadError(ValueError):
 # ---------------------------------------------------------------------------
 # ports
 class OutPort:
-    __slots__ = ("name", "topic", "qos", "inproc", "dds", "pub", "wire", "lazy")
+    __slots__ = ("name", "topic", "qos", "inproc", "dds", "pub", "wire", "lazy", "outbox_cfg", "box")
 
     def __init__(self, name: str, topic: str, qos: Any, transports: List[str]) -> None:
         self.name, self.topic, self.qos = name, topic, qos
@@ -98,6 +101,10 @@ class OutPort:
         self.wire: Optional[Wire] = None   # set for DDS outputs
         #: published on DDS only while someone subscribes (an Image output with no DDS edge)
         self.lazy = False
+        #: an edge into a durable queue: keep what is sent until the queue's commit is
+        #: acknowledged (ports_json ``outbox``, schnitzel_core.outbox); box made at configure
+        self.outbox_cfg: Optional[Mapping[str, Any]] = None
+        self.box: Optional[obx.Outbox] = None
 
 
 class InEdge:
@@ -149,6 +156,12 @@ def parse_ports(spec: PluginSpec, ports: Optional[Mapping[str, Any]], base: str
         if bad:
             raise LoadError(f"ports_json out.{name}: unknown transport(s) {bad}; use inproc or dds")
         outs[name] = OutPort(name, decl["topic"], decl.get("qos", port.qos), list(transports))
+        cfg = decl.get("outbox")
+        if cfg is not None:
+            if not isinstance(cfg, Mapping) or cfg.get("mode", "memory") not in obx.MODES:
+                raise LoadError(f"ports_json out.{name}.outbox must be an object with mode "
+                                f"{' or '.join(obx.MODES)}")
+            outs[name].outbox_cfg = cfg
     for name, edges in (ports.get("in") or {}).items():
         port = spec.port(name)
         if port is None or port.direction != Direction.IN:
@@ -396,6 +409,7 @@ class NodeAdapter(LifecycleNode):
         self._latest_cv = threading.Condition()
         self._ack_pub: Any = None
         self._ack_sub: Any = None
+        self._outbox_timer: Any = None
         self._declaring = True
         try:
             self._declare_params(checked, int(max_consecutive_errors))
@@ -717,11 +731,14 @@ class NodeAdapter(LifecycleNode):
                 callback = (lambda msg, port=port, conv=edge.wire.from_msg: self._on_msg(port, msg, conv))
                 edge.handle = super().create_subscription(edge.wire.msg_cls, edge.topic, callback,
                                                           to_profile(edge.qos))
-        if self.spec.durable_queue:
+        boxes = self._open_outboxes()
+        if self.spec.durable_queue or boxes:
             self._ack_sub = super().create_subscription(DeliveryAck, self.ack_topic, self._on_ack_msg,
                                                         to_profile(ACK_QOS))
-        if self.spec.category == Category.SINK or self.spec.external:
-            self._ensure_ack_pub()
+        if boxes:
+            self._outbox_timer = super().create_timer(OUTBOX_TICK_S, self._resend_due)
+        if self.spec.category == Category.SINK or self.spec.external or self.spec.durable_queue:
+            self._ensure_ack_pub()   # (a queue acknowledges its senders' outboxes) matched before the first ack
 
     def _destroy_io(self) -> None:
         for out in self._outs.values():
@@ -739,6 +756,13 @@ class NodeAdapter(LifecycleNode):
         if self._ack_sub is not None:
             self.destroy_subscription(self._ack_sub)
             self._ack_sub = None
+        if self._outbox_timer is not None:
+            self.destroy_timer(self._outbox_timer)
+            self._outbox_timer = None
+        for out in self._outs.values():
+            box, out.box = out.box, None
+            if box is not None:
+                box.close()
 
     @property
     def ack_topic(self) -> str:
@@ -763,6 +787,15 @@ class NodeAdapter(LifecycleNode):
             return
         with self.stats.lock:
             self.stats.packets_out += 1
+        box = out.box
+        if box is not None:   # kept until the queue acknowledges its commit (may drop the oldest)
+            dropped = box.dropped
+            packet = box.add(packet)
+            if box.dropped != dropped and self.ctx is not None:
+                self.ctx.count("outbox_dropped", box.dropped - dropped)
+        self._send(out, packet)
+
+    def _send(self, out: OutPort, packet: Packet) -> None:
         if out.inproc:
             self.bus.publish(out.topic, packet)
         if out.pub is not None:
@@ -777,6 +810,43 @@ class NodeAdapter(LifecycleNode):
                     self.stats.drops += 1
                 if self.ctx is not None:
                     self.ctx.count("publish_errors")
+
+    def _open_outboxes(self) -> int:
+        """Make the outbox of every output that feeds a durable queue (at configure)."""
+        from ..base import state_dir
+
+        n = 0
+        for out in self._outs.values():
+            if out.outbox_cfg is None or out.box is not None:
+                continue
+            name = out.name
+            path = lambda name=name: os.path.join(state_dir(), "outbox", self.graph, f"{self.node_id}.{name}.db")
+            out.box = obx.from_config(f"{self.node_id}/{name}", dict(out.outbox_cfg), path)
+            n += 1
+        return n
+
+    def _resend_due(self) -> None:
+        """Outbox timer: send again what no queue acknowledged within resend_s (while active,
+        and over DDS only once the queue is matched again)."""
+        if not self._active:
+            return
+        resent = pending = 0
+        for out in self._outs.values():
+            box = out.box
+            if box is None:
+                continue
+            pending += box.pending
+            if out.pub is not None and not out.inproc and out.pub.get_subscription_count() == 0:
+                continue   # the queue is down: nobody to send to yet
+            for packet in box.due(OUTBOX_RESEND_BATCH):
+                self._send(out, packet)
+                resent += 1
+        ctx = self.ctx
+        if ctx is not None:
+            with ctx._lock:
+                if resent:
+                    ctx.counters["outbox_resent"] = ctx.counters.get("outbox_resent", 0) + resent
+                ctx.counters["outbox_pending"] = pending   # a gauge
 
     def _on_msg(self, port: str, msg: Any, convert: Callable[[Any], Packet]) -> None:
         try:
@@ -912,7 +982,15 @@ class NodeAdapter(LifecycleNode):
                 self.stats.dropped_input(port)
 
     def _on_ack_msg(self, msg: DeliveryAck) -> None:
-        if msg.queue_id != self.node_id or self.logic is None:
+        if msg.queue_id != self.node_id:
+            return
+        if msg.outcome == DeliveryAck.OUTCOME_ACCEPTED:   # a queue committed what our outbox sent
+            for out in self._outs.values():
+                box = out.box
+                if box is not None and box.sender_id == msg.idempotency_key:
+                    box.ack(msg.sink_id, msg.seq_ranges)
+            return
+        if self.logic is None:
             return
         ack = Ack(queue_id=msg.queue_id, sink_id=msg.sink_id, idempotency_key=msg.idempotency_key,
                   row_id=int(msg.row_id), outcome=_OUTCOME_NAME.get(msg.outcome, "retry"), reason=msg.reason)
@@ -923,7 +1001,8 @@ class NodeAdapter(LifecycleNode):
             raise ValueError(f"ack outcome must be one of {sorted(_OUTCOME)}, got {ack.outcome!r}")
         msg = DeliveryAck(queue_id=ack.queue_id, sink_id=ack.sink_id or self.node_id,
                           idempotency_key=ack.idempotency_key, row_id=int(ack.row_id),
-                          outcome=_OUTCOME[ack.outcome], reason=ack.reason or "")
+                          outcome=_OUTCOME[ack.outcome], reason=ack.reason or "",
+                          seq_ranges=[int(x) for x in ack.seqs])
         self._ensure_ack_pub().publish(msg)
 
     # ------------------------------------------------------ hot replacement

@@ -92,6 +92,10 @@ class MState(str, enum.Enum):
     ERROR = "error"
 
 
+#: The adapter's own per-port and per-cause drop counters add up over incarnations too.
+CUMULATIVE_PREFIXES = ("drops_by_cause.", "dropped_total.")
+
+
 class NodeTrack:
     """What the manager knows of one node: its lifecycle state and its counters.
 
@@ -156,7 +160,7 @@ class NodeTrack:
         for port, (n, _newest) in (last.get("in_ports") or {}).items():
             self.pbase[port] = self.pbase.get(port, 0) + int(n)
         for k, v in (self.last.get("counters") or {}).items():
-            if k in CUMULATIVE:
+            if k in CUMULATIVE or k.startswith(CUMULATIVE_PREFIXES):
                 try:
                     self.cbase[k] = self.cbase.get(k, 0) + int(float(v))
                 except (TypeError, ValueError):

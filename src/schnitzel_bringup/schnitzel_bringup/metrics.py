@@ -108,6 +108,9 @@ def families(view: Mapping[str, Any]) -> List[Any]:
     p_out = counter("node_packets_out", "packets a node published on all its output ports", ["node"])
     drops = counter("node_drops", "packets a node dropped (overflow, latest-only replacement, inactive, "
                     "publish failure)", ["node"])
+    by_cause = counter("node_drops_by_cause", "the same drops by cause: overflow (an input queue over its "
+                       "max_queued), latest_only (a newer input replaced it), inactive (arrived or emitted while "
+                       "not active), stopped (left queued at a stop), publish_error, handover", ["node", "cause"])
     errors = counter("node_errors", "exceptions raised by a node's callbacks", ["node"])
     restarts = counter("node_restarts", "times a node was brought back: its container restarted, or it was "
                        "re-loaded after the error state", ["node"])
@@ -119,6 +122,9 @@ def families(view: Mapping[str, Any]) -> List[Any]:
         p_in.add_metric([g, nid], float(n.get("packets_in", 0)))
         p_out.add_metric([g, nid], float(n.get("packets_out", 0)))
         drops.add_metric([g, nid], float(n.get("drops", 0)))
+        for key, value in sorted((n.get("counters") or {}).items()):
+            if key.startswith("drops_by_cause."):
+                by_cause.add_metric([g, nid, key.split(".", 1)[1]], float(value))
         errors.add_metric([g, nid], float(n.get("errors", 0)))
         restarts.add_metric([g, nid], float(n.get("restarts", 0)))
         cur = n.get("state", "unknown")

@@ -196,3 +196,22 @@ def test_docs_list_every_metric_with_its_type_and_labels():
         assert dtyp == typ, name
         if labels:
             assert sorted(x.strip() for x in dlabels.split(",")) == labels, (name, labels, dlabels)
+
+
+def test_drops_by_cause_sum_to_the_nodes_drops_across_a_restart():
+    m = _manager()
+    nid = PLAN.nodes[0].id
+    t = m.tracks[nid]
+    t.state = "active"
+    now = time.monotonic()
+    t.on_heartbeat(_hb(10, 10, pid=100, drops=5, counters={"drops_by_cause.overflow": 3,
+                                                            "drops_by_cause.inactive": 2}), now)
+    t.on_heartbeat(_hb(2, 2, pid=101, drops=1, counters={"drops_by_cause.overflow": 1}), now + 1)  # restarted
+    fams = _scrape(m)
+    assert fams["schnitzel_node_drops_by_cause"].type == "counter"
+    over = _sample(fams, "schnitzel_node_drops_by_cause", "schnitzel_node_drops_by_cause_total", node=nid,
+                   cause="overflow")
+    inactive = _sample(fams, "schnitzel_node_drops_by_cause", "schnitzel_node_drops_by_cause_total", node=nid,
+                       cause="inactive")
+    assert (over, inactive) == (4, 2)
+    assert over + inactive == _sample(fams, "schnitzel_node_drops", "schnitzel_node_drops_total", node=nid) == 6

@@ -68,7 +68,7 @@ class Mailbox:
     def __init__(self, run: Callable[..., None], policies: Optional[Mapping[str, InputPolicy]] = None,
                  on_drop: Optional[Callable[[str, int], None]] = None) -> None:
         self._run = run
-        self._on_drop = on_drop                    # (port, n): called for every dropped input
+        self._on_drop = on_drop                    # (port, n, cause): called for every dropped input
         self.policies: Dict[str, InputPolicy] = dict(policies or {})
         self._items: Deque[_Item] = collections.deque()
         self._queued: Dict[str, int] = {}          # inputs queued per port
@@ -108,7 +108,7 @@ class Mailbox:
             if run_now:
                 self._drainer = threading.get_ident()
         if dropped and self._on_drop is not None:
-            self._on_drop(port, 1)
+            self._on_drop(port, 1, "overflow")
         if fn is None:
             return "dropped"
         if run_now:
@@ -159,7 +159,7 @@ class Mailbox:
                 self._cv.wait(left)
             return True
 
-    def clear(self) -> Dict[str, int]:
+    def clear(self, cause: str = "stopped") -> Dict[str, int]:
         """Drop everything still queued; returns the inputs dropped per port (also counted)."""
         gone: Dict[str, int] = {}
         with self._cv:
@@ -171,7 +171,7 @@ class Mailbox:
             self._queued.clear()
         if self._on_drop is not None:
             for port, n in gone.items():
-                self._on_drop(port, n)
+                self._on_drop(port, n, cause)
         return gone
 
     def queued(self) -> Dict[str, int]:

@@ -40,3 +40,27 @@ def test_a_delivery_sinks_breaker_state_is_a_gauge_counter():
         seen.append(sink.ctx.counters["breaker_state"])
     sink.deactivate()
     assert seen == [2, 1, 2, 1, 0] and sink.ctx.counters["breaker_open"] == 2
+
+
+def test_drops_are_counted_by_cause_and_add_up_to_the_total():
+    """The metrics endpoint's schnitzel_node_drops_by_cause_total: every drop has one cause."""
+    from schnitzel_nodes.mailbox import InputPolicy, Mailbox
+    from schnitzel_nodes.ros.adapter import DROP_CAUSES
+
+    s = Stats()
+    s.dropped_input("in", cause="latest_only")
+    s.dropped_input("in", 2, cause="inactive")
+    s.dropped("publish_error")
+    s.dropped("handover", 3)
+    # a mailbox over its bound reports "overflow"; what is left at a stop, "stopped"
+    held = []
+    mb = Mailbox(lambda fn, *a: held.append(a), {"in": InputPolicy("drop_oldest", 1)}, on_drop=s.dropped_input)
+    mb._drainer = -1   # a drainer elsewhere is busy: inputs queue up instead of running
+    for i in range(3):
+        mb.put(lambda *a: None, i, port="in")
+    mb.clear()
+    assert s.causes == {"latest_only": 1, "inactive": 2, "publish_error": 1, "handover": 3,
+                        "overflow": 2, "stopped": 1}
+    assert sum(s.causes.values()) == s.drops == 10
+    assert set(s.causes) <= set(DROP_CAUSES)
+    assert s.port_drops == {"in": 6}

@@ -28,7 +28,7 @@ def _held(policies: Any = None):
     """A mailbox whose drainer (another thread) is stuck on a first call until ``gate`` is set."""
     runner = Busy()
     drops: List[Any] = []
-    mb = Mailbox(runner, policies, on_drop=lambda port, n: drops.append((port, n)))
+    mb = Mailbox(runner, policies, on_drop=lambda port, n, cause: drops.append((port, n)))
     t = threading.Thread(target=mb.put, args=(runner.ran.append, "first"), kwargs={"port": "in"})
     t.start()
     assert runner.entered.wait(5)

@@ -71,6 +71,8 @@ MAILBOX_LIMIT = DEFAULT_MAX_QUEUED   # inputs queued per input port unless ports
 #: transition while stopping (docs/runtime.md, "Draining").
 DRAIN_TIMEOUT_S = 2.5
 LATENCY_WINDOW = 2048  # samples kept for p50/p95/p99
+#: Why a node dropped a packet (NodeStatus counters drops_by_cause.<cause>; docs/observability.md).
+DROP_CAUSES = ("overflow", "latest_only", "inactive", "stopped", "publish_error", "handover")
 #: Upper bounds (s) of the latency histogram's buckets (NodeStatus latency_buckets; a +Inf bucket follows).
 LATENCY_BOUNDS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 #: QoS of /<graph>/_delivery/ack (publisher and subscription alike): reliable with a deep
@@ -248,6 +250,7 @@ class Stats:
         self.packets_out = 0
         self.drops = 0
         self.port_drops: Dict[str, int] = {}   # inputs dropped per input port (dropped_total.<port>)
+        self.causes: Dict[str, int] = {}       # drops by cause (drops_by_cause.<cause>, DROP_CAUSES)
         self.overflow_errors = 0               # inputs refused by a port with overflow: error
         self.errors = 0
         self.last_error = ""
@@ -289,15 +292,23 @@ class Stats:
         with self.lock:
             self.packets_in = self.packets_out = self.drops = 0
             self.port_drops = {}
+            self.causes = {}
             self._lat_n = 0
             self.buckets = [0] * (len(LATENCY_BOUNDS_S) + 1)
             self.lat_sum_s = 0.0
             self.port_in = {}
 
-    def dropped_input(self, port: str, n: int = 1) -> None:
+    def dropped_input(self, port: str, n: int = 1, cause: str = "inactive") -> None:
         with self.lock:
             self.drops += n
             self.port_drops[port] = self.port_drops.get(port, 0) + n
+            self.causes[cause] = self.causes.get(cause, 0) + n
+
+    def dropped(self, cause: str, n: int = 1) -> None:
+        """A drop that is no input's (an output while inactive, a failed publish, a hand-over)."""
+        with self.lock:
+            self.drops += n
+            self.causes[cause] = self.causes.get(cause, 0) + n
 
 
 class AdapterContext(NodeContext):
@@ -398,7 +409,7 @@ class NodeAdapter(LifecycleNode):
         self._consecutive = 0
         self._tb_logged = 0
         self._run_lock = threading.RLock()     # logic callbacks never overlap
-        self._mailbox = Mailbox(self._call, input_policies, on_drop=self.stats.dropped_input)
+        self._mailbox = Mailbox(self._call, input_policies, on_drop=self.stats.dropped_input)   # (port, n, cause)
         self._flushing = False      # deactivating: processing what was accepted, outputs still open
         self._timer: Any = None
         self._timer_period: Optional[float] = None
@@ -639,7 +650,7 @@ class NodeAdapter(LifecycleNode):
         self._stop.set()
         with self._latest_cv:
             for port in self._latest:   # compute nodes: latest-only, the untaken one is dropped
-                self.stats.dropped_input(port)
+                self.stats.dropped_input(port, cause="stopped")
             self._latest.clear()
             self._latest_cv.notify_all()
         self._cancel_timer()
@@ -782,8 +793,7 @@ class NodeAdapter(LifecycleNode):
         if not isinstance(packet, Packet):
             raise TypeError(f"node {self.node_id!r} emitted {type(packet).__name__} on {port!r}; expected a Packet")
         if not (self._active or self._flushing):
-            with self.stats.lock:
-                self.stats.drops += 1
+            self.stats.dropped("inactive")
             return
         with self.stats.lock:
             self.stats.packets_out += 1
@@ -806,8 +816,7 @@ class NodeAdapter(LifecycleNode):
             except codec.CodecError:
                 raise  # the logic's packet is malformed: counted as its error
             except Exception:  # noqa: BLE001 - RCLError "cannot publish data" under load, or torn down
-                with self.stats.lock:
-                    self.stats.drops += 1
+                self.stats.dropped("publish_error")
                 if self.ctx is not None:
                     self.ctx.count("publish_errors")
 
@@ -877,7 +886,7 @@ class NodeAdapter(LifecycleNode):
             self.stats.received(packet.stamp_ns, port)   # latest-only: counted on arrival, replacements as drops
             with self._latest_cv:
                 if port in self._latest:
-                    self.stats.dropped_input(port)   # latest-only: the older one is replaced
+                    self.stats.dropped_input(port, cause="latest_only")   # the older one is replaced
                 self._latest[port] = packet
                 self._latest_cv.notify()
             return
@@ -894,7 +903,7 @@ class NodeAdapter(LifecycleNode):
                          "overflow: error", fatal=True)
             # take no more and let the drainer go, so the thread it runs on (maybe the
             # executor's) gets to take the node to the error state
-            self._mailbox.clear()
+            self._mailbox.clear("overflow")
 
     def _ref_fallback(self, exc: OSError) -> None:
         """A blob could not be written: the packet went inline (counted, logged once)."""
@@ -1033,8 +1042,7 @@ class NodeAdapter(LifecycleNode):
             for port, packet in items:
                 self._deliver_now(port, packet)
         if dropped:
-            with self.stats.lock:
-                self.stats.drops += dropped
+            self.stats.dropped("handover", dropped)
         if self.ctx is not None and skipped:
             self.ctx.count("handover_skipped", skipped)   # the old node had processed them
 
@@ -1043,8 +1051,7 @@ class NodeAdapter(LifecycleNode):
             hold, self._hold = self._hold, None
         if hold is not None and len(hold):
             n = len(hold.release())
-            with self.stats.lock:
-                self.stats.drops += n
+            self.stats.dropped("stopped", n)
 
     # --------------------------------------------------------------- failures
     def _status_soon(self) -> None:
@@ -1095,6 +1102,7 @@ class NodeAdapter(LifecycleNode):
             msg.drops, msg.errors, msg.last_error = s.drops, s.errors, s.last_error
             # inputs dropped per input port (overflow, latest-only, inactive, left at a stop)
             own = {f"dropped_total.{p}": n for p, n in s.port_drops.items()}
+            own.update({f"drops_by_cause.{c}": n for c, n in s.causes.items()})
             if s.overflow_errors:
                 own["overflow_errors"] = s.overflow_errors
             msg.latency_bounds_s = list(LATENCY_BOUNDS_S)

@@ -17,7 +17,6 @@ Run: ``schnitzel backend --port 8080 --db events.db`` or
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -222,16 +221,17 @@ def run(host: str = "127.0.0.1", port: int = 8080, db: str = ":memory:", reject_
     return 0
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m schnitzel_bringup.reference_backend")
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=8080)
-    ap.add_argument("--db", default=":memory:")
-    ap.add_argument("--reject-marker", default="")
-    ap.add_argument("--fail-for", type=float, default=0.0)
-    a = ap.parse_args(argv)
-    return run(a.host, a.port, a.db, a.reject_marker, a.fail_for)
+def main(argv: Optional[List[str]] = None) -> None:
+    """``python -m schnitzel_bringup.reference_backend``: the ``schnitzel backend`` command
+    itself (one definition of the options, in cmd_backend); exits with its status."""
+    import typer
+
+    from .cmd_backend import register
+
+    app = typer.Typer(add_completion=False)
+    register(app)
+    app(args=argv, prog_name="python -m schnitzel_bringup.reference_backend")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

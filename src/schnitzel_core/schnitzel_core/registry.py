@@ -17,6 +17,7 @@ import re
 from importlib import metadata
 from typing import Dict, Iterable, List, Optional, Tuple
 
+from . import param_check
 from .plugin import ENTRY_POINT_GROUP, PLUGIN_API_VERSION, NodeLogic, PluginSpec
 
 
@@ -97,16 +98,6 @@ def satisfies(version: str, constraint: str) -> bool:
 _PARAM_TYPES = ("int", "float", "number", "str", "bool", "list", "dict", "any")
 
 
-def _value_ok(ptype: str, value: object) -> bool:
-    if ptype == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if ptype in ("float", "number"):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if ptype == "any":
-        return True
-    return isinstance(value, {"str": str, "bool": bool, "list": (list, tuple), "dict": dict}[ptype])
-
-
 def spec_problems(spec: PluginSpec) -> List[str]:
     """Inconsistencies in a plugin's own declaration (shown by `schnitzel plugins`; they do not refuse it).
 
@@ -144,14 +135,20 @@ def spec_problems(spec: PluginSpec) -> List[str]:
             continue
         if p.default is REQUIRED or p.default is None:
             continue
-        if not _value_ok(p.type, p.default):
-            out.append(f"param {p.name!r}: default {p.default!r} is not of type {p.type}")
-        elif p.enum is not None and p.default not in p.enum and not p.secret_env:
-            out.append(f"param {p.name!r}: default {p.default!r} is not one of {list(p.enum)}")
-        elif isinstance(p.default, (int, float)) and not isinstance(p.default, bool) and (
-                (p.minimum is not None and p.default < p.minimum) or
-                (p.maximum is not None and p.default > p.maximum)):
-            out.append(f"param {p.name!r}: default {p.default!r} is outside [{p.minimum}, {p.maximum}]")
+        # the default must pass the check every given value passes (a tuple default of a
+        # list param is fine: a frozen spec may hold tuples)
+        default = list(p.default) if p.type == "list" and isinstance(p.default, tuple) else p.default
+        problems = param_check.param_problems(p, default)
+        if problems:
+            pr = problems[0]
+            out.append(f"param {p.name!r}: " + {
+                param_check.TYPE: f"default {p.default!r} is not of type {p.type}",
+                param_check.ENUM: f"default {p.default!r} is not one of {list(p.enum or ())}",
+                param_check.MINIMUM: f"default {p.default!r} is outside [{p.minimum}, {p.maximum}]",
+                param_check.MAXIMUM: f"default {p.default!r} is outside [{p.minimum}, {p.maximum}]",
+                param_check.FINITE: f"default {p.default!r} is not a finite number",
+                param_check.SECRET_ENV: "default does not name an environment variable (secret_env)",
+            }.get(pr.kind, f"default item {pr.index} {pr.value!r} is not of type {p.items}"))
     return out
 
 

@@ -55,6 +55,10 @@ process exits 0. A second signal exits at once.
 """
 from __future__ import annotations
 
+# argparse, not typer (the `schnitzel` CLI): this is no `schnitzel` subcommand but a ROS
+# executable that launch_ros and the runner start with `--ros-args ...` appended; like other rclpy
+# executables it strips them with rclpy.utilities.remove_ros_args and parses the rest with the
+# stdlib parser. Users do not type its command line, so typer's help and completion buy nothing.
 import argparse
 import copy
 import itertools

@@ -16,13 +16,13 @@ from schnitzel_core.graph import (DEFAULT_CONTAINER, INPUT_KEYS, OVERFLOW_POLICI
                                   NodeDecl, Pos)
 from schnitzel_core.graph_loader import Issue
 from schnitzel_core.plugin import Category, Direction, Param, PluginSpec, Port, Profile
+from schnitzel_core import param_check
 from schnitzel_core import qos as qosmod
 from schnitzel_core.registry import Registry, satisfies
 
 from .codes import severity
 
 ROS_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_NAME = 255
 _PY_TYPES = {"int": "an integer", "float": "a number", "number": "a number", "str": "a string",
              "bool": "true or false", "list": "a list", "dict": "a mapping"}
@@ -53,22 +53,6 @@ def _short(value: Any) -> str:
 def kinds_match(a: str, b: str) -> bool:
     """Can a packet of kind pattern ``a`` be one of kind pattern ``b``? ("*", "video.*" wildcards)."""
     return a == b or fnmatch.fnmatchcase(a, b) or fnmatch.fnmatchcase(b, a)
-
-
-def type_ok(ptype: str, value: Any) -> bool:
-    if ptype == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if ptype in ("float", "number"):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if ptype == "str":
-        return isinstance(value, str)
-    if ptype == "bool":
-        return isinstance(value, bool)
-    if ptype == "list":
-        return isinstance(value, list)
-    if ptype == "dict":
-        return isinstance(value, dict)
-    return True   # "any" and types this validator does not know
 
 
 def _yaml_type(value: Any) -> str:
@@ -280,18 +264,17 @@ class _Checker:
             self.add("SCH316", f"node {n.id!r} ({spec.name}): {message}", where, hint, node=n.id)
 
     def check_param_value(self, n: NodeDecl, spec: PluginSpec, p: Param, value: Any, where: Pos) -> None:
-        if value is None and not p.required and (p.default is None or p.type == "any"):
-            return  # null means "unset" for a parameter whose default is unset
-        if p.secret_env:
+        """One SCH312..SCH315 issue per problem schnitzel_core.param_check finds (the adapter's rules)."""
+        problems = {pr.kind: pr for pr in param_check.param_problems(p, value)}
+        if param_check.SECRET_ENV in problems:
             var = ros_name_fix(f"{n.id}_{p.name[:-4] if p.name.endswith('_env') else p.name}").upper()
-            if not isinstance(value, str) or (value and not ENV_NAME.match(value)):
-                # Never echo the value: it may be the secret itself.
-                self.add("SCH315", f"parameter {p.name!r} of node {n.id!r} must name an environment variable "
-                         "holding the secret, not hold the secret itself", where,
-                         f"export the secret in a variable (e.g. `export {var}=...`) and write its name here: "
-                         f"`{p.name}: {var}`", node=n.id)
+            # Never echo the value: it may be the secret itself.
+            self.add("SCH315", f"parameter {p.name!r} of node {n.id!r} must name an environment variable "
+                     "holding the secret, not hold the secret itself", where,
+                     f"export the secret in a variable (e.g. `export {var}=...`) and write its name here: "
+                     f"`{p.name}: {var}`", node=n.id)
             return
-        if not type_ok(p.type, value):
+        if param_check.TYPE in problems:
             want = _PY_TYPES.get(p.type, p.type)
             extra = ""
             if p.type in ("int", "float", "number") and isinstance(value, str):
@@ -299,26 +282,27 @@ class _Checker:
             self.add("SCH312", f"parameter {p.name!r} of node {n.id!r} must be {want}, got {_yaml_type(value)} "
                      f"{_short(value)}", where, f"write e.g. `{p.name}: {self.example(p)}`{extra}", node=n.id)
             return
-        if p.type == "list" and p.items and isinstance(value, list):
-            for i, item in enumerate(value):
-                if not type_ok(p.items, item):
-                    self.add("SCH312", f"item {i} of parameter {p.name!r} of node {n.id!r} must be "
-                             f"{_PY_TYPES.get(p.items, p.items)}, got {_yaml_type(item)} {_short(item)}", where,
-                             f"every item of {p.name} is {_PY_TYPES.get(p.items, p.items)}", node=n.id)
-                    break
-        if p.enum is not None and value not in p.enum:
-            allowed = ", ".join(repr(v) for v in p.enum)
-            hint = _did_you_mean(str(value), [str(v) for v in p.enum]) + f"allowed: {allowed}"
+        item = problems.get(param_check.ITEM_TYPE)
+        if item is not None:
+            want = _PY_TYPES.get(p.items or "", p.items)
+            self.add("SCH312", f"item {item.index} of parameter {p.name!r} of node {n.id!r} must be "
+                     f"{want}, got {_yaml_type(item.value)} {_short(item.value)}", where,
+                     f"every item of {p.name} is {want}", node=n.id)
+        if param_check.ENUM in problems:
+            allowed = ", ".join(repr(v) for v in p.enum or ())
+            hint = _did_you_mean(str(value), [str(v) for v in p.enum or ()]) + f"allowed: {allowed}"
             self.add("SCH314", f"parameter {p.name!r} of node {n.id!r} is {_short(value)}, not one of its "
                      "allowed values", where, hint, node=n.id)
             return
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if param_check.FINITE in problems:
+            self.add("SCH313", f"parameter {p.name!r} of node {n.id!r} is {value!r}, out of range: it must "
+                     "be a finite number", where, "use a finite number", node=n.id)
+        elif param_check.MINIMUM in problems or param_check.MAXIMUM in problems:
             lo, hi = p.minimum, p.maximum
-            if (lo is not None and value < lo) or (hi is not None and value > hi):
-                rng = (f"between {lo:g} and {hi:g}" if lo is not None and hi is not None else
-                       f">= {lo:g}" if lo is not None else f"<= {hi:g}")
-                self.add("SCH313", f"parameter {p.name!r} of node {n.id!r} is {value!r}, out of range: it must "
-                         f"be {rng}", where, f"use a value {rng}", node=n.id)
+            rng = (f"between {lo:g} and {hi:g}" if lo is not None and hi is not None else
+                   f">= {lo:g}" if lo is not None else f"<= {hi:g}")
+            self.add("SCH313", f"parameter {p.name!r} of node {n.id!r} is {value!r}, out of range: it must "
+                     f"be {rng}", where, f"use a value {rng}", node=n.id)
 
     @staticmethod
     def example(p: Param) -> str:

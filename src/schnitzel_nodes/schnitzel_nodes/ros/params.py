@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Mapping
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 
+from schnitzel_core import param_check
 from schnitzel_core.plugin import Param, PluginSpec
 
 #: Adapter settings live under this prefix so they never clash with a plugin's params.
@@ -32,47 +33,38 @@ class ParamError(ValueError):
     """One or more parameter values that do not fit the plugin's schema."""
 
 
-def _type_ok(kind: str, value: Any) -> bool:
-    if kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind in ("float", "number"):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind == "str":
-        return isinstance(value, str)
-    if kind == "bool":
-        return isinstance(value, bool)
-    if kind == "list":
-        return isinstance(value, list)
-    if kind == "dict":
-        return isinstance(value, dict)
-    return True
-
-
 def check_value(p: Param, value: Any) -> Any:
-    """``value`` checked against ``p`` (type, range, enum, list items); returns it normalised.
+    """``value`` checked against ``p`` (schnitzel_core.param_check: the validator's rules too);
+    returns it normalised (an int given for a float parameter becomes a float).
 
     Raises ParamError with a message that names the parameter and says what fits.
     """
-    if value is None and p.default is None:
+    if param_check.is_unset(p, value):
         return None   # "not given": an optional parameter whose default is None (e.g. schema)
-    if not _type_ok(p.type, value):
-        raise ParamError(f"parameter {p.name!r} must be of type {p.type}, got {value!r} ({type(value).__name__})")
+    problems = param_check.param_problems(p, value)
+    if problems:
+        raise ParamError(_message(p, problems[0]))
     if p.type == "float" and isinstance(value, int):
         value = float(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ParamError(f"parameter {p.name!r} must be a finite number, got {value!r}")
-    if p.type in ("int", "float", "number"):
-        if p.minimum is not None and value < p.minimum:
-            raise ParamError(f"parameter {p.name!r} = {value!r} is below its minimum {p.minimum:g}")
-        if p.maximum is not None and value > p.maximum:
-            raise ParamError(f"parameter {p.name!r} = {value!r} is above its maximum {p.maximum:g}")
-    if p.enum is not None and value not in p.enum:
-        raise ParamError(f"parameter {p.name!r} = {value!r} is not one of {list(p.enum)!r}")
-    if p.type == "list" and p.items:
-        for i, item in enumerate(value):
-            if not _type_ok(p.items, item):
-                raise ParamError(f"parameter {p.name!r}[{i}] must be of type {p.items}, got {item!r}")
     return value
+
+
+def _message(p: Param, problem: param_check.ParamProblem) -> str:
+    value = problem.value
+    if problem.kind == param_check.TYPE:
+        return f"parameter {p.name!r} must be of type {p.type}, got {value!r} ({type(value).__name__})"
+    if problem.kind == param_check.SECRET_ENV:   # never echo the value: it may be the secret itself
+        return (f"parameter {p.name!r} must name an environment variable holding the secret, "
+                "not hold the secret itself")
+    if problem.kind == param_check.FINITE:
+        return f"parameter {p.name!r} must be a finite number, got {value!r}"
+    if problem.kind == param_check.MINIMUM:
+        return f"parameter {p.name!r} = {value!r} is below its minimum {p.minimum:g}"
+    if problem.kind == param_check.MAXIMUM:
+        return f"parameter {p.name!r} = {value!r} is above its maximum {p.maximum:g}"
+    if problem.kind == param_check.ENUM:
+        return f"parameter {p.name!r} = {value!r} is not one of {list(p.enum or ())!r}"
+    return f"parameter {p.name!r}[{problem.index}] must be of type {p.items}, got {value!r}"
 
 
 def check_params(spec: PluginSpec, given: Mapping[str, Any]) -> Dict[str, Any]:

@@ -37,7 +37,7 @@ def test_second_run_on_the_same_queue_file_is_refused_and_sends_nothing(tmp_path
             (tmp_path / "first.log").read_text(errors="replace")
         holder = graph_pids(first)
         res = subprocess.run([sys.executable, "-m", "schnitzel_bringup.cli", "run", str(tmp_path / "second.yaml"),
-                              "--duration", "8"],
+                              "--duration", "8", "--run-dir", str(tmp_path / "run2")],
                              env=ros_env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
         text = res.stdout + res.stderr
         assert res.returncode != 0, text
@@ -45,6 +45,9 @@ def test_second_run_on_the_same_queue_file_is_refused_and_sends_nothing(tmp_path
         pid = int(text.split("is in use by process ")[1].split()[0])
         assert pid in holder, (pid, holder)
         assert "Traceback" not in text
+        assert text.count("is in use by process") == 1, text   # told once
+        logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "run2").rglob("*.log"))
+        assert "is in use by process" in logs and "Traceback" not in logs   # the container's log: no traceback either
         assert not out2.exists() or out2.stat().st_size == 0   # nothing was sent
         assert runner.poll() is None   # the owner keeps running
     finally:

@@ -27,7 +27,8 @@ from schnitzel_core.packet import Packet
 from schnitzel_core.payload_ref import PayloadRefError
 from schnitzel_core.plugin import Ack, Category, In, Out, Param, PluginSpec, Profile
 from schnitzel_core.resilience import Backoff, CircuitBreaker
-from schnitzel_core.store import ANY_SINK, DurableStore, GroupCommitter, StoreError, StoreWriteError
+from schnitzel_core.store import (ANY_SINK, DurableStore, GroupCommitter, StoreError, StoreLockedError,
+                                  StoreVersionError, StoreWriteError)
 
 from ..base import ControlLogic, SinkLogic, StateLogic
 
@@ -93,6 +94,8 @@ class DurableQueueLogic(StateLogic):
                                       overflow=p.get("overflow", "reject_new"),
                                       ledger_retention_s=p.get("ledger_retention_s", 7 * 24 * 3600.0),
                                       owner=True)   # one queue per file: a second run is refused
+        except (StoreLockedError, StoreVersionError) as exc:   # the user's to fix: the message says how
+            raise ValueError(f"durable_queue {self.ctx.node_id}: {exc}") from None
         except StoreError as exc:
             raise RuntimeError(f"durable_queue {self.ctx.node_id}: {exc}") from None
         self.committer = GroupCommitter(self.store, max_rows=int(p.get("commit_rows", 100)),

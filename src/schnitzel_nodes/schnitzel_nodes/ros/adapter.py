@@ -556,7 +556,10 @@ class NodeAdapter(LifecycleNode):
             with self._run_lock:
                 self.logic.configure()
         except Exception as exc:  # noqa: BLE001 - the plugin's failure, reported with the reason
-            self._note_error(f"configure failed: {type(exc).__name__}: {exc}", exc)
+            # A plugin refuses a configuration with ValueError (docs/plugin-api.md): the message
+            # is the whole story, so no traceback; anything else is a bug and gets one.
+            told = isinstance(exc, ValueError)
+            self._note_error(f"configure failed: {type(exc).__name__}: {exc}", None if told else exc)
             self.logic = None
             self.ctx = None
             self._status_soon()

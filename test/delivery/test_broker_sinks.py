@@ -172,6 +172,53 @@ def test_mqtt_1000_events_through_broker_restart_and_sink_sigkill(tmp_path, clea
     print(f"mqtt: 1000 keys, {dups} duplicates with the same key")
 
 
+def _make_tls(d: Path) -> None:
+    """A private CA and a server certificate for 127.0.0.1 (openssl CLI)."""
+    def run(*args):
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=schnitzel test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out",
+        "server.pem", "-days", "2", "-extfile", "san.ext")
+
+
+@needs_mosquitto
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make test certificates")
+def test_mqtts_verifies_the_broker_certificate_by_default(tmp_path):
+    from schnitzel_core.sink_mqtt import MqttSink
+
+    tls = tmp_path / "tls"
+    tls.mkdir()
+    _make_tls(tls)
+    broker = Broker(tmp_path)
+    conf = broker.conf.read_text().replace(f"listener {broker.port} 127.0.0.1",
+                                           f"listener {broker.port} 127.0.0.1\ncafile {tls / 'ca.pem'}\n"
+                                           f"certfile {tls / 'server.pem'}\nkeyfile {tls / 'server.key'}")
+    broker.conf.write_text(conf)
+    broker.start()
+    try:
+        url = f"mqtts://127.0.0.1:{broker.port}"
+        sent = [packet(i) for i in range(1, 6)]
+        # verification is on by default: a certificate from an unknown CA is never trusted
+        sink = MqttSink(url, "fleet/{kind}", connect_wait_s=3.0, timeout_s=2.0)
+        try:
+            out = sink.deliver(sent)
+            assert all(o.status == "retry" for o in out), out
+            assert "certificate verify failed" in out[0].reason or "CERTIFICATE_VERIFY_FAILED" in out[0].reason, out[0]
+        finally:
+            sink.close()
+        # the private CA given as ca_file: delivered, acknowledged by the broker
+        sink = MqttSink(url, "fleet/{kind}", ca_file=str(tls / "ca.pem"), connect_wait_s=5.0)
+        try:
+            assert all(o.ok for o in sink.deliver(sent))
+        finally:
+            sink.close()
+    finally:
+        broker.stop()
+
+
 @needs_mosquitto
 def test_mqtt_v311_key_in_payload_and_not_authorized_is_dead_lettered(tmp_path, cleanup):
     # anonymous clients may write fleet/# only: a PUBACK for another topic is "not authorized"

@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "schnitzel_bringup.cmd_backend",  # backend (reference HTTP backend)
     "schnitzel_bringup.cmd_replace",  # replace, apply
     "schnitzel_bringup.cmd_report",   # report
+    "schnitzel_bringup.cmd_record",   # record info|recover, replay, trace
 )
 
 

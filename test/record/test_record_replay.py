@@ -167,13 +167,22 @@ def test_trace_shows_failed_attempts_through_an_outage_then_the_delivery(tmp_pat
     graph.write_text(TRACE_GRAPH.format(name=name, db=tmp_path / "q.db", url=be.url))
     run_dir = tmp_path / "run"
     log = open(tmp_path / "run.log", "wb")
+    mcap = tmp_path / "run.mcap"
     runner = subprocess.Popen([sys.executable, "-m", "schnitzel_bringup.cli", "run", str(graph), "--run-dir",
-                               str(run_dir), "--quiet"], env=ros_env, stdout=log, stderr=subprocess.STDOUT,
-                              stdin=subprocess.DEVNULL, start_new_session=True)
+                               str(run_dir), "--quiet", "--record", str(mcap)], env=ros_env, stdout=log,
+                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     sink_log = run_dir / "delivery-http.jsonl"
+    src_topic = f"/{name}/src/out"
+
+    def chunked_seqs():   # what a recovery of the file as it is now would hold, on the source's topic
+        rec.recover(str(mcap), str(tmp_path / "probe.mcap"))
+        return [rec.decode_packet(m.data).seq for m in rec.read_messages(str(tmp_path / "probe.mcap"), [src_topic])]
     try:
         assert wait_for(lambda: sink_log.exists() and sink_log.read_text().count('"result":"retry"') >= 10, 90), \
             (tmp_path / "run.log").read_text()
+        # the recorder dies mid-run (SIGKILL) once the source's packets are in a finished chunk
+        assert wait_for(lambda: mcap.exists() and chunked_seqs() == [1, 2, 3, 4, 5], 30)
+        os.kill(int((run_dir / "record.ready").read_text()), signal.SIGKILL)
         be.start()
         assert wait_for(lambda: be.stats()["unique_keys"] == 5, 60)
     finally:
@@ -197,5 +206,19 @@ def test_trace_shows_failed_attempts_through_an_outage_then_the_delivery(tmp_pat
     last_attempt = max(i for i, k in enumerate(kinds) if k == "attempt")
     assert any(k == "ack" and "delivered" in evs[i][1] for i, k in enumerate(kinds) if i > last_attempt)
     assert [s["event"] for s in tr["state"]] == ["delivered"]
+    assert "record recover" in tr["problems"][0]   # the killed recorder's file is named, not a traceback
     code, text = schnitzel(["trace", first, "--run", str(run_dir)], ros_env, tmp_path)
     assert code == 0 and "retry" in text and "now: delivered" in text, text
+
+    # the killed recorder's file: recover writes a clean copy with every finished chunk
+    with pytest.raises(rec.RecordingError):
+        rec.info(str(mcap))
+    code, text = schnitzel(["record", "recover", str(mcap), "-o", str(tmp_path / "clean.mcap")], ros_env, tmp_path)
+    assert code == 0, text
+    clean = str(tmp_path / "clean.mcap")
+    assert rec.info(clean)["topics"][src_topic]["count"] == 5
+    # and the trace from the queue and the recovered recording: captured ... delivered
+    code, text = schnitzel(["trace", first, "--queue", str(tmp_path / "q.db"), "--recording", clean,
+                            "--format", "json"], ros_env, tmp_path)
+    tr = json.loads(text)
+    assert tr["events"][0]["event"] == "captured" and [s["event"] for s in tr["state"]] == ["delivered"]

@@ -245,14 +245,20 @@ def build_trace(key: str, *, run_dir: Optional[str] = None, queue: Optional[str]
             except ValueError:
                 pass
     events: List[Dict[str, Any]] = []
+    problems: List[str] = []
     if recording and os.path.exists(recording):
-        events += _recording_events(recording, key, topic_nodes)
+        from schnitzel_core.recording import RecordingError
+
+        try:
+            events += _recording_events(recording, key, topic_nodes)
+        except RecordingError as exc:   # e.g. its recorder was killed: trace the rest
+            problems.append(str(exc))
     if run_dir:
         events += _log_events(run_dir, key)
     events.sort(key=lambda e: e["t"])
     states = [s for s in (_queue_state(q, key) for q in queues) if s is not None]
     return {"key": key, "run_dir": run_dir, "recording": recording, "queues": queues, "events": events,
-            "state": states}
+            "state": states, "problems": problems}
 
 
 def format_trace(tr: Dict[str, Any]) -> str:
@@ -264,6 +270,8 @@ def format_trace(tr: Dict[str, Any]) -> str:
         lines.append(f"  {_iso(e['t'])}  +{(e['t'] - t0) / 1e9:8.3f}s  {e['event']:<10} {e['node']:<12} {e['detail']}")
     for s in tr["state"]:
         lines.append(f"  now: {s['event']}: {s['detail']} [{s['node']}]")
+    for p in tr.get("problems", []):
+        lines.append(f"  note: {p}")
     return "\n".join(lines)
 
 

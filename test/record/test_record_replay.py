@@ -69,7 +69,7 @@ def test_record_a_run_then_replay_at_any_rate_gives_identical_output(tmp_path, r
     db, out = tmp_path / "q.db", tmp_path / "out.jsonl"
     graph.write_text(GRAPH.format(name=name, db=db, out=out))
     mcap = tmp_path / "run.mcap"
-    code, log = schnitzel(["run", str(graph), "--record", str(mcap), "--max-packets", "30", "--run-dir",
+    code, log = schnitzel(["run", str(graph), "--record", str(mcap), "--record-frames", "--max-packets", "30", "--run-dir",
                            str(tmp_path / "run"), "--quiet"], ros_env, tmp_path)
     assert code == 0, log
     live = lines(out)
@@ -79,7 +79,7 @@ def test_record_a_run_then_replay_at_any_rate_gives_identical_output(tmp_path, r
     meta = rec.info(str(mcap))
     assert meta["profile"] == "ros2"
     topics = {f"/{name}/cam/out": 10, f"/{name}/src/out": 20, f"/{name}/q/out": 20}
-    assert {t: d["count"] for t, d in meta["topics"].items()} == topics
+    assert {t: d["count"] for t, d in meta["topics"].items()} == topics, (tmp_path / "run" / "recorder.log").read_text()
     for t, d in meta["topics"].items():
         assert d["type"] == "schnitzel_msgs/msg/StreamPacket" and d["message_encoding"] == "cdr"
         [qos] = yaml.safe_load(d["metadata"]["offered_qos_profiles"])

@@ -5,10 +5,11 @@ that takes the serialized CDR bytes as they arrive (``raw=True``: nothing is dec
 re-encoded) and writes them with :class:`schnitzel_core.recording.Recorder`.
 
 What is recorded (:func:`record_topics`): every output port of the plan that feeds an edge
-and carries StreamPacket, except frame ports (a port whose kinds are all ``video.*``) unless
-``frames`` is set; frame ports that carry sensor_msgs/Image are recorded as Image. An
-inproc-only port is also published on DDS for the recorder (:func:`expose_for_recording`),
-which costs one serialisation per packet on that port.
+and carries StreamPacket, except frames unless ``frames`` is set: a port whose kinds are all
+``video.*`` (or that carries sensor_msgs/Image, recorded as Image with ``frames``) is left out,
+and a port that may carry anything (kinds ``*``) is dropped by the recorder at its first
+``video.*`` packet. An inproc-only port is also published on DDS for the recorder
+(:func:`expose_for_recording`), which costs one serialisation per packet on that port.
 """
 from __future__ import annotations
 
@@ -48,8 +49,11 @@ def record_topics(plan: Any, registry: Any, *, frames: bool = False) -> List[Dic
         if msg_type not in (STREAM_PACKET, IMAGE) or (_is_frames(port) and not frames):
             continue
         seen.add(e.topic)
+        # a port that may carry anything (kinds "*"): its frames are found at run time
+        kinds = tuple(getattr(port, "kinds", ()) or ("*",))
+        generic = msg_type == STREAM_PACKET and not frames and any("*" in k for k in kinds)
         out.append({"topic": e.topic, "type": msg_type, "qos": dict(e.writer_qos), "node": node_id,
-                    "port": port_name})
+                    "port": port_name, "drop_if_frames": generic})
     return out
 
 
@@ -149,7 +153,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.qos import HistoryPolicy
 
-    from schnitzel_core.recording import Recorder, cdr_stamp_ns
+    from schnitzel_core.recording import Recorder, cdr_kind, cdr_stamp_ns
     from schnitzel_nodes.ros.qos import to_profile
 
     stop = {"now": False}
@@ -162,7 +166,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     rclpy.init(args=None, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
     node = rclpy.create_node("recorder", namespace=f"/{spec.get('graph') or 'schnitzel'}/_record")
     rec = Recorder(spec["path"])
-    subs = []
+    subs: Dict[str, Any] = {}
     for t in spec["topics"]:
         pkg, _, name = t["type"].split("/")
         cls = getattr(importlib.import_module(f"{pkg}.msg"), name)
@@ -171,10 +175,27 @@ def main(argv: Optional[List[str]] = None) -> int:
         profile.history = HistoryPolicy.KEEP_LAST
         profile.depth = max(int(profile.depth), 1000)   # a slow disk must not make the reader drop
 
-        def cb(data: bytes, topic: str = t["topic"]) -> None:
+        def cb(data: bytes, topic: str = t["topic"], check: bool = bool(t.get("drop_if_frames"))) -> None:
+            if check and cdr_kind(data).startswith("video."):
+                # frames on a port that may carry anything, without --record-frames: stop taking
+                # them (a 1080p stream is ~190 MB/s); the channel stays, with what came before
+                if topic in subs:
+                    node.destroy_subscription(subs.pop(topic))
+                    print(f"schnitzel recorder: {topic} carries frames; not recorded (--record-frames "
+                          "records them)", flush=True)
+                return
             rec.write(topic, data, time.time_ns(), cdr_stamp_ns(data))
-        subs.append(node.create_subscription(cls, t["topic"], cb, profile, raw=True))
+        subs[t["topic"]] = node.create_subscription(cls, t["topic"], cb, profile, raw=True)
     node.create_timer(0.25, rec.tick)
+    matched: Dict[str, int] = {}
+
+    def note_matches() -> None:   # the recorder log says when each topic's writers were matched
+        for topic, sub in list(subs.items()):
+            n = sub.get_publisher_count()
+            if n != matched.get(topic, 0):
+                matched[topic] = n
+                print(f"schnitzel recorder: {topic}: {n} writer(s) matched, {rec.count} messages so far", flush=True)
+    node.create_timer(0.1, note_matches)
     if args.ready:
         Path(args.ready).write_text(str(os.getpid()), encoding="utf-8")
     ex = SingleThreadedExecutor()

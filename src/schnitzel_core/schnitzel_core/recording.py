@@ -190,6 +190,16 @@ def decode_packet(data: bytes) -> Packet:
                   payload_ref=PayloadRef(uri, size, sha) if uri else None, meta=meta)
 
 
+def cdr_kind(data: bytes) -> str:
+    """The ``kind`` of StreamPacket CDR bytes, read without touching the payload ("" if unreadable)."""
+    try:
+        d = _Dec(data)
+        d.i32(), d.u32(), d.string(), d.string(), d.string(), d.u64(), d.u32()
+        return d.string()
+    except (CdrError, UnicodeDecodeError):
+        return ""
+
+
 def cdr_stamp_ns(data: bytes) -> int:
     """The header stamp of a message that starts with std_msgs/Header (StreamPacket, Image)."""
     if len(data) < 12:
@@ -583,5 +593,5 @@ def recover(src: str, dst: str, *, compression: str = "zstd") -> Dict[str, Any]:
 
 
 __all__ = ["STREAM_PACKET", "CdrError", "DefinitionError", "Message", "Recorder", "RecordingError",
-           "bag_metadata_yaml", "cdr_stamp_ns", "decode_packet", "encode_packet", "info",
+           "bag_metadata_yaml", "cdr_kind", "cdr_stamp_ns", "decode_packet", "encode_packet", "info",
            "message_definition", "qos_profile_yaml", "read_messages", "recover"]

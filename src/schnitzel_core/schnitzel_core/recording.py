@@ -293,7 +293,7 @@ def _yaml_str(s: str) -> str:
 
 
 def bag_metadata_yaml(path: str, topics: Sequence[Tuple[str, str, str, int]], start_ns: int, end_ns: int,
-                      count: int, compression: str, ros_distro: str) -> str:
+                      count: int, ros_distro: str) -> str:
     """rosbag2's BagMetadata YAML (version 9) for the ``rosbag2`` metadata record.
     ``topics``: (name, type, offered_qos_profiles text, message count)."""
     dur = max(0, end_ns - start_ns) if count else 0
@@ -309,7 +309,9 @@ def bag_metadata_yaml(path: str, topics: Sequence[Tuple[str, str, str, int]], st
                   f"      offered_qos_profiles: {_yaml_str(qos_text)}",
                   "      type_description_hash: \"\"", f"    message_count: {n}"]
     base = os.path.basename(path)
-    lines += [f"compression_format: \"\"", "compression_mode: \"\"",
+    # compression_format stays empty: the chunks are compressed by the MCAP storage itself, a
+    # rosbag2 compression format would make readers decompress the whole file first
+    lines += ["compression_format: \"\"", "compression_mode: \"\"",
               f"relative_file_paths:\n  - {_yaml_str(base)}",
               f"files:\n  - path: {_yaml_str(base)}\n    starting_time:\n      nanoseconds_since_epoch: "
               f"{start_ns if count else 0}\n    duration:\n      nanoseconds: {dur}\n    message_count: {count}",
@@ -450,7 +452,7 @@ class Recorder:
             distro = os.environ.get("ROS_DISTRO", "kilted")
             self._w.add_metadata(METADATA_NAME, {
                 "serialized_metadata": bag_metadata_yaml(self.path, topics, self.start_ns, self.end_ns,
-                                                         self.count, self.compression, distro),
+                                                         self.count, distro),
                 "ROS_DISTRO": distro})
             self._w.finish()
             self._file.close()

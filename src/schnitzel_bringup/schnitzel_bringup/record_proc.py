@@ -69,6 +69,18 @@ def expose_for_recording(plan: Any, topics: List[Dict[str, Any]]) -> int:
 
     changed = 0
     for t in topics:
+        out = (plan.node(t["node"]).ports.get("out") or {}).get(t["port"]) if plan.node(t["node"]) else None
+        if out is not None and isinstance(out.get("qos"), dict):
+            # Discovery between the recorder and a container can complete after the first packets
+            # went out (the manager only checks that both endpoints exist, not that they matched
+            # each other). So while recording, the writer keeps a history for late joiners
+            # (reliable, transient local, at least 100 deep unless latest-only) and the recorder
+            # asks for it; the graph's own readers keep their QoS and get no history.
+            q = out["qos"]
+            depth = int(q.get("depth") or 1)
+            out["qos"] = dict(q, reliability="reliable", durability="transient_local",
+                              depth=max(depth, 100) if depth >= 10 else depth)
+            t["reader_durability"] = "transient_local"
         plan.edges.append(PlanEdge(src=f"{t['node']}.{t['port']}", dst=RECORDER_PORT, topic=t["topic"],
                                    transport="dds", qos=dict(t["qos"]), writer_qos=dict(t["qos"])))
         node = plan.node(t["node"])
@@ -171,7 +183,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         pkg, _, name = t["type"].split("/")
         cls = getattr(importlib.import_module(f"{pkg}.msg"), name)
         rec.add_topic(t["topic"], t["type"], t["qos"])
-        profile = to_profile(t["qos"])
+        late = t.get("reader_durability") == "transient_local"   # the writer keeps history for us
+        profile = to_profile(dict(t["qos"], **({"durability": "transient_local", "reliability": "reliable"}
+                                               if late else {})))
         profile.history = HistoryPolicy.KEEP_LAST
         profile.depth = max(int(profile.depth), 1000)   # a slow disk must not make the reader drop
 
@@ -194,7 +208,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             n = sub.get_publisher_count()
             if n != matched.get(topic, 0):
                 matched[topic] = n
-                print(f"schnitzel recorder: {topic}: {n} writer(s) matched, {rec.count} messages so far", flush=True)
+                print(f"schnitzel recorder: {time.time():.3f} {topic}: {n} writer(s) matched, {rec.count} messages "
+                      "so far", flush=True)
     node.create_timer(0.1, note_matches)
     if args.ready:
         Path(args.ready).write_text(str(os.getpid()), encoding="utf-8")

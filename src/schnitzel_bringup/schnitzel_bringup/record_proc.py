@@ -51,9 +51,10 @@ def record_topics(plan: Any, registry: Any, *, frames: bool = False) -> List[Dic
         seen.add(e.topic)
         # a port that may carry anything (kinds "*"): its frames are found at run time
         kinds = tuple(getattr(port, "kinds", ()) or ("*",))
-        generic = msg_type == STREAM_PACKET and not frames and any("*" in k for k in kinds)
+        wildcard = any("*" in k for k in kinds)
         out.append({"topic": e.topic, "type": msg_type, "qos": dict(e.writer_qos), "node": node_id,
-                    "port": port_name, "drop_if_frames": generic})
+                    "port": port_name, "drop_if_frames": msg_type == STREAM_PACKET and not frames and wildcard,
+                    "small": not wildcard and not _is_frames(port)})
     return out
 
 
@@ -74,12 +75,12 @@ def expose_for_recording(plan: Any, topics: List[Dict[str, Any]]) -> int:
             # Discovery between the recorder and a container can complete after the first packets
             # went out (the manager only checks that both endpoints exist, not that they matched
             # each other). So while recording, the writer keeps a history for late joiners
-            # (reliable, transient local, at least 100 deep unless latest-only) and the recorder
-            # asks for it; the graph's own readers keep their QoS and get no history.
+            # (reliable, transient local; at least 100 deep for ports that cannot carry frames)
+            # and the recorder asks for it; the graph's own readers keep their QoS, no history.
             q = out["qos"]
             depth = int(q.get("depth") or 1)
             out["qos"] = dict(q, reliability="reliable", durability="transient_local",
-                              depth=max(depth, 100) if depth >= 10 else depth)
+                              depth=max(depth, 100) if t.get("small") else depth)
             t["reader_durability"] = "transient_local"
         plan.edges.append(PlanEdge(src=f"{t['node']}.{t['port']}", dst=RECORDER_PORT, topic=t["topic"],
                                    transport="dds", qos=dict(t["qos"]), writer_qos=dict(t["qos"])))

@@ -34,7 +34,7 @@ nodes:
   - id: cam
     plugin: synthetic_source
     params: {{mode: pattern, width: 32, height: 24, encoding: mono8, rate_hz: 10, count: 10}}
-    qos: {{out: {{preset: sensor, depth: 20}}}}   # deeper than the run: a late recorder match loses nothing
+    qos: {{out: {{reliability: reliable, depth: 20}}}}   # reliable, deeper than the run: a late recorder match loses nothing
   - id: view
     plugin: stdout_sink
   - id: src

@@ -74,14 +74,17 @@ def expose_for_recording(plan: Any, topics: List[Dict[str, Any]]) -> int:
         if out is not None and isinstance(out.get("qos"), dict):
             # Discovery between the recorder and a container can complete after the first packets
             # went out (the manager only checks that both endpoints exist, not that they matched
-            # each other). So while recording, the writer keeps a history for late joiners
-            # (reliable, transient local; at least 100 deep for ports that cannot carry frames)
-            # and the recorder asks for it; the graph's own readers keep their QoS, no history.
-            q = out["qos"]
-            depth = int(q.get("depth") or 1)
-            out["qos"] = dict(q, reliability="reliable", durability="transient_local",
-                              depth=max(depth, 100) if t.get("small") else depth)
-            t["reader_durability"] = "transient_local"
+            # each other). So while recording, a reliable writer keeps its history for late
+            # joiners (transient local) and the recorder asks for it; a port that declares small
+            # kinds (no wildcard, no frames) is made reliable and at least 100 deep for that. A
+            # best-effort port that may carry frames is left as it is. The graph's own readers
+            # keep their QoS and get no history.
+            q = dict(out["qos"])
+            if t.get("small"):
+                q.update(reliability="reliable", depth=max(int(q.get("depth") or 1), 100))
+            if q.get("reliability") == "reliable":
+                out["qos"] = dict(q, durability="transient_local")
+                t["reader_durability"] = "transient_local"
         plan.edges.append(PlanEdge(src=f"{t['node']}.{t['port']}", dst=RECORDER_PORT, topic=t["topic"],
                                    transport="dds", qos=dict(t["qos"]), writer_qos=dict(t["qos"])))
         node = plan.node(t["node"])

@@ -46,14 +46,14 @@ def test_record_topics_and_inproc_ports_exposed_with_a_recorder_edge(compiled):
         assert "dds" in plan.node(t["node"]).ports["out"][t["port"]]["transports"]
     rec_edges = [e for e in plan.edges if e.dst == RECORDER_PORT]
     assert [e.topic for e in rec_edges] == [t["topic"] for t in topics] and {e.transport for e in rec_edges} == {"dds"}
-    # while recording, the writers keep a history the recorder gets even if it matches late
-    for t in topics:
-        q = plan.node(t["node"]).ports["out"][t["port"]]["qos"]
-        assert (q["reliability"], q["durability"]) == ("reliable", "transient_local")
-        # ports that may carry anything (frames too) keep their depth: no 100-frame history
-        assert q["depth"] == t["qos"]["depth"]
-        assert t["reader_durability"] == "transient_local"
-        assert t["qos"]["durability"] == "volatile"   # the file keeps the graph's own offered QoS
+    # while recording, reliable writers keep a history the recorder gets even if it matches late;
+    # best-effort ports that may carry anything (frames too) are left as they are
+    qos = {t["topic"]: plan.node(t["node"]).ports["out"][t["port"]]["qos"] for t in topics}
+    assert qos["/g/q/out"]["durability"] == "transient_local" and qos["/g/q/out"]["depth"] == 100
+    assert [t.get("reader_durability") for t in topics] == [None, None, "transient_local"]
+    for t in ("/g/cam/out", "/g/src/out"):
+        assert (qos[t]["reliability"], qos[t]["durability"], qos[t]["depth"]) == ("best_effort", "volatile", 10)
+    assert all(t["qos"]["durability"] == "volatile" for t in topics)   # the file keeps the graph's own QoS
     assert [e.writer_qos["reliability"] for e in plan.edges if e.dst != RECORDER_PORT] == [
         "best_effort", "best_effort", "reliable"]   # the graph's edges are unchanged
 

@@ -78,6 +78,9 @@ setup(
             # --- broker sinks (MQTT, Kafka) ---
             "mqtt_sink = schnitzel_nodes.plugins.brokers:MqttSinkLogic",
             "kafka_sink = schnitzel_nodes.plugins.brokers:KafkaSinkLogic",
+            # --- record and replay (MCAP) ---
+            "recorder = schnitzel_nodes.plugins.record:RecorderLogic",
+            "replay_source = schnitzel_nodes.plugins.record:ReplaySourceLogic",
         ],
         "console_scripts": [
             # --- runtime (container, lifecycle manager) ---

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "schnitzel_bringup.cmd_draft",    # draft (LLM-assisted authoring)
     "schnitzel_bringup.cmd_test",     # test, init (graph tests and chaos profiles)
     "schnitzel_bringup.cmd_top",      # top
+    "schnitzel_bringup.cmd_record",   # record info|recover, replay, trace
 )
 
 

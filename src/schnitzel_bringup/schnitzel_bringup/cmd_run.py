@@ -7,6 +7,7 @@ or 143 (SIGTERM) the run was cancelled before the graph became active.
 """
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -36,6 +37,9 @@ def register(app: typer.Typer) -> None:
                                                         "(overrides the graph's runtime: metrics_port; 0: off)"),
         ui: bool = typer.Option(False, "--ui", help="serve the live graph page at http://127.0.0.1:<ui-port>/"),
         ui_port: int = typer.Option(8710, "--ui-port", min=1, max=65535, help="port of the live page (with --ui)"),
+        record: Optional[Path] = typer.Option(None, "--record",
+                                              help="record the graph's StreamPacket topics to this MCAP file"),
+        record_frames: bool = typer.Option(False, "--record-frames", help="with --record: frame topics too"),
     ) -> None:
         """Validate, compile and run GRAPH: one process per container plus the lifecycle manager.
 
@@ -65,6 +69,10 @@ def register(app: typer.Typer) -> None:
         rdir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix=f"schnitzel-run-{plan.graph}-"))
         try:
             rdir.mkdir(parents=True, exist_ok=True)
+            recorder = None
+            if record is not None:   # docs/record-replay.md
+                from .record_proc import prepare
+                recorder = prepare(plan, rdir, str(record), frames=record_frames)
             plan_path = plan.write(rdir / f"{plan.graph}.plan.json")
         except OSError as exc:
             print(f"schnitzel run: cannot write to {rdir}: {exc.strerror or exc}", file=sys.stderr)
@@ -75,7 +83,18 @@ def register(app: typer.Typer) -> None:
                   f"declared elsewhere: {', '.join(remote)}", file=sys.stderr)
         runner = Runner(plan, str(plan_path), str(rdir), duration=duration, max_packets=max_packets,
                         live=not quiet)
-        result = runner.run()
+        os.environ["SCHNITZEL_RUN_DIR"] = str(rdir.resolve())   # delivery logs for `schnitzel trace`
+        if recorder is not None:
+            try:
+                recorder.start()
+            except RuntimeError as exc:
+                print(f"schnitzel run: cannot record to {record}: {exc}", file=sys.stderr)
+                raise typer.Exit(1)
+        try:
+            result = runner.run()
+        finally:
+            if recorder is not None and recorder.stop() != 0:
+                print(f"schnitzel run: the recorder failed; see {recorder.log}", file=sys.stderr)
         rep = build_report(plan, result["status"], started_at=result["started_at"], ended_at=result["ended_at"],
                            stopped_by=result["stopped_by"], containers=result["containers"],
                            timeline=result.get("timeline"))

@@ -35,6 +35,10 @@ from .packet import Packet, derive_key
 from .resilience import Backoff, BreakerState, CircuitBreaker
 
 DELIVERED, RETRY, REJECTED = "delivered", "retry", "rejected"
+#: Meta the durable queue adds for its own bookkeeping (queue id, row id, attempt, sinks).
+#: They depend on commit batching and retries, not on the packet: the JSONL file leaves them
+#: out, so the same packets give the same bytes (deterministic replays, docs/record-replay.md).
+QUEUE_META = ("schnitzel.queue", "schnitzel.row_id", "schnitzel.attempt", "schnitzel.sinks")
 
 log = logging.getLogger("schnitzel.delivery")
 
@@ -259,7 +263,9 @@ class JsonlSink(Sink):
         lines: List[Tuple[int, bytes]] = []
         for i, p in enumerate(packets):
             try:
-                lines.append((i, json.dumps(p.to_dict(), separators=(",", ":")).encode() + b"\n"))
+                d = p.to_dict()
+                d["meta"] = {k: v for k, v in d["meta"].items() if k not in QUEUE_META}
+                lines.append((i, json.dumps(d, separators=(",", ":")).encode() + b"\n"))
                 out.append(OK)
             except (ValueError, TypeError) as exc:
                 out.append(Outcome(REJECTED, f"cannot encode packet as JSON: {exc}"))

@@ -29,6 +29,7 @@ from schnitzel_core.plugin import Ack, Category, In, Out, Param, PluginSpec, Pro
 from schnitzel_core.resilience import Backoff, CircuitBreaker
 from schnitzel_core.store import (ANY_SINK, DurableStore, GroupCommitter, StoreError, StoreLockedError,
                                   StoreVersionError, StoreWriteError)
+from schnitzel_core.tracelog import for_node as delivery_log
 
 from ..base import ControlLogic, SinkLogic, StateLogic
 
@@ -116,6 +117,7 @@ class DurableQueueLogic(StateLogic):
         self.active = False
         # by-reference payloads (docs/delivery.md): the blob is held while a row stores it
         self.refs = getattr(self.ctx, "payload_refs", None)
+        self.dlog = delivery_log(self.ctx.node_id)   # for `schnitzel trace` (None outside schnitzel run)
         self._set_gauges()
 
     def _row_sinks(self, p: Packet) -> List[str]:
@@ -199,6 +201,9 @@ class DurableQueueLogic(StateLogic):
             self.refusing = ""
         self.accepted += res.accepted
         self.ctx.count("accepted", res.accepted)
+        if self.dlog is not None and res.accepted + res.duplicates:
+            status = ("queued" if not res.duplicates else "duplicate" if not res.accepted else "queued_or_duplicate")
+            self.dlog.events("queued", [p.idempotency_key for p in batch], queue=self.ctx.node_id, status=status)
         for name in ("duplicates", "rejected", "dropped"):
             n = getattr(res, name)
             if n:
@@ -250,6 +255,9 @@ class DurableQueueLogic(StateLogic):
                     self.ctx.emit("out", r.packet.with_meta(**meta))
                 if rows:
                     self.ctx.count("forwarded", len(rows))
+                    if self.dlog is not None:
+                        for r in rows:
+                            self.dlog.event("sent", r.packet.idempotency_key, row=r.id, attempt=r.attempts + 1)
         if time.monotonic() >= self._next_stats:
             self._set_gauges()
             if self.refs is not None:
@@ -278,6 +286,9 @@ class DurableQueueLogic(StateLogic):
     def on_ack(self, ack: Ack) -> None:
         if ack.queue_id != self.ctx.node_id:
             return
+        if self.dlog is not None:
+            self.dlog.event("ack", ack.idempotency_key, sink=ack.sink_id, outcome=ack.outcome, row=ack.row_id,
+                            reason=ack.reason)
         if ack.outcome == DELIVERED:
             self.committer.submit_ack([ack.row_id], ack.sink_id or ANY_SINK)
             self.ctx.count("acked")
@@ -321,6 +332,8 @@ class DurableQueueLogic(StateLogic):
                 self._release_blobs()   # the last acks' blobs go now, not at the next start
         finally:
             self.store.close()
+            if self.dlog is not None:
+                self.dlog.close()
 
 
 class SinkRouterLogic(ControlLogic):
@@ -401,6 +414,7 @@ class _WorkerSinkLogic(SinkLogic):
                                      on_change=self._breaker_changed)
         except (DeliveryConfigError, ValueError) as exc:
             raise ValueError(f"{self.spec.name} {self.ctx.node_id}: {exc}") from None
+        self.dlog = delivery_log(self.ctx.node_id)   # for `schnitzel trace` (None outside schnitzel run)
         self.worker = SinkWorker(sink, batch_size=int(p.get("batch_size", 100)),
                                  max_buffer=int(p.get("max_buffer", 10000)), backoff=backoff, breaker=breaker,
                                  on_done=self._done, on_retry=self._retry, remember=int(p.get("remember", 10000)))
@@ -426,10 +440,15 @@ class _WorkerSinkLogic(SinkLogic):
 
     def _done(self, p: Packet, o: Outcome) -> None:
         self.ctx.count("delivered" if o.ok else "rejected")
+        if self.dlog is not None:
+            self.dlog.event("attempt", p.idempotency_key, sink=self.ctx.node_id, result=o.status, reason=o.reason)
         self._ack(p, o.status, o.reason)
 
     def _retry(self, packets: List[Packet], reason: str) -> None:
         self.ctx.count("retries", len(packets))
+        if self.dlog is not None:
+            self.dlog.events("attempt", [p.idempotency_key for p in packets], sink=self.ctx.node_id,
+                             result=RETRY, reason=reason)
         for p in packets:
             self._ack(p, RETRY, reason)
 

@@ -1,4 +1,5 @@
 """``schnitzel run GRAPH``: validate, compile and run a graph with the built-in runner.
+``--host NAME`` runs one host's share of a graph with ``hosts:`` (docs/multi-host.md).
 
 Exit codes: 0 the run ended ok, 1 the graph is invalid or the run ended in error
 (nothing is started for an invalid graph), 2 bad command-line use, 3 the run
@@ -31,6 +32,9 @@ def register(app: typer.Typer) -> None:
         run_dir: Optional[Path] = typer.Option(None, "--run-dir",
                                                help="where the plan, status and process logs go (default: a temporary directory)"),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="no live status line"),
+        host: Optional[str] = typer.Option(None, "--host",
+                                           help="run only this host's share of a graph with hosts: "
+                                                "(docs/multi-host.md)"),
     ) -> None:
         """Validate, compile and run GRAPH: one process per container plus the lifecycle manager.
 
@@ -51,20 +55,35 @@ def register(app: typer.Typer) -> None:
         from .report import build_report, write_report
         from .runner import Runner
 
-        rdir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix=f"schnitzel-run-{plan.graph}-"))
+        if host is not None:
+            from .hosts import HostError, host_share
+            try:
+                plan = host_share(plan, host)
+            except HostError as exc:
+                print(f"schnitzel run: {exc}; pick one with --host NAME", file=sys.stderr)
+                raise typer.Exit(2)
+        stem = f"{plan.graph}.{host}" if host else plan.graph
+        rdir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix=f"schnitzel-run-{stem}-"))
         try:
             rdir.mkdir(parents=True, exist_ok=True)
-            plan_path = plan.write(rdir / f"{plan.graph}.plan.json")
+            plan_path = plan.write(rdir / f"{stem}.plan.json")
         except OSError as exc:
             print(f"schnitzel run: cannot write to {rdir}: {exc.strerror or exc}", file=sys.stderr)
             raise typer.Exit(1)
         remote = [f"{c.id} ({c.host})" for c in plan.containers if c.host not in ("localhost", "127.0.0.1", "")]
-        if remote:
+        if remote and host is None:
             print("schnitzel run: note: the built-in runner starts every container on this machine; "
                   f"declared elsewhere: {', '.join(remote)}", file=sys.stderr)
         runner = Runner(plan, str(plan_path), str(rdir), duration=duration, max_packets=max_packets,
-                        live=not quiet)
+                        live=not quiet, host=host or "")
         result = runner.run()
+        if not runner.runs_manager:
+            # a worker host: its containers ran; the graph's status is the manager host's
+            gave_up = {cid: c["gave_up"] for cid, c in result["containers"].items() if c["gave_up"]}
+            print(f"schnitzel run: host {host} stopped ({result['stopped_by']}): "
+                  + ", ".join(f"container {cid}: {c['restarts']} restart(s)" for cid, c in result["containers"].items())
+                  + "".join(f"; {cid} given up: {why}" for cid, why in gave_up.items()), file=sys.stderr)
+            raise typer.Exit(1 if gave_up else 0)
         rep = build_report(plan, result["status"], started_at=result["started_at"], ended_at=result["ended_at"],
                            stopped_by=result["stopped_by"], containers=result["containers"],
                            timeline=result.get("timeline"))

@@ -7,7 +7,8 @@ What the compiler decides (docs/runtime.md):
 - each node's parameters after the plugin's defaults;
 - each edge's resolved QoS (writer: the output port's preset or the node's
   override; reader: the edge's qos merged over the writer's) and transport
-  (``auto`` becomes ``inproc`` inside one container and ``dds`` across);
+  (``auto`` becomes ``inproc`` inside one container, ``zenoh`` between hosts of different
+  sites and ``dds`` otherwise; a zenoh edge gets its key expression);
 - the ``ports_json`` every node is loaded with (docs/contracts.md);
 - the container restart policy;
 - for each durable queue, the sinks it feeds (so the queue knows whose
@@ -43,6 +44,12 @@ def container_node_name(graph: str, cid: str) -> Tuple[str, str]:
 
 def topic_of(graph: str, node: str, port: str) -> str:
     return f"/{graph}/{node}/{port}"
+
+
+def zenoh_key(graph: str, src: str, sport: str, dst: str, dport: str) -> str:
+    """The Zenoh key expression of an edge: ``schnitzel/<graph>/<src>/<port>/<dst>/<port>``
+    (packets); its acknowledgements travel under the same key with ``/ack`` appended."""
+    return f"schnitzel/{graph.strip('/')}/{src}/{sport}/{dst}/{dport}"
 
 
 def _category(spec: Any) -> str:
@@ -120,12 +127,16 @@ def compile_graph(graph: Graph, registry: Any, graph_file: Optional[str] = None)
         override = (getattr(src, "qos", None) or {}).get(e.src_port)
         writer, reader = qosmod.edge_qos(preset, override, e.qos)
         transport = e.transport or "auto"
+        inter_site = bool(graph.hosts) and (graph.site_of_host(graph.host_of(src.id))
+                                            != graph.site_of_host(graph.host_of(dst.id)))
         if transport == "auto":
-            transport = "inproc" if src.container == dst.container else "dds"
+            transport = ("inproc" if src.container == dst.container else "zenoh" if inter_site else "dds")
         topic = topic_of(name, src.id, e.src_port)
         plan_edges.append(PlanEdge(src=f"{src.id}.{e.src_port}", dst=f"{dst.id}.{e.dst_port}",
                                    topic=topic, transport=transport, qos=reader.to_dict(),
-                                   writer_qos=writer.to_dict()))
+                                   writer_qos=writer.to_dict(),
+                                   key=zenoh_key(name, e.src_node, e.src_port, e.dst_node, e.dst_port)
+                                   if transport == "zenoh" else ""))
         out = ports[src.id]["out"].setdefault(
             e.src_port, {"topic": topic, "qos": writer.to_dict(), "transports": []})
         if transport not in out["transports"]:
@@ -201,7 +212,7 @@ def compile_graph(graph: Graph, registry: Any, graph_file: Optional[str] = None)
         restart = RestartPolicy(policy=decl.restart, backoff_s=float(decl.restart_backoff_s),
                                 limit=int(decl.restart_limit)) if decl else RestartPolicy()
         containers.append(PlanContainer(
-            id=cid, host=decl.host if decl else "localhost", node_name=node_name, namespace=cns,
+            id=cid, host=_container_host(graph, decl), node_name=node_name, namespace=cns,
             restart=restart, nodes=[i for i in order if plan_nodes[i].container == cid],
             package=CONTAINER_PACKAGE, executable=CONTAINER_EXECUTABLE,
             arguments=["--graph", name, "--container", cid] + state_args))
@@ -219,7 +230,16 @@ def compile_graph(graph: Graph, registry: Any, graph_file: Optional[str] = None)
                  "name": MANAGER_NODE_NAME, "namespace": ns},
         status_topics={"graph": f"{ns}/_status/graph", "nodes": f"{ns}/_status/nodes"},
         runtime=runtime,
+        hosts=[{"name": h.name, "address": h.address, "role": h.role, "site": h.site} for h in graph.hosts],
+        discovery=dict(graph.discovery), zenoh=dict(graph.zenoh),
     )
+
+
+def _container_host(graph: Graph, decl: Any) -> str:
+    host = decl.host if decl else "localhost"
+    if graph.hosts and len(graph.hosts) == 1 and (decl is None or decl.implicit):
+        return graph.hosts[0].name   # a one-host graph without containers: its only host
+    return host
 
 
 # ---- validate + compile in one step ----------------------------------------

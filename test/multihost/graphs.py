@@ -20,3 +20,31 @@ edges:
   - {from: gen.out, to: thin.in}
   - {from: thin.out, to: out.in}
 """
+
+#: Two sites: a robot's queue sends over Zenoh to the cloud's sink (the manager host).
+ZENOH_SITES = """
+schnitzel: 1
+name: fleetlet
+zenoh: {mode: client, router: "tcp/${env:SZ_CLOUD_ADDR:-10.0.0.1}:7447"}
+hosts:
+  - {name: cloud, address: "${env:SZ_CLOUD_ADDR:-10.0.0.1}", role: manager, site: cloud}
+  - {name: robot, address: "${env:SZ_ROBOT_ADDR:-10.0.0.2}", site: r1}
+containers:
+  - {id: edge, host: robot}
+  - {id: agg, host: cloud}
+runtime: {delivery_stall_s: 0}
+nodes:
+  - id: gen
+    plugin: synthetic_source
+    container: edge
+    params:
+      mode: counter
+      rate_hz: 20
+      count: ${env:SZ_COUNT:-100}
+  - {id: q, plugin: durable_queue, container: edge,
+     params: {path: "${env:SZ_DATA:-/tmp}/q.db", lease_s: 1.0}}
+  - {id: out, plugin: jsonl_sink, container: agg, params: {path: "${env:SZ_DATA:-/tmp}/out.jsonl"}}
+edges:
+  - {from: gen.out, to: q.in}
+  - {from: q.out, to: out.in}
+"""

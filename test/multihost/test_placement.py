@@ -186,3 +186,16 @@ def test_run_host_starts_only_that_hosts_share(registry, tmp_path, monkeypatch):
     assert started[0][1]["ROS_STATIC_PEERS"] == "10.0.0.1;10.0.0.2" and result["stopped_by"] == "duration"
     base = runmod.Runner(host_share(_plan(THREE_HOSTS, registry), "base"), "p", str(tmp_path), host="base")
     assert base.runs_manager
+
+
+def test_zenoh_edge_in_ports_json_and_session_settings(registry):
+    plan = _plan(SITES, registry)
+    key = "schnitzel/sites/q/out/out/in"
+    q, out = plan.node("q").ports, plan.node("out").ports
+    assert q["out"]["out"]["zenoh_keys"] == [key] and q["out"]["out"]["transports"] == ["zenoh"]
+    assert out["in"]["in"][0]["key"] == key and out["in"]["in"][0]["transport"] == "zenoh"
+    # peer mode (default): listen on the own host's address, connect to the other hosts'
+    assert q["zenoh"] == {"mode": "peer", "listen": ["tcp/10.2.0.1:7447"], "connect": ["tcp/10.1.0.1:7447"]}
+    client = _plan(SITES.replace("hosts:", "zenoh: {mode: client, router: tcp/10.9.0.1:7447}\nhosts:"), registry)
+    assert client.node("out").ports["zenoh"] == {"mode": "client", "connect": ["tcp/10.9.0.1:7447"], "listen": []}
+    assert "zenoh" not in plan.node("gen").ports        # no zenoh edge: no session

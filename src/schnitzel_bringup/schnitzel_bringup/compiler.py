@@ -52,6 +52,19 @@ def zenoh_key(graph: str, src: str, sport: str, dst: str, dport: str) -> str:
     return f"schnitzel/{graph.strip('/')}/{src}/{sport}/{dst}/{dport}"
 
 
+def zenoh_settings(graph: Graph, host: str) -> Dict[str, Any]:
+    """The Zenoh session of a container on ``host`` (ros/zenoh_link.py): in client mode it
+    connects to the graph's router; in peer mode it listens on its host's address at ``zenoh.port``
+    (default 7447) and connects to every other host's, so the later of two sites reaches the earlier."""
+    z = dict(graph.zenoh or {})
+    if z.get("mode") == "client":
+        return {"mode": "client", "connect": [z["router"]] if z.get("router") else [], "listen": []}
+    port = int(z.get("port", 7447))
+    me = graph.host(host)
+    return {"mode": "peer", "listen": [f"tcp/{me.address}:{port}"] if me and me.address else [],
+            "connect": [f"tcp/{h.address}:{port}" for h in graph.hosts if h.name != host and h.address]}
+
+
 def _category(spec: Any) -> str:
     cat = getattr(spec, "category", "")
     return getattr(cat, "value", str(cat))
@@ -141,8 +154,14 @@ def compile_graph(graph: Graph, registry: Any, graph_file: Optional[str] = None)
             e.src_port, {"topic": topic, "qos": writer.to_dict(), "transports": []})
         if transport not in out["transports"]:
             out["transports"].append(transport)
-        ports[dst.id]["in"].setdefault(e.dst_port, []).append(
-            {"topic": topic, "qos": reader.to_dict(), "transport": transport, "from": f"{src.id}.{e.src_port}"})
+        inp = {"topic": topic, "qos": reader.to_dict(), "transport": transport, "from": f"{src.id}.{e.src_port}"}
+        if transport == "zenoh":
+            key = plan_edges[-1].key
+            out.setdefault("zenoh_keys", []).append(key)
+            inp["key"] = key
+            for nid in (src.id, dst.id):
+                ports[nid]["zenoh"] = zenoh_settings(graph, graph.host_of(nid))
+        ports[dst.id]["in"].setdefault(e.dst_port, []).append(inp)
     for n in graph.nodes:
         if n.inputs:   # backpressure per input port (docs/contracts.md, ports_json "inputs")
             ports[n.id]["inputs"] = copy.deepcopy(n.inputs)
@@ -150,7 +169,8 @@ def compile_graph(graph: Graph, registry: Any, graph_file: Optional[str] = None)
         if getattr(graph, "payload_ref", None):   # by-reference payloads (ros/byref.py)
             pmap["payload_ref"] = dict(graph.payload_ref)
         for out in pmap["out"].values():
-            out["transports"].sort(key=lambda t: ("inproc", "shm", "dds").index(t) if t in ("inproc", "shm", "dds") else 9)
+            out["transports"].sort(key=lambda t: ("inproc", "shm", "dds", "zenoh").index(t)
+                                   if t in ("inproc", "shm", "dds", "zenoh") else 9)
 
     order = _start_order([n.id for n in graph.nodes], [(e.src_node, e.dst_node) for e in graph.edges])
     upstream = {n.id: sorted({e.src_node for e in graph.inputs_of(n.id) if e.src_node != n.id})

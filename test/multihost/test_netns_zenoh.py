@@ -52,17 +52,21 @@ def sandbox():
     box.close()
 
 
-def test_link_cut_between_sites_loses_nothing(sandbox, spawn, tmp_path):
+@pytest.mark.parametrize("mode", ["client", "peer"])
+def test_link_cut_between_sites_loses_nothing(sandbox, spawn, tmp_path, mode):
     graph = tmp_path / "fleetlet.yaml"
-    graph.write_text(ZENOH_SITES)
+    # client: through the router on the cloud host; peer: the two sites connect directly
+    graph.write_text(ZENOH_SITES if mode == "client" else ZENOH_SITES.replace(
+        'zenoh: {mode: client, router: "tcp/${env:SZ_CLOUD_ADDR:-10.0.0.1}:7447"}', "zenoh: {mode: peer}"))
     data = tmp_path / "data"
     data.mkdir()
     env = dict(spawn.env, SZ_CLOUD_ADDR=sandbox.addr["cloud"], SZ_ROBOT_ADDR=sandbox.addr["robot"],
                SZ_COUNT=str(COUNT), SZ_DATA=str(data))
-    router = spawn(sandbox.exec_argv("cloud", [sys.executable, "-m", "schnitzel_bringup.zenoh_router",
-                                               "--listen", f"tcp/{sandbox.addr['cloud']}:7447"]),
-                   env=env, name="router")
-    procs = {"router": router}
+    procs = {}
+    if mode == "client":
+        procs["router"] = spawn(sandbox.exec_argv("cloud", [sys.executable, "-m", "schnitzel_bringup.zenoh_router",
+                                                            "--listen", f"tcp/{sandbox.addr['cloud']}:7447"]),
+                                env=env, name="router")
     for host in ("robot", "cloud"):
         procs[host] = spawn(sandbox.exec_argv(host, [sys.executable, "-m", "schnitzel_bringup.cli", "run",
                                                      str(graph), "--host", host, "-q",

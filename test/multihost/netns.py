@@ -31,6 +31,21 @@ def unavailable() -> Optional[str]:
     return None
 
 
+def netem_unavailable() -> Optional[str]:
+    """Why ``tc netem`` cannot be used here (None when it can); call it with namespaces available."""
+    if shutil.which("tc") is None:
+        return "the `tc` command (iproute2) is not installed"
+    name = f"sznetem{os.getpid()}"
+    _ip("netns", "add", name)
+    try:
+        _ip("-n", name, "link", "add", "name", "szq0", "type", "veth", "peer", "name", "szq1")
+        r = subprocess.run(["tc", "-n", name, "qdisc", "add", "dev", "szq0", "root", "netem", "delay", "1ms"],
+                           capture_output=True, text=True, timeout=10)
+        return None if r.returncode == 0 else f"tc netem is not available here: {r.stderr.strip()}"
+    finally:
+        _ip("netns", "del", name, check=False)
+
+
 class Sandbox:
     def __init__(self, hosts: List[str], subnet: int) -> None:
         self.tag = f"sz{os.getpid() % 10000}"
@@ -69,6 +84,13 @@ class Sandbox:
     def link(self, host: str, up: bool) -> None:
         """Cut (or restore) the host's only link: its veth end in the hub goes down (up)."""
         _ip("-n", self.hub, "link", "set", self.peer[host], "up" if up else "down")
+
+    def impair(self, host: str, delay_ms: int, loss_pct: float) -> None:
+        """Delay and lose packets on the host's link, both directions (tc netem)."""
+        for where in (["-n", self.hub, "qdisc", "replace", "dev", self.peer[host]],
+                      ["-n", self.ns[host], "qdisc", "replace", "dev", "eth0"]):
+            subprocess.run(["tc", *where, "root", "netem", "delay", f"{delay_ms}ms", "loss", f"{loss_pct}%"],
+                           capture_output=True, text=True, check=True, timeout=10)
 
     def close(self) -> None:
         for ns in reversed(self.made):

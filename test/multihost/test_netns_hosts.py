@@ -86,3 +86,5 @@ def test_three_hosts_link_cut_and_host_restart(sandbox, spawn, tmp_path):
     # the other hosts were not touched: their containers were never re-loaded
     assert s["containers"]["sense"]["restarts"] == 0 and s["containers"]["store"]["restarts"] == 0
     assert s["hosts"]["relay"] == "up"
+    # stop the manager host first: its ordered tear-down finds every host still up
+    spawn.kill_group(procs["base"])

@@ -1,10 +1,13 @@
 """A Zenoh edge between two sites, each a network namespace (docs/multi-host.md).
 
-The robot's durable queue sends over Zenoh (client mode, through a router on the cloud host) to
-the cloud's JSONL sink. The robot's link is cut while the source is still sending: nothing the
-source produced is lost (every key reaches the sink's file once the link is back: the queue keeps
-unacknowledged rows and sends them again), and the sink's acknowledgements cross back over
-Zenoh, emptying the queue. Skips, saying why, where network namespaces cannot be made.
+The robot's durable queue sends over Zenoh (client mode through a router on the cloud host, or
+peer mode) to the cloud's JSONL sink. The robot's link is cut while the source is still sending:
+nothing the source produced is lost (every key reaches the sink's file once the link is back: the
+queue keeps unacknowledged rows and sends them again), and the sink's acknowledgements cross back
+over Zenoh, emptying the queue. A third case also delays every packet on the link by 100 ms and
+loses 5 % of them (tc netem) from the first delivery on (skipped where netem is not available);
+each case prints the sink's latency. Skips, saying
+why, where network namespaces cannot be made.
 """
 import json
 import os
@@ -15,7 +18,7 @@ import pytest
 from schnitzel_core.testing import wait_for
 
 from graphs import ZENOH_SITES
-from netns import Sandbox, unavailable
+from netns import Sandbox, netem_unavailable, unavailable
 
 WHY = unavailable()
 pytestmark = pytest.mark.skipif(WHY is not None, reason=WHY or "")
@@ -52,8 +55,13 @@ def sandbox():
     box.close()
 
 
-@pytest.mark.parametrize("mode", ["client", "peer"])
-def test_link_cut_between_sites_loses_nothing(sandbox, spawn, tmp_path, mode):
+@pytest.mark.parametrize("mode, impaired", [("client", False), ("peer", False), ("peer", True)],
+                         ids=["client", "peer", "peer-100ms-5pct-loss"])
+def test_link_cut_between_sites_loses_nothing(sandbox, spawn, tmp_path, mode, impaired):
+    if impaired:
+        why = netem_unavailable()
+        if why:
+            pytest.skip(why)
     graph = tmp_path / "fleetlet.yaml"
     # client: through the router on the cloud host; peer: the two sites connect directly
     graph.write_text(ZENOH_SITES if mode == "client" else ZENOH_SITES.replace(
@@ -82,6 +90,8 @@ def test_link_cut_between_sites_loses_nothing(sandbox, spawn, tmp_path, mode):
         return logs + f"\n--- keys {len(_keys(out))}\n{json.dumps(_status(status), indent=1)[-2000:]}"
 
     assert wait_for(lambda: len(_keys(out)) >= 5, timeout=60, step=0.2), diag()
+    if impaired:
+        sandbox.impair("robot", delay_ms=100, loss_pct=5)
     sandbox.link("robot", up=False)
     cut_at = len(_keys(out))
     wait_for(lambda: False, timeout=CUT_S, step=0.5)          # the link stays down CUT_S seconds
@@ -89,6 +99,9 @@ def test_link_cut_between_sites_loses_nothing(sandbox, spawn, tmp_path, mode):
     sandbox.link("robot", up=True)
     assert wait_for(lambda: len(_keys(out)) >= COUNT, timeout=40, step=0.2), diag()
     keys = _keys(out)
+    sink = _status(status).get("nodes", {}).get("out", {})
+    print(f"\nzenoh {mode}{' (100 ms, 5 % loss)' if impaired else ''}: {len(keys)}/{COUNT} packets; sink "
+          f"latency p50 {sink.get('latency_p50_ms', 0):.1f} ms, p95 {sink.get('latency_p95_ms', 0):.1f} ms")
     assert len(keys) == COUNT, diag()                         # every packet the source sent arrived
     assert during - cut_at <= 2, diag()                       # nothing crossed while the link was down
     # the sink's acknowledgements came back over Zenoh: the queue empties

@@ -199,3 +199,17 @@ def test_zenoh_edge_in_ports_json_and_session_settings(registry):
     client = _plan(SITES.replace("hosts:", "zenoh: {mode: client, router: tcp/10.9.0.1:7447}\nhosts:"), registry)
     assert client.node("out").ports["zenoh"] == {"mode": "client", "connect": ["tcp/10.9.0.1:7447"], "listen": []}
     assert "zenoh" not in plan.node("gen").ports        # no zenoh edge: no session
+
+
+def test_one_machine_runs_meet_on_loopback(registry):
+    """`schnitzel run` without --host and <graph>.launch.py: every zenoh session on 127.0.0.1, each
+    listening on its own port and connecting to the others (the later one reaches the earlier)."""
+    from schnitzel_bringup.hosts import on_one_machine
+
+    local = on_one_machine(_plan(SITES, registry))
+    assert local.node("q").ports["zenoh"] == {"mode": "peer", "listen": ["tcp/127.0.0.1:7447"],
+                                             "connect": ["tcp/127.0.0.1:7448"]}
+    assert local.node("out").ports["zenoh"] == {"mode": "peer", "listen": ["tcp/127.0.0.1:7448"],
+                                               "connect": ["tcp/127.0.0.1:7447"]}
+    plan = _plan(THREE_HOSTS, registry)
+    assert on_one_machine(plan) is plan          # no zenoh edge: nothing to change

@@ -62,6 +62,9 @@ def register(app: typer.Typer) -> None:
             except HostError as exc:
                 print(f"schnitzel run: {exc}; pick one with --host NAME", file=sys.stderr)
                 raise typer.Exit(2)
+        else:
+            from .hosts import on_one_machine
+            plan = on_one_machine(plan)   # every host's containers here: Zenoh meets on 127.0.0.1
         stem = f"{plan.graph}.{host}" if host else plan.graph
         rdir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix=f"schnitzel-run-{stem}-"))
         try:

@@ -157,14 +157,15 @@ def _write_pair(plan: Plan, out: Path, stem: str) -> Dict[str, Path]:
 
 
 def write_outputs(plan: Plan, out_dir: Union[str, Path]) -> Dict[str, Any]:
-    """Write ``<name>.plan.json`` and ``<name>.launch.py`` into ``out_dir``; for a graph with
+    """Write ``<name>.plan.json`` and ``<name>.launch.py`` (the whole graph on one machine) into
+    ``out_dir``; for a graph with
     ``hosts:`` also each host's share: ``<name>.<host>.plan.json``, ``<name>.<host>.launch.py``
     and ``<name>.<host>.env`` (its DDS settings), listed under ``hosts``."""
-    from .hosts import env_file_text, host_share
+    from .hosts import env_file_text, host_share, on_one_machine
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    outputs: Dict[str, Any] = _write_pair(plan, out, plan.graph)
+    outputs: Dict[str, Any] = _write_pair(on_one_machine(plan), out, plan.graph)
     outputs["hosts"] = {}
     for h in plan.hosts:
         share = host_share(plan, h["name"])

@@ -199,6 +199,16 @@ def test_zenoh_edge_in_ports_json_and_session_settings(registry):
     client = _plan(SITES.replace("hosts:", "zenoh: {mode: client, router: tcp/10.9.0.1:7447}\nhosts:"), registry)
     assert client.node("out").ports["zenoh"] == {"mode": "client", "connect": ["tcp/10.9.0.1:7447"], "listen": []}
     assert "zenoh" not in plan.node("gen").ports        # no zenoh edge: no session
+    # two containers of one host with zenoh edges: one port each, every one connects to the others
+    two = _plan(SITES.replace("  - {id: agg, host: cloud}", "  - {id: agg, host: cloud}\n  - {id: agg2, host: cloud}")
+                .replace("  - {id: out, plugin: jsonl_sink,", "  - {id: q2, plugin: durable_queue, container: edge, "
+                         "params: {path: /tmp/q2.db}}\n  - {id: out2, plugin: jsonl_sink, container: agg2, "
+                         "params: {path: /tmp/o2.jsonl}}\n  - {id: out, plugin: jsonl_sink,")
+                .replace("  - {from: q.out, to: out.in}", "  - {from: q.out, to: out.in}\n  - {from: gen.out, to: q2.in}"
+                         "\n  - {from: q2.out, to: out2.in}"), registry)
+    assert two.node("out").ports["zenoh"]["listen"] == ["tcp/10.1.0.1:7447"]
+    assert two.node("out2").ports["zenoh"] == {"mode": "peer", "listen": ["tcp/10.1.0.1:7448"],
+                                               "connect": ["tcp/10.2.0.1:7447", "tcp/10.1.0.1:7447"]}
 
 
 def test_one_machine_runs_meet_on_loopback(registry):

@@ -52,17 +52,34 @@ def zenoh_key(graph: str, src: str, sport: str, dst: str, dport: str) -> str:
     return f"schnitzel/{graph.strip('/')}/{src}/{sport}/{dst}/{dport}"
 
 
-def zenoh_settings(graph: Graph, host: str) -> Dict[str, Any]:
-    """The Zenoh session of a container on ``host`` (ros/zenoh_link.py): in client mode it
-    connects to the graph's router; in peer mode it listens on its host's address at ``zenoh.port``
-    (default 7447) and connects to every other host's, so the later of two sites reaches the earlier."""
+def zenoh_sessions(graph: Graph, node_ids: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+    """The Zenoh session of each container that carries a Zenoh edge (ros/zenoh_link.py), by
+    container id. Client mode: it connects to the graph's router. Peer mode: the i-th such
+    container of a host listens on ``tcp/<host address>:<zenoh.port + i>`` (port default 7447) and
+    connects to every other one's endpoint, so whichever starts later reaches the earlier (a peer
+    does not retry a connect that failed at its start)."""
     z = dict(graph.zenoh or {})
+    cids: List[str] = []
+    for nid in node_ids:
+        cid = graph.node(nid).container
+        if cid not in cids:
+            cids.append(cid)
     if z.get("mode") == "client":
-        return {"mode": "client", "connect": [z["router"]] if z.get("router") else [], "listen": []}
+        return {cid: {"mode": "client", "connect": [z["router"]] if z.get("router") else [], "listen": []}
+                for cid in cids}
     port = int(z.get("port", 7447))
-    me = graph.host(host)
-    return {"mode": "peer", "listen": [f"tcp/{me.address}:{port}"] if me and me.address else [],
-            "connect": [f"tcp/{h.address}:{port}" for h in graph.hosts if h.name != host and h.address]}
+    ends: Dict[str, str] = {}
+    per_host: Dict[str, int] = {}
+    for cid in cids:
+        c = graph.container(cid)
+        h = graph.host(c.host) if c else None
+        if h is None or not h.address:
+            continue
+        i = per_host.get(h.name, 0)
+        per_host[h.name] = i + 1
+        ends[cid] = f"tcp/{h.address}:{port + i}"
+    return {cid: {"mode": "peer", "listen": [ends[cid]] if cid in ends else [],
+                  "connect": [e for other, e in ends.items() if other != cid]} for cid in cids}
 
 
 def _category(spec: Any) -> str:
@@ -130,6 +147,7 @@ def compile_graph(graph: Graph, registry: Any, graph_file: Optional[str] = None)
                                           "qos": writer.to_dict(), "transports": []}
         for p in specs[n.id].inputs:
             ports[n.id]["in"][p.name] = []
+    zenoh_nodes: List[str] = []
     for e in graph.edges:
         src = graph.node(e.src_node)
         dst = graph.node(e.dst_node)
@@ -159,9 +177,11 @@ def compile_graph(graph: Graph, registry: Any, graph_file: Optional[str] = None)
             key = plan_edges[-1].key
             out.setdefault("zenoh_keys", []).append(key)
             inp["key"] = key
-            for nid in (src.id, dst.id):
-                ports[nid]["zenoh"] = zenoh_settings(graph, graph.host_of(nid))
+            zenoh_nodes.extend(i for i in (src.id, dst.id) if i not in zenoh_nodes)
         ports[dst.id]["in"].setdefault(e.dst_port, []).append(inp)
+    sessions = zenoh_sessions(graph, zenoh_nodes)
+    for nid in zenoh_nodes:
+        ports[nid]["zenoh"] = sessions[graph.node(nid).container]
     for n in graph.nodes:
         if n.inputs:   # backpressure per input port (docs/contracts.md, ports_json "inputs")
             ports[n.id]["inputs"] = copy.deepcopy(n.inputs)

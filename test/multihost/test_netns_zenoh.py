@@ -4,7 +4,8 @@ The robot's durable queue sends over Zenoh (client mode through a router on the 
 peer mode) to the cloud's JSONL sink. The robot's link is cut while the source is still sending:
 nothing the source produced is lost (every key reaches the sink's file once the link is back: the
 queue keeps unacknowledged rows and sends them again), and the sink's acknowledgements cross back
-over Zenoh, emptying the queue. A third case also delays every packet on the link by 100 ms and
+over Zenoh, emptying the queue. The peer cases find each other over DDS through a Fast DDS discovery
+server (`discovery: {mode: server}`) that the cloud host's run starts. A third case also delays every packet on the link by 100 ms and
 loses 5 % of them (tc netem) from the first delivery on (skipped where netem is not available);
 each case prints the sink's latency. Skips, saying
 why, where network namespaces cannot be made.
@@ -66,8 +67,11 @@ def test_link_cut_between_sites_loses_nothing(sandbox, spawn, tmp_path, mode, im
             pytest.skip(why)
     graph = tmp_path / "fleetlet.yaml"
     # client: through the router on the cloud host; peer: the two sites connect directly
+    # peer cases: DDS (the manager's reach) through a Fast DDS discovery server on the cloud host,
+    # which `schnitzel run --host cloud` starts
     graph.write_text(ZENOH_SITES if mode == "client" else ZENOH_SITES.replace(
-        'zenoh: {mode: client, router: "tcp/${env:SZ_CLOUD_ADDR:-10.0.0.1}:7447"}', "zenoh: {mode: peer}"))
+        'zenoh: {mode: client, router: "tcp/${env:SZ_CLOUD_ADDR:-10.0.0.1}:7447"}',
+        "zenoh: {mode: peer}\ndiscovery: {mode: server, server: cloud}"))
     data = tmp_path / "data"
     data.mkdir()
     env = dict(spawn.env, SZ_CLOUD_ADDR=sandbox.addr["cloud"], SZ_ROBOT_ADDR=sandbox.addr["robot"],

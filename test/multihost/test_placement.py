@@ -120,6 +120,7 @@ def test_dds_settings_per_host(registry):
                 registry)
     assert dds_env(srv, "cam")["ROS_DISCOVERY_SERVER"] == "10.0.0.1:11900"
     assert "ROS_STATIC_PEERS" not in dds_env(srv, "cam")
+    assert dds_env(srv, "base")["ROS_SUPER_CLIENT"] == "TRUE" and "ROS_SUPER_CLIENT" not in dds_env(srv, "cam")
     with pytest.raises(HostError, match="host 'nope' is not declared.*base, cam, relay"):
         host_share(srv, "nope")
 
@@ -223,3 +224,20 @@ def test_one_machine_runs_meet_on_loopback(registry):
                                                "connect": ["tcp/127.0.0.1:7447"]}
     plan = _plan(THREE_HOSTS, registry)
     assert on_one_machine(plan) is plan          # no zenoh edge: nothing to change
+
+
+def test_run_host_starts_the_discovery_server_on_its_host(registry, tmp_path, monkeypatch):
+    from schnitzel_bringup import runner as runmod
+
+    started = []
+    monkeypatch.setattr(runmod.Child, "start", lambda self: started.append(self.cmd))
+    monkeypatch.setattr(runmod.Child, "poll", lambda self: None)
+    monkeypatch.setattr(runmod.shutil, "which", lambda name: "/x/" + name)
+    plan = _plan(THREE_HOSTS.replace("hosts:", "discovery: {mode: server, server: relay, port: 11900}\nhosts:"),
+                 registry)
+    for host, want in (("relay", [["/x/fast-discovery-server", "42", "-l", "10.0.0.3", "-p", "11900"]]), ("cam", [])):
+        started.clear()
+        r = runmod.Runner(host_share(plan, host), "p", str(tmp_path), duration=0.0, live=False,
+                          out=lambda s: None, host=host)
+        r.run()
+        assert [c for c in started if "42" in c] == want

@@ -11,7 +11,8 @@ processes run under:
   ``ROS_STATIC_PEERS`` listing the addresses of the hosts this one talks DDS to: the hosts of
   its own site, and the manager host (the manager host lists every host);
 - ``discovery: {mode: server, server: HOST}``: ``ROS_DISCOVERY_SERVER=ADDRESS:PORT`` of the
-  Fast DDS discovery server on that host (``fastdds discovery --server-id 0 ...`` runs there).
+  Fast DDS discovery server on that host, and ``ROS_SUPER_CLIENT=TRUE`` on the manager host (the
+  manager looks services up by name, so it must see the whole graph).
 """
 from __future__ import annotations
 
@@ -62,6 +63,10 @@ def dds_env(plan: Plan, name: str) -> Dict[str, str]:
         port = int(plan.discovery.get("port", DEFAULT_DISCOVERY_PORT))
         env["ROS_DISCOVERY_SERVER"] = f"{srv.get('address') or '127.0.0.1'}:{port}"
         env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "SUBNET"
+        if _host(plan, name).get("role") == "manager":
+            # a plain client learns only the endpoints it matches; the manager looks every
+            # container's services up by name, so it must see the whole graph
+            env["ROS_SUPER_CLIENT"] = "TRUE"
         return env
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "SUBNET"
     env["ROS_STATIC_PEERS"] = ";".join(dds_peers(plan, name))

@@ -172,6 +172,7 @@ class Runner:
         self.host = host
         self.env: Optional[Dict[str, str]] = ({**os.environ, **plan.dds_env} if host and plan.dds_env else None)
         self.runs_manager = not host or host == plan.manager_host
+        self.aux: List[Child] = []      # the Fast DDS discovery server, on its host
         self.plan_path = plan_path
         self.run_dir = Path(run_dir)
         self.duration = duration
@@ -261,7 +262,7 @@ class Runner:
 
     # ---- stop ---------------------------------------------------------------------------
     def _kill_all(self, sig: int) -> None:
-        for child in list(self.containers.values()) + ([self.manager] if self.manager else []):
+        for child in list(self.containers.values()) + ([self.manager] if self.manager else []) + self.aux:
             if child.proc is not None:
                 _kill_group(child.proc, sig)
 
@@ -285,7 +286,7 @@ class Runner:
             deadline = time.monotonic() + STOP_TIMEOUT_S
             while self.manager.alive() and time.monotonic() < deadline and self.signals < 3:
                 time.sleep(0.1)
-        children = list(self.containers.values()) + ([self.manager] if self.manager else [])
+        children = list(self.containers.values()) + ([self.manager] if self.manager else []) + self.aux
         for c in children:
             if c.proc is not None:
                 _kill_group(c.proc, signal.SIGTERM)
@@ -300,6 +301,29 @@ class Runner:
                     c.proc.wait(timeout=1.0)
                 except subprocess.TimeoutExpired:
                     pass
+
+    def _start_discovery_server(self) -> None:
+        """``discovery: {mode: server, server: HOST}``: the host's share starts the Fast DDS
+        discovery server (eProsima's fast-discovery-server, as ``fastdds discovery`` runs it)."""
+        d = self.plan.discovery or {}
+        if not self.host or d.get("mode") != "server" or d.get("server") != self.host:
+            return
+        from schnitzel_core.graph import DEFAULT_DISCOVERY_PORT
+        addr = next((h.get("address") for h in self.plan.hosts if h["name"] == self.host), "") or "0.0.0.0"
+        port = str(int(d.get("port", DEFAULT_DISCOVERY_PORT)))
+        exe = shutil.which("fast-discovery-server")
+        if exe:
+            cmd = [exe, "42", "-l", addr, "-p", port]     # 42: the tool's "server" command
+        elif shutil.which("fastdds"):
+            cmd = ["fastdds", "discovery", "-l", addr, "-p", port]
+        else:
+            self.out("schnitzel run: no Fast DDS discovery server found (fast-discovery-server or fastdds); "
+                     f"start one on {addr}:{port} yourself")
+            return
+        child = Child("discovery server", cmd, self.run_dir / "discovery-server.log", env=self.env)
+        child.start()
+        self.aux.append(child)
+        self.out(f"schnitzel run: Fast DDS discovery server on {addr}:{port} (log {child.log_path})")
 
     def _run_worker(self, old_handlers: Dict[int, Any]) -> Dict[str, Any]:
         """A worker host's share: supervise its containers (restart policy as usual) until a signal
@@ -318,7 +342,7 @@ class Runner:
                 time.sleep(0.2)
             self._stop()
         finally:
-            if any(c.group_alive() for c in self.containers.values()):
+            if any(c.group_alive() for c in list(self.containers.values()) + self.aux):
                 self._kill_all(signal.SIGKILL)
             for s, h in old_handlers.items():
                 signal.signal(s, h)
@@ -331,6 +355,7 @@ class Runner:
         Path(self.status_path).unlink(missing_ok=True)  # a previous run's status must not be read as ours
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
+            self._start_discovery_server()
             mine = self.plan.containers_on(self.host) if self.host else self.plan.containers
             for c in mine:
                 child = Child(f"container {c.id}", container_command(self.plan, c.id),
@@ -392,7 +417,8 @@ class Runner:
             if self.snap:
                 self._sample()
         finally:
-            if any(c.group_alive() for c in self.containers.values()) or (self.manager and self.manager.group_alive()):
+            if any(c.group_alive() for c in list(self.containers.values()) + self.aux) or (
+                    self.manager and self.manager.group_alive()):
                 self._kill_all(signal.SIGKILL)
             for s, h in old.items():
                 signal.signal(s, h)

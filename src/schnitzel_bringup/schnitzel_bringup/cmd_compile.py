@@ -1,5 +1,6 @@
 """``schnitzel compile GRAPH -o DIR``: validate, then write DIR/<name>.plan.json and
-DIR/<name>.launch.py (run it with ``ros2 launch DIR/<name>.launch.py``)."""
+DIR/<name>.launch.py (run it with ``ros2 launch DIR/<name>.launch.py``); a graph with ``hosts:``
+also gets DIR/<name>.<host>.plan.json, .launch.py and .env per host (docs/multi-host.md)."""
 from __future__ import annotations
 
 import sys
@@ -44,4 +45,7 @@ def register(app: typer.Typer) -> None:
             print(f"warning: {getattr(w, 'message', w)}", file=sys.stderr)
         print(f"wrote {outputs['plan']}")
         print(f"wrote {outputs['launch']}")
+        for host, files in (outputs.get("hosts") or {}).items():
+            print(f"wrote {files['plan']}, {files['launch']} and {files['env']}   (host {host}: "
+                  f"ros2 launch {files['launch'].resolve()}, or: schnitzel run {graph} --host {host})")
         print(f"run it with: ros2 launch {outputs['launch'].resolve()}   (or: schnitzel run {graph})")

@@ -1,4 +1,5 @@
 """``schnitzel run GRAPH``: validate, compile and run a graph with the built-in runner.
+``--host NAME`` runs one host's share of a graph with ``hosts:`` (docs/multi-host.md).
 
 Exit codes: 0 the run ended ok, 1 the graph is invalid or the run ended in error
 (nothing is started for an invalid graph), 2 bad command-line use, 3 the run
@@ -40,6 +41,9 @@ def register(app: typer.Typer) -> None:
         record: Optional[Path] = typer.Option(None, "--record",
                                               help="record the graph's StreamPacket topics to this MCAP file"),
         record_frames: bool = typer.Option(False, "--record-frames", help="with --record: frame topics too"),
+        host: Optional[str] = typer.Option(None, "--host",
+                                           help="run only this host's share of a graph with hosts: "
+                                                "(docs/multi-host.md)"),
     ) -> None:
         """Validate, compile and run GRAPH: one process per container plus the lifecycle manager.
 
@@ -60,29 +64,40 @@ def register(app: typer.Typer) -> None:
         from .report import build_report, write_report
         from .runner import Runner
 
+        if host is not None:
+            from .hosts import HostError, host_share
+            try:
+                plan = host_share(plan, host)
+            except HostError as exc:
+                print(f"schnitzel run: {exc}; pick one with --host NAME", file=sys.stderr)
+                raise typer.Exit(2)
+        else:
+            from .hosts import on_one_machine
+            plan = on_one_machine(plan)   # every host's containers here: Zenoh meets on 127.0.0.1
         if metrics_port is not None:
             plan.runtime["metrics_port"] = metrics_port   # the manager serves it (docs/observability.md)
         if ui:
             plan.runtime["ui_port"] = ui_port
             print(f"schnitzel run: live page on http://{plan.runtime.get('ui_host') or '127.0.0.1'}:{ui_port}/",
                   file=sys.stderr)
-        rdir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix=f"schnitzel-run-{plan.graph}-"))
+        stem = f"{plan.graph}.{host}" if host else plan.graph
+        rdir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix=f"schnitzel-run-{stem}-"))
         try:
             rdir.mkdir(parents=True, exist_ok=True)
             recorder = None
             if record is not None:   # docs/record-replay.md
                 from .record_proc import prepare
                 recorder = prepare(plan, rdir, str(record), frames=record_frames)
-            plan_path = plan.write(rdir / f"{plan.graph}.plan.json")
+            plan_path = plan.write(rdir / f"{stem}.plan.json")
         except OSError as exc:
             print(f"schnitzel run: cannot write to {rdir}: {exc.strerror or exc}", file=sys.stderr)
             raise typer.Exit(1)
         remote = [f"{c.id} ({c.host})" for c in plan.containers if c.host not in ("localhost", "127.0.0.1", "")]
-        if remote:
+        if remote and host is None:
             print("schnitzel run: note: the built-in runner starts every container on this machine; "
                   f"declared elsewhere: {', '.join(remote)}", file=sys.stderr)
         runner = Runner(plan, str(plan_path), str(rdir), duration=duration, max_packets=max_packets,
-                        live=not quiet)
+                        live=not quiet, host=host or "")
         os.environ["SCHNITZEL_RUN_DIR"] = str(rdir.resolve())   # delivery logs for `schnitzel trace`
         if recorder is not None:
             try:
@@ -95,6 +110,13 @@ def register(app: typer.Typer) -> None:
         finally:
             if recorder is not None and recorder.stop() != 0:
                 print(f"schnitzel run: the recorder failed; see {recorder.log}", file=sys.stderr)
+        if not runner.runs_manager:
+            # a worker host: its containers ran; the graph's status is the manager host's
+            gave_up = {cid: c["gave_up"] for cid, c in result["containers"].items() if c["gave_up"]}
+            print(f"schnitzel run: host {host} stopped ({result['stopped_by']}): "
+                  + ", ".join(f"container {cid}: {c['restarts']} restart(s)" for cid, c in result["containers"].items())
+                  + "".join(f"; {cid} given up: {why}" for cid, why in gave_up.items()), file=sys.stderr)
+            raise typer.Exit(1 if gave_up else 0)
         rep = build_report(plan, result["status"], started_at=result["started_at"], ended_at=result["ended_at"],
                            stopped_by=result["stopped_by"], containers=result["containers"],
                            timeline=result.get("timeline"))

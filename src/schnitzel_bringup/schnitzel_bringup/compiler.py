@@ -7,7 +7,8 @@ What the compiler decides (docs/runtime.md):
 - each node's parameters after the plugin's defaults;
 - each edge's resolved QoS (writer: the output port's preset or the node's
   override; reader: the edge's qos merged over the writer's) and transport
-  (``auto`` becomes ``inproc`` inside one container and ``dds`` across);
+  (``auto`` becomes ``inproc`` inside one container, ``zenoh`` between hosts of different
+  sites and ``dds`` otherwise; a zenoh edge gets its key expression);
 - the ``ports_json`` every node is loaded with (docs/contracts.md);
 - the container restart policy;
 - for each durable queue, the sinks it feeds (so the queue knows whose
@@ -48,6 +49,42 @@ def container_node_name(graph: str, cid: str) -> Tuple[str, str]:
 
 def topic_of(graph: str, node: str, port: str) -> str:
     return f"/{graph}/{node}/{port}"
+
+
+def zenoh_key(graph: str, src: str, sport: str, dst: str, dport: str) -> str:
+    """The Zenoh key expression of an edge: ``schnitzel/<graph>/<src>/<port>/<dst>/<port>``
+    (packets); its acknowledgements travel under the same key with ``/ack`` appended."""
+    return f"schnitzel/{graph.strip('/')}/{src}/{sport}/{dst}/{dport}"
+
+
+def zenoh_sessions(graph: Graph, node_ids: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+    """The Zenoh session of each container that carries a Zenoh edge (ros/zenoh_link.py), by
+    container id. Client mode: it connects to the graph's router. Peer mode: the i-th such
+    container of a host listens on ``tcp/<host address>:<zenoh.port + i>`` (port default 7447) and
+    connects to every other one's endpoint, so whichever starts later reaches the earlier (a peer
+    does not retry a connect that failed at its start)."""
+    z = dict(graph.zenoh or {})
+    cids: List[str] = []
+    for nid in node_ids:
+        cid = graph.node(nid).container
+        if cid not in cids:
+            cids.append(cid)
+    if z.get("mode") == "client":
+        return {cid: {"mode": "client", "connect": [z["router"]] if z.get("router") else [], "listen": []}
+                for cid in cids}
+    port = int(z.get("port", 7447))
+    ends: Dict[str, str] = {}
+    per_host: Dict[str, int] = {}
+    for cid in cids:
+        c = graph.container(cid)
+        h = graph.host(c.host) if c else None
+        if h is None or not h.address:
+            continue
+        i = per_host.get(h.name, 0)
+        per_host[h.name] = i + 1
+        ends[cid] = f"tcp/{h.address}:{port + i}"
+    return {cid: {"mode": "peer", "listen": [ends[cid]] if cid in ends else [],
+                  "connect": [e for other, e in ends.items() if other != cid]} for cid in cids}
 
 
 def _category(spec: Any) -> str:
@@ -115,6 +152,7 @@ def compile_graph(graph: Graph, registry: Any, graph_file: Optional[str] = None)
                                           "qos": writer.to_dict(), "transports": []}
         for p in specs[n.id].inputs:
             ports[n.id]["in"][p.name] = []
+    zenoh_nodes: List[str] = []
     for e in graph.edges:
         src = graph.node(e.src_node)
         dst = graph.node(e.dst_node)
@@ -125,18 +163,27 @@ def compile_graph(graph: Graph, registry: Any, graph_file: Optional[str] = None)
         override = (getattr(src, "qos", None) or {}).get(e.src_port)
         writer, reader = qosmod.edge_qos(preset, override, e.qos)
         transport = e.transport or "auto"
+        inter_site = bool(graph.hosts) and (graph.site_of_host(graph.host_of(src.id))
+                                            != graph.site_of_host(graph.host_of(dst.id)))
         if transport == "auto":
-            transport = "inproc" if src.container == dst.container else "dds"
+            transport = ("inproc" if src.container == dst.container else "zenoh" if inter_site else "dds")
         topic = topic_of(name, src.id, e.src_port)
         plan_edges.append(PlanEdge(src=f"{src.id}.{e.src_port}", dst=f"{dst.id}.{e.dst_port}",
                                    topic=topic, transport=transport, qos=reader.to_dict(),
-                                   writer_qos=writer.to_dict()))
+                                   writer_qos=writer.to_dict(),
+                                   key=zenoh_key(name, e.src_node, e.src_port, e.dst_node, e.dst_port)
+                                   if transport == "zenoh" else ""))
         out = ports[src.id]["out"].setdefault(
             e.src_port, {"topic": topic, "qos": writer.to_dict(), "transports": []})
         if transport not in out["transports"]:
             out["transports"].append(transport)
-        ports[dst.id]["in"].setdefault(e.dst_port, []).append(
-            {"topic": topic, "qos": reader.to_dict(), "transport": transport, "from": f"{src.id}.{e.src_port}"})
+        inp = {"topic": topic, "qos": reader.to_dict(), "transport": transport, "from": f"{src.id}.{e.src_port}"}
+        if transport == "zenoh":
+            key = plan_edges[-1].key
+            out.setdefault("zenoh_keys", []).append(key)
+            inp["key"] = key
+            zenoh_nodes.extend(i for i in (src.id, dst.id) if i not in zenoh_nodes)
+        ports[dst.id]["in"].setdefault(e.dst_port, []).append(inp)
         if getattr(specs[dst.id], "durable_queue", False):
             # the sender keeps what it sends until the queue acknowledges the commit
             # (docs/delivery.md, "The outbox"); several queues on one port: the strongest mode.
@@ -148,6 +195,9 @@ def compile_graph(graph: Graph, registry: Any, graph_file: Optional[str] = None)
             if e.outbox_max:
                 box["max"] = max(int(e.outbox_max), box["max"]) if box["queues"] else int(e.outbox_max)
             box["queues"] += 1
+    sessions = zenoh_sessions(graph, zenoh_nodes)
+    for nid in zenoh_nodes:
+        ports[nid]["zenoh"] = sessions[graph.node(nid).container]
     for n in graph.nodes:
         if n.inputs:   # backpressure per input port (docs/contracts.md, ports_json "inputs")
             ports[n.id]["inputs"] = copy.deepcopy(n.inputs)
@@ -155,7 +205,8 @@ def compile_graph(graph: Graph, registry: Any, graph_file: Optional[str] = None)
         if getattr(graph, "payload_ref", None):   # by-reference payloads (ros/byref.py)
             pmap["payload_ref"] = dict(graph.payload_ref)
         for out in pmap["out"].values():
-            out["transports"].sort(key=lambda t: ("inproc", "shm", "dds").index(t) if t in ("inproc", "shm", "dds") else 9)
+            out["transports"].sort(key=lambda t: ("inproc", "shm", "dds", "zenoh").index(t)
+                                   if t in ("inproc", "shm", "dds", "zenoh") else 9)
 
     order = _start_order([n.id for n in graph.nodes], [(e.src_node, e.dst_node) for e in graph.edges])
     upstream = {n.id: sorted({e.src_node for e in graph.inputs_of(n.id) if e.src_node != n.id})
@@ -219,7 +270,7 @@ def compile_graph(graph: Graph, registry: Any, graph_file: Optional[str] = None)
         restart = RestartPolicy(policy=decl.restart, backoff_s=float(decl.restart_backoff_s),
                                 limit=int(decl.restart_limit)) if decl else RestartPolicy()
         containers.append(PlanContainer(
-            id=cid, host=decl.host if decl else "localhost", node_name=node_name, namespace=cns,
+            id=cid, host=_container_host(graph, decl), node_name=node_name, namespace=cns,
             restart=restart, nodes=[i for i in order if plan_nodes[i].container == cid],
             package=CONTAINER_PACKAGE, executable=CONTAINER_EXECUTABLE,
             arguments=["--graph", name, "--container", cid] + state_args))
@@ -237,7 +288,16 @@ def compile_graph(graph: Graph, registry: Any, graph_file: Optional[str] = None)
                  "name": MANAGER_NODE_NAME, "namespace": ns},
         status_topics={"graph": f"{ns}/_status/graph", "nodes": f"{ns}/_status/nodes"},
         runtime=runtime,
+        hosts=[{"name": h.name, "address": h.address, "role": h.role, "site": h.site} for h in graph.hosts],
+        discovery=dict(graph.discovery), zenoh=dict(graph.zenoh),
     )
+
+
+def _container_host(graph: Graph, decl: Any) -> str:
+    host = decl.host if decl else "localhost"
+    if graph.hosts and len(graph.hosts) == 1 and (decl is None or decl.implicit):
+        return graph.hosts[0].name   # a one-host graph without containers: its only host
+    return host
 
 
 # ---- validate + compile in one step ----------------------------------------

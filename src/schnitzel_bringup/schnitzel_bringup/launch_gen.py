@@ -29,6 +29,7 @@ from .plan import Plan
 #: The launch / launch_ros names a generated file may use (all public API).
 PUBLIC_API = {
     "launch": {"LaunchDescription"},
+    "launch.actions": {"SetEnvironmentVariable"},
     "launch_ros.actions": {"ComposableNodeContainer", "Node"},
     "launch_ros.descriptions": {"ComposableNode"},
     "launch_ros.parameter_descriptions": {"ParameterValue"},
@@ -39,6 +40,7 @@ def actions_from_plan(plan: Dict[str, Any], plan_file: str, loaded_by_launch: bo
     """Launch actions for a plan (a dict as read from ``<graph>.plan.json``)."""
     import json
 
+    from launch.actions import SetEnvironmentVariable
     from launch_ros.actions import ComposableNodeContainer, Node
     from launch_ros.descriptions import ComposableNode
     from launch_ros.parameter_descriptions import ParameterValue
@@ -53,8 +55,13 @@ def actions_from_plan(plan: Dict[str, Any], plan_file: str, loaded_by_launch: bo
         return ParameterValue(json.dumps(value, separators=(",", ":"), sort_keys=True), value_type=str)
 
     nodes = {n["id"]: n for n in plan["nodes"]}
-    actions = []
+    # A host's share (docs/multi-host.md): its DDS settings first, then only its containers, and
+    # the manager only on the manager host.
+    here = plan.get("host", "")
+    actions = [SetEnvironmentVariable(k, v) for k, v in sorted((plan.get("dds_env") or {}).items())]
     for c in plan["containers"]:
+        if here and c["host"] != here:
+            continue
         described = []
         for node_id in c["nodes"]:
             n = nodes[node_id]
@@ -88,6 +95,8 @@ def actions_from_plan(plan: Dict[str, Any], plan_file: str, loaded_by_launch: bo
             respawn_delay=float(restart["backoff_s"]),
             respawn_max_retries=int(restart["limit"]),
         ))
+    if here and not any(h.get("role") == "manager" and h["name"] == here for h in plan.get("hosts", [])):
+        return actions
     m = plan["manager"]
     args = ["--plan", plan_file]
     if loaded_by_launch:
@@ -136,15 +145,33 @@ def launch_source(plan: Plan, plan_name: str, launch_name: str) -> str:
                             launch_name=launch_name, plan_name=plan_name, actions_src=src)
 
 
-def write_outputs(plan: Plan, out_dir: Union[str, Path]) -> Dict[str, Path]:
-    """Write ``<name>.plan.json`` and ``<name>.launch.py`` into ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    plan_path = out / f"{plan.graph}.plan.json"
-    launch_path = out / f"{plan.graph}.launch.py"
+def _write_pair(plan: Plan, out: Path, stem: str) -> Dict[str, Path]:
+    plan_path = out / f"{stem}.plan.json"
+    launch_path = out / f"{stem}.launch.py"
     plan.write(plan_path)
     text = launch_source(plan, plan_path.name, str(launch_path.resolve()))
     tmp = launch_path.with_suffix(".py.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(launch_path)
     return {"plan": plan_path, "launch": launch_path}
+
+
+def write_outputs(plan: Plan, out_dir: Union[str, Path]) -> Dict[str, Any]:
+    """Write ``<name>.plan.json`` and ``<name>.launch.py`` (the whole graph on one machine) into
+    ``out_dir``; for a graph with
+    ``hosts:`` also each host's share: ``<name>.<host>.plan.json``, ``<name>.<host>.launch.py``
+    and ``<name>.<host>.env`` (its DDS settings), listed under ``hosts``."""
+    from .hosts import env_file_text, host_share, on_one_machine
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    outputs: Dict[str, Any] = _write_pair(on_one_machine(plan), out, plan.graph)
+    outputs["hosts"] = {}
+    for h in plan.hosts:
+        share = host_share(plan, h["name"])
+        files = _write_pair(share, out, f"{plan.graph}.{h['name']}")
+        env_path = out / f"{plan.graph}.{h['name']}.env"
+        env_path.write_text(env_file_text(share), encoding="utf-8")
+        files["env"] = env_path
+        outputs["hosts"][h["name"]] = files
+    return outputs

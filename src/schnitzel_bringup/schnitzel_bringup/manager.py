@@ -512,6 +512,7 @@ class LifecycleManager:
                 "nodes_total": len(self.tracks), "nodes": nodes,
                 "containers": {cid: {"state": self.container_state[cid], "pid": self.container_pid[cid],
                                      "restarts": self.restarts[cid]} for cid in self.container_state},
+                "hosts": self._hosts_state(),
                 "ever_active": self.ever_active, "degraded_episodes": self.degraded_episodes,
                 "events": self._events_list(), "events_dropped": self.events_total - len(self.events),
                 "time": time.time(), "manager_pid": os.getpid(),
@@ -628,6 +629,18 @@ class LifecycleManager:
         if host != "127.0.0.1" and not os.environ.get("SCHNITZEL_UI_TOKEN"):
             self.log(f"manager: live page token (needed from anywhere but 127.0.0.1): {token}")
         return self.live_server.port
+
+    def _hosts_state(self) -> Dict[str, str]:
+        """Per host of a multi-host graph (docs/multi-host.md): ``up`` when each of its containers
+        answers, ``down`` when none does, ``partial`` otherwise, ``waiting`` before bring-up."""
+        out: Dict[str, str] = {}
+        for h in self.plan.hosts:
+            states = [self.container_state.get(c.id, "waiting") for c in self.plan.containers_on(h["name"])]
+            if not states:
+                continue
+            out[h["name"]] = ("up" if all(s == "up" for s in states) else "down" if all(s == "down" for s in states)
+                              else "waiting" if all(s == "waiting" for s in states) else "partial")
+        return out
 
     def _write_status(self) -> None:
         if not self.status_file:

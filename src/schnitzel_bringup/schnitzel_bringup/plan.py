@@ -95,7 +95,8 @@ class PlanEdge:
     src: str                          # "node.port"
     dst: str
     topic: str
-    transport: str                    # inproc | shm | dds
+    transport: str                    # inproc | shm | dds | zenoh
+    key: str = ""                     # zenoh only: the key expression the edge's packets travel under
     qos: Dict[str, Any] = dataclasses.field(default_factory=dict)          # reader QoS
     writer_qos: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -115,6 +116,14 @@ class Plan:
     # the graph's ``runtime:`` settings with defaults: source_grace_s, source_grace {id: s},
     # delivery_stall_s, state_backend, state_path (docs/runtime.md, "Settings")
     runtime: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    # multi-host placement (docs/multi-host.md): the graph's hosts [{name, address, role, site}],
+    # its discovery / zenoh settings; ``host`` and ``dds_env`` are set in a host's share of the
+    # plan (``<graph>.<host>.plan.json``): which host runs it, and the DDS settings it runs under
+    hosts: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    discovery: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    zenoh: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    host: str = ""
+    dds_env: Dict[str, str] = dataclasses.field(default_factory=dict)
     format: int = PLAN_FORMAT
 
     # ---- lookups ---------------------------------------------------------
@@ -133,6 +142,14 @@ class Plan:
     def nodes_in(self, cid: str) -> List[PlanNode]:
         c = self.container(cid)
         return [self.node(n) for n in (c.nodes if c else [])]  # type: ignore[misc]
+
+    @property
+    def manager_host(self) -> str:
+        """The host that runs the lifecycle manager ("" for a one-machine graph)."""
+        return next((h["name"] for h in self.hosts if h.get("role") == "manager"), "")
+
+    def containers_on(self, host: str) -> List[PlanContainer]:
+        return [c for c in self.containers if c.host == host]
 
     @property
     def sources(self) -> List[str]:

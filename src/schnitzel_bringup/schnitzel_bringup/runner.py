@@ -76,9 +76,11 @@ def _kill_group(proc: subprocess.Popen, sig: int) -> None:
 class Child:
     """One supervised process (a container or the manager), in its own process group."""
 
-    def __init__(self, name: str, cmd: List[str], log_path: Path) -> None:
+    def __init__(self, name: str, cmd: List[str], log_path: Path,
+                 env: Optional[Dict[str, str]] = None) -> None:
         self.name = name
         self.cmd = cmd
+        self.env = env                  # None: the runner's own environment
         self.log_path = log_path
         self.proc: Optional[subprocess.Popen] = None
         self.exit_codes: List[int] = []
@@ -92,7 +94,7 @@ class Child:
     def start(self) -> None:
         log = open(self.log_path, "ab")
         try:
-            self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=log,
+            self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=log, env=self.env,
                                          stderr=subprocess.STDOUT, start_new_session=True,
                                          preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         finally:
@@ -163,8 +165,14 @@ class Runner:
     def __init__(self, plan: Plan, plan_path: str, run_dir: str, *, duration: Optional[float] = None,
                  max_packets: Optional[int] = None, live: bool = True,
                  out: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
-                 restart_reset_s: float = RESTART_RESET_S) -> None:
+                 restart_reset_s: float = RESTART_RESET_S, host: str = "") -> None:
         self.plan = plan
+        # ``--host NAME`` (docs/multi-host.md): only that host's containers, the manager only on the
+        # manager host, every process under the host's DDS settings (plan.dds_env)
+        self.host = host
+        self.env: Optional[Dict[str, str]] = ({**os.environ, **plan.dds_env} if host and plan.dds_env else None)
+        self.runs_manager = not host or host == plan.manager_host
+        self.aux: List[Child] = []      # the Fast DDS discovery server, on its host
         self.plan_path = plan_path
         self.run_dir = Path(run_dir)
         self.duration = duration
@@ -254,7 +262,7 @@ class Runner:
 
     # ---- stop ---------------------------------------------------------------------------
     def _kill_all(self, sig: int) -> None:
-        for child in list(self.containers.values()) + ([self.manager] if self.manager else []):
+        for child in list(self.containers.values()) + ([self.manager] if self.manager else []) + self.aux:
             if child.proc is not None:
                 _kill_group(child.proc, sig)
 
@@ -278,7 +286,7 @@ class Runner:
             deadline = time.monotonic() + STOP_TIMEOUT_S
             while self.manager.alive() and time.monotonic() < deadline and self.signals < 3:
                 time.sleep(0.1)
-        children = list(self.containers.values()) + ([self.manager] if self.manager else [])
+        children = list(self.containers.values()) + ([self.manager] if self.manager else []) + self.aux
         for c in children:
             if c.proc is not None:
                 _kill_group(c.proc, signal.SIGTERM)
@@ -294,6 +302,52 @@ class Runner:
                 except subprocess.TimeoutExpired:
                     pass
 
+    def _start_discovery_server(self) -> None:
+        """``discovery: {mode: server, server: HOST}``: the host's share starts the Fast DDS
+        discovery server (eProsima's fast-discovery-server, as ``fastdds discovery`` runs it)."""
+        d = self.plan.discovery or {}
+        if not self.host or d.get("mode") != "server" or d.get("server") != self.host:
+            return
+        from schnitzel_core.graph import DEFAULT_DISCOVERY_PORT
+        addr = next((h.get("address") for h in self.plan.hosts if h["name"] == self.host), "") or "0.0.0.0"
+        port = str(int(d.get("port", DEFAULT_DISCOVERY_PORT)))
+        exe = shutil.which("fast-discovery-server")
+        if exe:
+            cmd = [exe, "42", "-l", addr, "-p", port]     # 42: the tool's "server" command
+        elif shutil.which("fastdds"):
+            cmd = ["fastdds", "discovery", "-l", addr, "-p", port]
+        else:
+            self.out("schnitzel run: no Fast DDS discovery server found (fast-discovery-server or fastdds); "
+                     f"start one on {addr}:{port} yourself")
+            return
+        child = Child("discovery server", cmd, self.run_dir / "discovery-server.log", env=self.env)
+        child.start()
+        self.aux.append(child)
+        self.out(f"schnitzel run: Fast DDS discovery server on {addr}:{port} (log {child.log_path})")
+
+    def _run_worker(self, old_handlers: Dict[int, Any]) -> Dict[str, Any]:
+        """A worker host's share: supervise its containers (restart policy as usual) until a signal
+        or ``--duration``; the manager on the manager host loads, activates, watches and stops
+        their nodes. No status of its own (``snap`` stays None)."""
+        self.out(f"schnitzel run: graph {self.plan.graph!r}, host {self.host}: {len(self.containers)} "
+                 f"container(s) (the lifecycle manager runs on {self.plan.manager_host}); logs in {self.run_dir}")
+        try:
+            start = time.monotonic()
+            while not self.stop_reason:
+                now = time.monotonic()
+                self._check_containers(now)
+                if self.duration is not None and now - start >= self.duration:
+                    self.stop_reason = "duration"
+                    break
+                time.sleep(0.2)
+            self._stop()
+        finally:
+            if any(c.group_alive() for c in list(self.containers.values()) + self.aux):
+                self._kill_all(signal.SIGKILL)
+            for s, h in old_handlers.items():
+                signal.signal(s, h)
+        return self._result()
+
     # ---- main --------------------------------------------------------------------------
     def run(self) -> Dict[str, Any]:
         """Run until bounded or signalled; returns what the report needs."""
@@ -301,16 +355,21 @@ class Runner:
         Path(self.status_path).unlink(missing_ok=True)  # a previous run's status must not be read as ours
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            for c in self.plan.containers:
+            self._start_discovery_server()
+            mine = self.plan.containers_on(self.host) if self.host else self.plan.containers
+            for c in mine:
                 child = Child(f"container {c.id}", container_command(self.plan, c.id),
-                              self.run_dir / f"container-{c.id}.log")
+                              self.run_dir / f"container-{c.id}.log", env=self.env)
                 self.containers[c.id] = child
                 child.start()
+            if not self.runs_manager:
+                return self._run_worker(old)
             self.manager = Child("manager", manager_command(self.plan_path, self.status_path),
-                                 self.run_dir / "manager.log")
+                                 self.run_dir / "manager.log", env=self.env)
             self.manager.start()
-            self.out(f"schnitzel run: graph {self.plan.graph!r}: {len(self.plan.containers)} container(s), "
-                     f"{len(self.plan.nodes)} node(s); logs in {self.run_dir}")
+            self.out(f"schnitzel run: graph {self.plan.graph!r}: {len(mine)} container(s), "
+                     f"{len(self.plan.nodes)} node(s)" + (f" (host {self.host})" if self.host else "")
+                     + f"; logs in {self.run_dir}")
             last_print = 0.0
             last_count: Optional[tuple] = None
             rate = 0.0
@@ -358,10 +417,14 @@ class Runner:
             if self.snap:
                 self._sample()
         finally:
-            if any(c.group_alive() for c in self.containers.values()) or (self.manager and self.manager.group_alive()):
+            if any(c.group_alive() for c in list(self.containers.values()) + self.aux) or (
+                    self.manager and self.manager.group_alive()):
                 self._kill_all(signal.SIGKILL)
             for s, h in old.items():
                 signal.signal(s, h)
+        return self._result()
+
+    def _result(self) -> Dict[str, Any]:
         containers = {cid: {"restarts": c.restarts, "exit_codes": c.exit_codes, "pids": c.pids,
                             "policy": self.plan.container(cid).restart.policy, "gave_up": c.gave_up}
                       for cid, c in self.containers.items()}

@@ -113,8 +113,12 @@ def _fake_modules():
             self.kwargs["composable_node_descriptions"] = composable_node_descriptions
 
     launch = mod("launch", LaunchDescription=LaunchDescription)
+    class SetEnvironmentVariable(Recorder):
+        def __init__(self, name, value, **kw):
+            super().__init__(name=name, value=value)
+
     launch.actions = mod("launch.actions", DeclareLaunchArgument=DeclareLaunchArgument,
-                         OpaqueFunction=OpaqueFunction)
+                         OpaqueFunction=OpaqueFunction, SetEnvironmentVariable=SetEnvironmentVariable)
     launch.substitutions = mod("launch.substitutions", LaunchConfiguration=LaunchConfiguration)
     lr = mod("launch_ros")
     lr.actions = mod("launch_ros.actions", Node=Node, ComposableNodeContainer=ComposableNodeContainer)

@@ -19,6 +19,13 @@ DEFAULT_OVERFLOW = "drop_oldest"
 #: Inputs a port may hold queued before its overflow policy applies (``max_queued``).
 DEFAULT_MAX_QUEUED = 1000
 INPUT_KEYS = ("overflow", "max_queued")
+#: ``hosts:`` roles (docs/multi-host.md): the one ``manager`` host runs the lifecycle manager.
+HOST_ROLES = ("manager", "worker")
+#: ``discovery: {mode}``: DDS peers listed per host (static) or a Fast DDS discovery server.
+DISCOVERY_MODES = ("static", "server")
+DEFAULT_DISCOVERY_PORT = 11811
+#: ``zenoh: {mode}``: sites meet as peers (mesh) or as clients of a router.
+ZENOH_MODES = ("peer", "client")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +36,18 @@ class Pos:
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclasses.dataclass
+class HostDecl:
+    """A machine of a multi-host graph (``hosts:``, docs/multi-host.md)."""
+
+    name: str
+    address: str = ""                  # where the other hosts reach it (IPv4 address or DNS name)
+    role: str = "worker"               # manager | worker
+    site: str = ""                     # hosts of one site talk DDS; sites meet over Zenoh
+    pos: Pos = Pos()
+    key_pos: Dict[str, Pos] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -66,7 +85,7 @@ class EdgeDecl:
     dst_node: str
     dst_port: str
     qos: Any = None                    # None, a preset name, or a mapping
-    transport: str = "auto"            # auto | inproc | shm | dds
+    transport: str = "auto"            # auto | inproc | shm | dds | zenoh
     outbox: Optional[str] = None       # into a durable queue: memory (default) | durable
     outbox_max: Optional[int] = None   # packets the sender keeps unacknowledged (default 10,000)
     pos: Pos = Pos()
@@ -93,6 +112,27 @@ class Graph:
     # ``runtime:`` settings as read (source_grace_s, source_grace, delivery_stall_s, state_backend,
     # state_path); the compiler fills in the defaults (docs/runtime.md)
     runtime: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    # ``hosts:`` (empty: every container runs on one machine), ``discovery:`` and ``zenoh:``
+    # settings as read (docs/multi-host.md)
+    hosts: List[HostDecl] = dataclasses.field(default_factory=list)
+    discovery: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    zenoh: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def host(self, name: str) -> Optional[HostDecl]:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        return None
+
+    def host_of(self, node_id: str) -> str:
+        """The host a node runs on (its container's host)."""
+        n = self.node(node_id)
+        c = self.container(n.container) if n else None
+        return c.host if c else DEFAULT_HOST
+
+    def site_of_host(self, name: str) -> str:
+        h = self.host(name)
+        return (h.site if h else "") or ""
 
     def node(self, node_id: str) -> Optional[NodeDecl]:
         for n in self.nodes:

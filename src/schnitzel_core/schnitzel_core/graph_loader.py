@@ -23,17 +23,22 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .graph import (DEFAULT_CONTAINER, DEFAULT_HOST, SPEC_VERSION, ContainerDecl, EdgeDecl, Graph,
-                    NodeDecl, Pos)
+from .graph import (DEFAULT_CONTAINER, DEFAULT_DISCOVERY_PORT, DEFAULT_HOST, DISCOVERY_MODES, HOST_ROLES,
+                    SPEC_VERSION, ZENOH_MODES, ContainerDecl, EdgeDecl, Graph, HostDecl, NodeDecl, Pos)
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # C speed where libyaml is present
 
-TRANSPORTS = ("auto", "inproc", "shm", "dds")
+TRANSPORTS = ("auto", "inproc", "shm", "dds", "zenoh")
 RESTART_POLICIES = ("never", "on-failure")
 MAX_DEPTH = 64          # no graph needs deeper nesting; guards the recursive composer
 MAX_BYTES = 64 * 1024 * 1024
 
-TOP_KEYS = ("schnitzel", "name", "description", "containers", "nodes", "edges", "payload_ref", "runtime")
+TOP_KEYS = ("schnitzel", "name", "description", "hosts", "discovery", "zenoh", "containers", "nodes", "edges",
+            "payload_ref", "runtime")
+#: multi-host placement (docs/multi-host.md)
+HOST_KEYS = ("name", "address", "role", "site", "description")
+DISCOVERY_KEYS = ("mode", "server", "port")
+ZENOH_KEYS = ("mode", "router", "port")
 #: ``runtime:`` (graph-wide settings of the runner and the lifecycle manager, docs/runtime.md)
 RUNTIME_KEYS = ("source_grace_s", "source_grace", "delivery_stall_s", "state_backend", "state_path",
                 "metrics_port", "metrics_host", "ui_port", "ui_host")
@@ -299,6 +304,14 @@ class _Builder:
             raw["name"] = name
         if "description" in by_key:
             raw["description"] = self.want_str(by_key["description"][1], "description", "`description: ...`")
+        if "hosts" in by_key:
+            raw["hosts"] = self.hosts(by_key["hosts"][1], g)
+        if "discovery" in by_key:
+            raw["discovery"] = self.settings(by_key["discovery"][1], g, "discovery", DISCOVERY_KEYS,
+                                             {"mode": DISCOVERY_MODES}, "`discovery: {mode: server, server: base}`")
+        if "zenoh" in by_key:
+            raw["zenoh"] = self.settings(by_key["zenoh"][1], g, "zenoh", ZENOH_KEYS, {"mode": ZENOH_MODES},
+                                         "`zenoh: {mode: client, router: tcp/10.0.0.1:7447}`")
         if "containers" in by_key:
             raw["containers"] = self.containers(by_key["containers"][1], g)
         if not g.containers:
@@ -313,6 +326,71 @@ class _Builder:
             raw["runtime"] = self.runtime(by_key["runtime"][1], g)
         g.raw = raw
         return g
+
+    def hosts(self, node: Node, g: Graph) -> List[Any]:
+        """``hosts:``: the machines a graph is placed on (docs/multi-host.md)."""
+        raw = []
+        for item in self.items(node, "hosts", "{name: base, address: 10.0.0.1, role: manager}"):
+            pairs = self.pairs(item, "a host")
+            self.check_keys(pairs, HOST_KEYS, "a host")
+            kv = {k: v for k, _kn, v in pairs}
+            raw.append({k: self.value(v) for k, v in kv.items()})
+            h = HostDecl(name="", pos=self.pos(item))
+            h.key_pos = {k: self.key_pos(kn, v) for k, kn, v in pairs}
+            if "name" not in kv:
+                self.err("SCH102", "missing required key 'name' in a host", item, "add `name: base`")
+            else:
+                h.name = self.want_str(kv["name"], "a host name", "`name: base`", nonempty=True) or ""
+            if "address" in kv:
+                h.address = self.want_str(kv["address"], "address", "`address: 10.0.0.1`", nonempty=True) or ""
+            if "site" in kv:
+                h.site = self.want_str(kv["site"], "site", "`site: robot1`", nonempty=True) or ""
+            if "role" in kv:
+                r = self.want_str(kv["role"], "role", "`role: worker`")
+                if r is not None and r not in HOST_ROLES:
+                    self.err("SCH106", f"role must be one of {', '.join(HOST_ROLES)}, got {r!r}", kv["role"],
+                             "`role: manager` on the one host that runs the lifecycle manager, "
+                             "`role: worker` on the others")
+                elif r is not None:
+                    h.role = r
+            if "description" in kv:
+                self.want_str(kv["description"], "description", "`description: ...`")
+            g.hosts.append(h)
+        return raw
+
+    def settings(self, node: Node, g: Graph, what: str, keys: Sequence[str],
+                 choices: Dict[str, Sequence[str]], example: str) -> Any:
+        """A small mapping of scalars (``discovery:``, ``zenoh:``): keys known, choices allowed."""
+        if isinstance(node, ScalarNode) and node.tag == _T_NULL:
+            return {}
+        if not isinstance(node, MappingNode):
+            self.err("SCH104", f"{what} must be a mapping, got {_type_name(node)}", node, f"write e.g. {example}")
+            return {}
+        pairs = self.pairs(node, what)
+        self.check_keys(pairs, keys, what)
+        out: Dict[str, Any] = {}
+        for k, kn, v in pairs:
+            g.key_pos[f"{what}.{k}"] = self.key_pos(kn, v)
+            if k not in keys:
+                continue
+            val = self.value(v)
+            if k == "port":
+                if isinstance(val, bool) or not isinstance(val, int) or not 0 < val < 65536:
+                    self.err("SCH106" if isinstance(val, int) and not isinstance(val, bool) else "SCH104",
+                             f"{what}.port must be a port number (1-65535), got {val!r}", v,
+                             f"write e.g. `port: {DEFAULT_DISCOVERY_PORT if what == 'discovery' else 7447}`")
+                    continue
+            elif not isinstance(val, str) or not val:
+                self.err("SCH104", f"{what}.{k} must be a non-empty string, got {_type_name(v)}", v,
+                         f"write e.g. {example}")
+                continue
+            if k in choices and val not in choices[k]:
+                self.err("SCH106", f"{what}.{k} must be one of {', '.join(choices[k])}, got {val!r}", v,
+                         f"write e.g. {example}")
+                continue
+            out[k] = val
+        setattr(g, what, out)
+        return {k: self.value(v) for k, _kn, v in pairs}
 
     def payload_ref(self, node: Node, g: Graph) -> Any:
         """The graph's by-reference setting (schnitzel_core.payload_ref.RefSettings)."""

@@ -3,7 +3,7 @@
 Codes never change meaning and are never reused (docs/validation.md lists them;
 a test keeps that page and this table equal). Ranges: SCH0xx the file, SCH1xx
 its shape, SCH2xx names and placement, SCH3xx plugins and parameters, SCH4xx
-edges, SCH5xx QoS and transports, SCH6xx the graph as a whole.
+edges, SCH5xx QoS and transports, SCH6xx the graph as a whole, SCH7xx placement on hosts.
 """
 from __future__ import annotations
 
@@ -79,6 +79,14 @@ CODES: Dict[str, Tuple[str, str]] = {
     "SCH603": (ERROR, "external sink not fed through a durable queue"),
     "SCH610": (WARNING, "node unreachable from any source"),
     "SCH611": (WARNING, "dangling output: a node's outputs go nowhere"),
+    # placement on hosts (docs/multi-host.md)
+    "SCH701": (ERROR, "container placed on a host the graph does not declare"),
+    "SCH702": (ERROR, "not exactly one host with role manager"),
+    "SCH703": (ERROR, "a host the lifecycle manager cannot reach (no address)"),
+    "SCH704": (ERROR, "edge between sites (or over zenoh) not sent from a durable queue"),
+    "SCH705": (ERROR, "DDS transport between sites"),
+    "SCH706": (ERROR, "host name invalid or declared twice"),
+    "SCH707": (ERROR, "discovery server or zenoh router setting incomplete"),
 }
 
 

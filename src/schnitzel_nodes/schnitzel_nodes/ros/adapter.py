@@ -93,12 +93,14 @@ class LoadError(ValueError):
 # ---------------------------------------------------------------------------
 # ports
 class OutPort:
-    __slots__ = ("name", "topic", "qos", "inproc", "dds", "pub", "wire", "lazy", "outbox_cfg", "box")
+    __slots__ = ("name", "topic", "qos", "inproc", "dds", "pub", "wire", "lazy", "outbox_cfg", "box", "zenoh_keys")
 
-    def __init__(self, name: str, topic: str, qos: Any, transports: List[str]) -> None:
+    def __init__(self, name: str, topic: str, qos: Any, transports: List[str],
+                 zenoh_keys: Optional[List[str]] = None) -> None:
         self.name, self.topic, self.qos = name, topic, qos
         self.inproc = "inproc" in transports
         self.dds = "dds" in transports or "shm" in transports
+        self.zenoh_keys = list(zenoh_keys or [])   # zenoh edges (ros/zenoh_link.py): CDR bytes per key
         self.pub: Any = None
         self.wire: Optional[Wire] = None   # set for DDS outputs
         #: published on DDS only while someone subscribes (an Image output with no DDS edge)
@@ -110,11 +112,12 @@ class OutPort:
 
 
 class InEdge:
-    __slots__ = ("port", "topic", "qos", "transport", "handle", "wire")
+    __slots__ = ("port", "topic", "qos", "transport", "handle", "wire", "key", "src")
 
-    def __init__(self, port: str, topic: str, qos: Any, transport: str) -> None:
+    def __init__(self, port: str, topic: str, qos: Any, transport: str, key: str = "", src: str = "") -> None:
         self.port, self.topic, self.qos, self.transport = port, topic, qos, transport
-        self.handle: Any = None  # subscription or bus token
+        self.key, self.src = key, src   # zenoh edges: the key expression, the sending node id
+        self.handle: Any = None  # subscription or bus token (zenoh: the link's subscription ids)
         self.wire: Optional[Wire] = None   # set for DDS inputs
 
 
@@ -140,10 +143,10 @@ def parse_ports(spec: PluginSpec, ports: Optional[Mapping[str, Any]], base: str
         return outs, _check_ports(spec, outs, ins)
     if not isinstance(ports, Mapping):
         raise LoadError("ports_json must be a JSON object with keys 'in' and 'out'")
-    unknown = set(ports) - {"in", "out", "inputs", "payload_ref"}
+    unknown = set(ports) - {"in", "out", "inputs", "payload_ref", "zenoh"}
     if unknown:
-        raise LoadError(f"ports_json has unknown keys {sorted(unknown)}; expected 'in', 'out', 'inputs' "
-                        "and 'payload_ref'")
+        raise LoadError(f"ports_json has unknown keys {sorted(unknown)}; expected 'in', 'out', 'inputs', "
+                        "'payload_ref' and 'zenoh'")
     for name, decl in (ports.get("out") or {}).items():
         port = spec.port(name)
         if port is None or port.direction != Direction.OUT:
@@ -154,10 +157,11 @@ def parse_ports(spec: PluginSpec, ports: Optional[Mapping[str, Any]], base: str
         transports = decl.get("transports", ["dds"])
         if isinstance(transports, str):
             transports = [transports]
-        bad = [t for t in transports if t not in ("inproc", "dds", "shm")]
+        bad = [t for t in transports if t not in ("inproc", "dds", "shm", "zenoh")]
         if bad:
-            raise LoadError(f"ports_json out.{name}: unknown transport(s) {bad}; use inproc or dds")
-        outs[name] = OutPort(name, decl["topic"], decl.get("qos", port.qos), list(transports))
+            raise LoadError(f"ports_json out.{name}: unknown transport(s) {bad}; use inproc, dds or zenoh")
+        outs[name] = OutPort(name, decl["topic"], decl.get("qos", port.qos), list(transports),
+                             [str(k) for k in decl.get("zenoh_keys") or []])
         cfg = decl.get("outbox")
         if cfg is not None:
             if not isinstance(cfg, Mapping) or cfg.get("mode", "memory") not in obx.MODES:
@@ -175,8 +179,14 @@ def parse_ports(spec: PluginSpec, ports: Optional[Mapping[str, Any]], base: str
             if not isinstance(e, Mapping) or not isinstance(e.get("topic"), str):
                 raise LoadError(f"ports_json in.{name} entries must be objects with a 'topic' string")
             transport = e.get("transport", "dds")
-            if transport not in ("inproc", "dds", "shm"):
-                raise LoadError(f"ports_json in.{name}: unknown transport {transport!r}; use inproc or dds")
+            if transport not in ("inproc", "dds", "shm", "zenoh"):
+                raise LoadError(f"ports_json in.{name}: unknown transport {transport!r}; use inproc, dds or zenoh")
+            if transport == "zenoh":
+                if not e.get("key"):
+                    raise LoadError(f"ports_json in.{name}: a zenoh edge needs its 'key'")
+                ins.append(InEdge(name, e["topic"], e.get("qos", port.qos), "zenoh", str(e["key"]),
+                                  str(e.get("from", "")).split(".")[0]))
+                continue
             ins.append(InEdge(name, e["topic"], e.get("qos", port.qos), "inproc" if transport == "inproc" else "dds"))
     # Outputs with no edge still exist (emit is accepted and goes nowhere).
     for port in spec.outputs:
@@ -216,7 +226,7 @@ def parse_input_policies(spec: PluginSpec, ports: Optional[Mapping[str, Any]]) -
 def _check_ports(spec: PluginSpec, outs: Dict[str, OutPort], ins: List[InEdge]) -> List[InEdge]:
     """QoS resolvable and a converter for every port that travels over DDS (raises LoadError)."""
     for o in outs.values():
-        if o.dds:
+        if o.dds or o.zenoh_keys:
             try:
                 o.wire = wire_for(spec.port(o.name).msg_type, o.topic)
             except ValueError as exc:
@@ -369,6 +379,7 @@ class NodeAdapter(LifecycleNode):
             max_consecutive_errors = given[MAX_ERRORS_PARAM]
         base = (namespace.rstrip("/") + "/" + node_name) if namespace not in ("", "/") else "/" + node_name
         self._outs, self._ins = parse_ports(spec, ports, base)
+        self._ports_decl = ports   # its ``zenoh`` session settings, for zenoh edges
         try:   # large payloads by reference (ros/byref.py): DDS outputs externalise, inputs resolve
             self._refs = byref.blob_store(graph, ports)
         except ValueError as exc:
@@ -737,8 +748,11 @@ class NodeAdapter(LifecycleNode):
         for out in self._outs.values():
             if out.dds:
                 out.pub = self.create_lifecycle_publisher(out.wire.msg_cls, out.topic, to_profile(out.qos))
+        self._create_zenoh_io()
         for edge in self._ins:
             port = edge.port
+            if edge.transport == "zenoh":
+                continue
             if edge.transport == "inproc":
                 edge.handle = self.bus.subscribe(edge.topic, lambda pkt, port=port: self._deliver(port, pkt))
             else:
@@ -754,7 +768,50 @@ class NodeAdapter(LifecycleNode):
         if self.spec.category == Category.SINK or self.spec.external or self.spec.durable_queue:
             self._ensure_ack_pub()   # (a queue acknowledges its senders' outboxes) matched before the first ack
 
+    # ------------------------------------------------- zenoh edges (ros/zenoh_link.py)
+    def _create_zenoh_io(self) -> None:
+        """Zenoh edges: the queue's outputs also listen for ``<key>/ack``; an input takes the
+        key's CDR bytes as if from DDS and sends the sinks' DDS acknowledgements for its sending
+        queue back over Zenoh."""
+        keys = [k for o in self._outs.values() for k in o.zenoh_keys]
+        zins = [e for e in self._ins if e.transport == "zenoh"]
+        if not keys and not zins:
+            return
+        from rclpy.serialization import deserialize_message, serialize_message
+
+        from . import zenoh_link
+        self._zlink = zenoh_link.Link.get(zenoh_link.settings_of(self._ports_decl))
+        self._zsubs = []
+        if self.spec.durable_queue:
+            for k in keys:
+                self._zsubs.append(self._zlink.subscribe(
+                    zenoh_link.ack_key(k), lambda data: self._on_ack_msg(deserialize_message(data, DeliveryAck))))
+        for edge in zins:
+            conv = edge.wire.from_msg
+            cls = edge.wire.msg_cls
+            self._zsubs.append(self._zlink.subscribe(
+                edge.key, lambda data, port=edge.port, conv=conv, cls=cls:
+                self._on_msg(port, deserialize_message(data, cls), conv)))
+            akey, src, link = zenoh_link.ack_key(edge.key), edge.src, self._zlink
+            self._zack_subs = getattr(self, "_zack_subs", [])
+            self._zack_subs.append(super().create_subscription(
+                DeliveryAck, self.ack_topic,
+                lambda msg, akey=akey, src=src, link=link: link.put(akey, serialize_message(msg))
+                if msg.queue_id == src else None, to_profile(ACK_QOS)))
+        self._zserialize = serialize_message
+
+    def _destroy_zenoh_io(self) -> None:
+        link = getattr(self, "_zlink", None)
+        if link is None:
+            return
+        for sid in getattr(self, "_zsubs", []):
+            link.unsubscribe(sid)
+        for sub in getattr(self, "_zack_subs", []):
+            self.destroy_subscription(sub)
+        self._zsubs, self._zack_subs, self._zlink = [], [], None
+
     def _destroy_io(self) -> None:
+        self._destroy_zenoh_io()
         for out in self._outs.values():
             if out.pub is not None:
                 self.destroy_lifecycle_publisher(out.pub)
@@ -811,6 +868,10 @@ class NodeAdapter(LifecycleNode):
     def _send(self, out: OutPort, packet: Packet) -> None:
         if out.inproc:
             self.bus.publish(out.topic, packet)
+        if out.zenoh_keys and getattr(self, "_zlink", None) is not None:
+            data = self._zserialize(out.wire.to_msg(packet))
+            for k in out.zenoh_keys:
+                self._zlink.put(k, data)   # link down: goes nowhere, the queue's lease re-sends it
         if out.pub is not None:
             if out.lazy and out.pub.get_subscription_count() == 0:
                 return   # an Image output nobody watches: no conversion, no publish

@@ -342,7 +342,7 @@ def _chaos(p: _P, c: Any, i: int, line: int = 0) -> Chaos:
     fl = _list(p, c, "faults")
     for k, d in enumerate(fl):
         if not isinstance(d, dict) or "do" not in d:
-            raise p.err(getattr(d, "line", 0) or _item_line(fl, k), f"{what}: a fault needs `do:`", f"write e.g. `- {{at: 3, do: kill_container, container: delivery}}`")
+            raise p.err(getattr(d, "line", 0) or _item_line(fl, k), f"{what}: a fault needs `do:`", "write e.g. `- {at: 3, do: kill_container, container: delivery}`")
         if d["do"] not in FAULTS:
             raise p.err(p.line_of(d, "do"), f"{what}: unknown fault {d['do']!r}", f"use one of: {', '.join(FAULTS)}")
         if d["do"] == "proxy" and d.get("toxic") not in TOXICS:

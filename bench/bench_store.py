@@ -2,7 +2,7 @@
 raw sqlite3 executemany of the same batches measured in the same run.
 
     python bench/bench_store.py [--packets 20000] [--batches 10,100,1000] [--rounds 5]
-                                [--no-record] [--compare-with OLD_STORE.py]
+                                [--no-record] [--compare-with OLD_STORE.py|OLD_STORE_DIR]
 
 What each column measures (packets per second, wall clock, same packets, same directory,
 WAL, the same ``synchronous`` for every column of a row):
@@ -23,7 +23,7 @@ WAL, the same ``synchronous`` for every column of a row):
   batch. Both raw tables use ``secure_delete=FAST`` as the store does (Debian's SQLite
   defaults to ON, which rewrites freed pages with zeros).
 - before (``--compare-with``): the 'store' column for another store module (e.g. the
-  previous commit's ``store.py``) in the same run.
+  previous commit's ``store.py``, or a copy of its ``store/`` package directory) in the same run.
 Targets (issue 5) at batch 100 and synchronous=FULL: >= 0.5x raw and >= 100,000 packets/s.
 """
 from __future__ import annotations
@@ -109,8 +109,14 @@ def bench_raw(d: str, sync: str, batch: int, pk, delete: bool):
 
 
 def load_store(path: str):
-    """DurableStore from another store module (relative imports resolve in schnitzel_core)."""
-    spec = importlib.util.spec_from_file_location("schnitzel_core._store_compare", path)
+    """DurableStore from another store module (a store.py) or package (a copy of the store/
+    directory); relative imports resolve in schnitzel_core."""
+    name = "schnitzel_core._store_compare"
+    if os.path.isdir(path):
+        spec = importlib.util.spec_from_file_location(name, os.path.join(path, "__init__.py"),
+                                                      submodule_search_locations=[path])
+    else:
+        spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)
@@ -123,7 +129,7 @@ def main() -> int:
     ap.add_argument("--batches", default="10,100,1000")
     ap.add_argument("--dir", default="", help="where the databases go (default: a temp dir under /tmp)")
     ap.add_argument("--no-record", action="store_true")
-    ap.add_argument("--compare-with", default="", help="another store.py to measure in the same run ('before')")
+    ap.add_argument("--compare-with", default="", help="another store.py or store/ package directory to measure in the same run ('before')")
     ap.add_argument("--rounds", type=int, default=5, help="median of this many rounds per cell")
     ap.add_argument("--note", default="", help="a line added under the table (e.g. the machine's load)")
     a = ap.parse_args()
@@ -181,7 +187,7 @@ def main() -> int:
                  "per batch (nothing deleted); 'raw insert+delete' = the same logical work as 'store' in bare sqlite3 "
                  "(one commit per batch: executemany INSERT, DELETE of the previous batch by id). 'before' = the "
                  f"'store' measurement of the store module given with --compare-with "
-                 f"({os.path.basename(a.compare_with) or 'none'}).")
+                 f"({os.path.basename(a.compare_with.rstrip('/')) or 'none'}).")
     print()
     publish("bench_store.py", lines, save=not a.no_record)
     return 0

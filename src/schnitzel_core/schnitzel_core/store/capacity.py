@@ -5,10 +5,10 @@ from __future__ import annotations
 import heapq
 from typing import Any, Dict, List, Tuple
 
+from .base import _StoreBase
 from .keys import key_hashes
 from .records import EnqueueResult
 from .segments import _Edit, _Seg
-from .base import _StoreBase
 
 
 class _Capacity(_StoreBase):

@@ -7,10 +7,10 @@ import time
 from typing import Any, Callable, Iterable, List, Optional, Tuple
 
 from ..packet import Packet
+from .durable import DurableStore
 from .errors import StoreError
 from .records import AckResult, EnqueueResult
 from .schema import ANY_SINK
-from .durable import DurableStore
 
 
 class GroupCommitter:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
+from .base import _StoreBase
 from .keys import key_hash
 from .segments import _Edit
-from .base import _StoreBase
 
 
 class _Ledger(_StoreBase):

@@ -15,6 +15,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import msgpack
 
 from ..packet import Packet
+from .base import _StoreBase
 from .errors import StoreError
 from .keys import _split_hashes, hash_batch, key_hash, key_hashes
 from .records import (AckResult, EnqueueResult, Row, _PACKET_FIELDS, _decode, _encode_extra, _fields_of, _mp_default,
@@ -22,7 +23,6 @@ from .records import (AckResult, EnqueueResult, Row, _PACKET_FIELDS, _decode, _e
 from .schema import (_COPY_COLS, _LOOSE_INSERT_SQL, _LOOSE_LEASE_SQL, _SEG_MASK, _SEGMENT_INSERT_SQL, ANY_SINK,
                      SEG_BITS)
 from .segments import _Edit, _Seg
-from .base import _StoreBase
 
 
 class _Queue(_StoreBase):

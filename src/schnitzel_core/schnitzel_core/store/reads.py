@@ -6,9 +6,9 @@ import heapq
 import itertools
 from typing import Any, Dict, List, Optional, Tuple
 
+from .base import _StoreBase
 from .records import Row, Stats, _row
 from .schema import _COPY_COLS
-from .base import _StoreBase
 
 
 class _Reads(_StoreBase):

@@ -30,7 +30,6 @@ OUTBOX_RESEND_BATCH = 50  # the most re-sent per port and tick (under the 'event
 _OUTCOME_NAME = {v: k for k, v in _OUTCOME.items()}
 
 
-
 class DeliveryMixin:
     """Acks in and out, and the outboxes of the outputs that feed durable queues."""
 

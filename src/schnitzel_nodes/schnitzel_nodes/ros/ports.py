@@ -21,7 +21,6 @@ class LoadError(ValueError):
     """A node that cannot be created as requested (bad ports_json, params, plugin)."""
 
 
-
 # ports
 class OutPort:
     __slots__ = ("name", "topic", "qos", "inproc", "dds", "pub", "wire", "lazy", "outbox_cfg", "box", "zenoh_keys")

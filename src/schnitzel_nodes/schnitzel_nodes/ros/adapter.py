@@ -31,334 +31,61 @@ input port (latest-only, replacements counted as drops) and run on their own wor
 """
 from __future__ import annotations
 
-import bisect
-import logging
-import os
 import threading
 import traceback
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
-from diagnostic_msgs.msg import DiagnosticStatus, KeyValue as DiagKeyValue
-from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult, IntegerRange
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.parameter import Parameter
 
 from schnitzel_core import blackboard as bb
-from schnitzel_core import outbox as obx
 from schnitzel_core.codecs import ros as codec
-from schnitzel_core.packet import Packet, now_ns
-from schnitzel_core.plugin import Ack, Category, Direction, NodeContext, NodeLogic, PluginSpec
-from schnitzel_msgs.msg import DeliveryAck, KeyValue, NodeStatus
+from schnitzel_core.packet import Packet
+from schnitzel_core.plugin import Category, NodeContext, NodeLogic, PluginSpec
+from schnitzel_msgs.msg import DeliveryAck
 
 from . import byref
-from ..mailbox import DEFAULT_MAX_QUEUED, InputPolicy, Mailbox
+from ..mailbox import DEFAULT_MAX_QUEUED, Mailbox
 from . import params as P
 from .inproc import InprocBus
-from .qos import QosError, to_profile
-from .wire import IMAGE, Wire, wire_for
+from .qos import to_profile
+# The adapter's parts, one module each; their names stay importable from here.
+from .byref import PayloadRefMixin
+from .delivery import (ACK_QOS, OUTBOX_RESEND_BATCH, OUTBOX_TICK_S, _OUTCOME, _OUTCOME_NAME,  # noqa: F401
+                       DeliveryMixin)
+from .handover import HandoverMixin
+from .live_params import MAX_ERRORS_PARAM, ParamsMixin
+from .logs import _logic_logger, _RosLogHandler  # noqa: F401
+from .ports import (RESERVED_PORTS, InEdge, LoadError, OutPort, _check_ports, parse_input_policies,  # noqa: F401
+                    parse_ports)
+from .stats import DROP_CAUSES, LATENCY_BOUNDS_S, LATENCY_WINDOW, Stats  # noqa: F401
+from .status import StatusMixin
+from .zenoh_io import ZenohMixin
 
 SUCCESS = TransitionCallbackReturn.SUCCESS
 FAILURE = TransitionCallbackReturn.FAILURE
 ERROR = TransitionCallbackReturn.ERROR
 
-#: Topic names a lifecycle node already uses under ``~/``; a port may not take them.
-RESERVED_PORTS = ("transition_event",)
-MAX_ERRORS_PARAM = P.RESERVED_PREFIX + "max_consecutive_errors"
 DEFAULT_MAX_CONSECUTIVE_ERRORS = 10
 MAILBOX_LIMIT = DEFAULT_MAX_QUEUED   # inputs queued per input port unless ports_json "inputs" says otherwise
 #: On deactivate, how long the node may go on processing the inputs it had already accepted
 #: (its mailbox) before the rest is dropped and counted; below the lifecycle manager's 3 s per
 #: transition while stopping (docs/runtime.md, "Draining").
 DRAIN_TIMEOUT_S = 2.5
-LATENCY_WINDOW = 2048  # samples kept for p50/p95/p99
-#: Why a node dropped a packet (NodeStatus counters drops_by_cause.<cause>; docs/observability.md).
-DROP_CAUSES = ("overflow", "latest_only", "inactive", "stopped", "publish_error", "handover")
-#: Upper bounds (s) of the latency histogram's buckets (NodeStatus latency_buckets; a +Inf bucket follows).
-LATENCY_BOUNDS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-#: QoS of /<graph>/_delivery/ack (publisher and subscription alike): reliable with a deep
-#: history, so a burst of acknowledgements (a sink draining a batch, retry reports for a
-#: whole buffer) is never overwritten before the queue has read it (docs/delivery.md)
-ACK_QOS = {"reliability": "reliable", "durability": "volatile", "history": "keep_last", "depth": 10000}
-_OUTCOME = {"delivered": DeliveryAck.OUTCOME_DELIVERED, "retry": DeliveryAck.OUTCOME_RETRY,
-            "rejected": DeliveryAck.OUTCOME_REJECTED, "accepted": DeliveryAck.OUTCOME_ACCEPTED}
-OUTBOX_TICK_S = 0.1     # how often outboxes are checked for packets due again
-OUTBOX_RESEND_BATCH = 50  # the most re-sent per port and tick (under the 'events' QoS depth of 100)
-_OUTCOME_NAME = {v: k for k, v in _OUTCOME.items()}
-
-
-class LoadError(ValueError):
-    """A node that cannot be created as requested (bad ports_json, params, plugin)."""
-
-
-# ---------------------------------------------------------------------------
-# ports
-class OutPort:
-    __slots__ = ("name", "topic", "qos", "inproc", "dds", "pub", "wire", "lazy", "outbox_cfg", "box", "zenoh_keys")
-
-    def __init__(self, name: str, topic: str, qos: Any, transports: List[str],
-                 zenoh_keys: Optional[List[str]] = None) -> None:
-        self.name, self.topic, self.qos = name, topic, qos
-        self.inproc = "inproc" in transports
-        self.dds = "dds" in transports or "shm" in transports
-        self.zenoh_keys = list(zenoh_keys or [])   # zenoh edges (ros/zenoh_link.py): CDR bytes per key
-        self.pub: Any = None
-        self.wire: Optional[Wire] = None   # set for DDS outputs
-        #: published on DDS only while someone subscribes (an Image output with no DDS edge)
-        self.lazy = False
-        #: an edge into a durable queue: keep what is sent until the queue's commit is
-        #: acknowledged (ports_json ``outbox``, schnitzel_core.outbox); box made at configure
-        self.outbox_cfg: Optional[Mapping[str, Any]] = None
-        self.box: Optional[obx.Outbox] = None
-
-
-class InEdge:
-    __slots__ = ("port", "topic", "qos", "transport", "handle", "wire", "key", "src")
-
-    def __init__(self, port: str, topic: str, qos: Any, transport: str, key: str = "", src: str = "") -> None:
-        self.port, self.topic, self.qos, self.transport = port, topic, qos, transport
-        self.key, self.src = key, src   # zenoh edges: the key expression, the sending node id
-        self.handle: Any = None  # subscription or bus token (zenoh: the link's subscription ids)
-        self.wire: Optional[Wire] = None   # set for DDS inputs
-
-
-def parse_ports(spec: PluginSpec, ports: Optional[Mapping[str, Any]], base: str
-                ) -> Tuple[Dict[str, OutPort], List[InEdge]]:
-    """ports_json (docs/contracts.md) -> output ports and input edges; raises LoadError.
-
-    Without ports_json every output publishes over DDS on ``<base>/<port>`` with the
-    port's default QoS preset, and every input subscribes to ``<base>/<port>`` unless an
-    output has the same name (remap it with LoadNode.remappings).
-    """
-    for port in spec.ports:
-        if port.name in RESERVED_PORTS:
-            raise LoadError(f"port name {port.name!r} clashes with a lifecycle node topic; rename the port")
-    outs: Dict[str, OutPort] = {}
-    ins: List[InEdge] = []
-    if ports is None:
-        for port in spec.outputs:
-            outs[port.name] = OutPort(port.name, f"{base}/{port.name}", port.qos, ["dds"])
-        for port in spec.inputs:
-            if port.name not in outs:
-                ins.append(InEdge(port.name, f"{base}/{port.name}", port.qos, "dds"))
-        return outs, _check_ports(spec, outs, ins)
-    if not isinstance(ports, Mapping):
-        raise LoadError("ports_json must be a JSON object with keys 'in' and 'out'")
-    unknown = set(ports) - {"in", "out", "inputs", "payload_ref", "zenoh"}
-    if unknown:
-        raise LoadError(f"ports_json has unknown keys {sorted(unknown)}; expected 'in', 'out', 'inputs', "
-                        "'payload_ref' and 'zenoh'")
-    for name, decl in (ports.get("out") or {}).items():
-        port = spec.port(name)
-        if port is None or port.direction != Direction.OUT:
-            raise LoadError(f"ports_json names output {name!r}, but plugin {spec.name!r} has outputs "
-                            f"{[p.name for p in spec.outputs]}")
-        if not isinstance(decl, Mapping) or not isinstance(decl.get("topic"), str):
-            raise LoadError(f"ports_json out.{name} must be an object with a 'topic' string")
-        transports = decl.get("transports", ["dds"])
-        if isinstance(transports, str):
-            transports = [transports]
-        bad = [t for t in transports if t not in ("inproc", "dds", "shm", "zenoh")]
-        if bad:
-            raise LoadError(f"ports_json out.{name}: unknown transport(s) {bad}; use inproc, dds or zenoh")
-        outs[name] = OutPort(name, decl["topic"], decl.get("qos", port.qos), list(transports),
-                             [str(k) for k in decl.get("zenoh_keys") or []])
-        cfg = decl.get("outbox")
-        if cfg is not None:
-            if not isinstance(cfg, Mapping) or cfg.get("mode", "memory") not in obx.MODES:
-                raise LoadError(f"ports_json out.{name}.outbox must be an object with mode "
-                                f"{' or '.join(obx.MODES)}")
-            outs[name].outbox_cfg = cfg
-    for name, edges in (ports.get("in") or {}).items():
-        port = spec.port(name)
-        if port is None or port.direction != Direction.IN:
-            raise LoadError(f"ports_json names input {name!r}, but plugin {spec.name!r} has inputs "
-                            f"{[p.name for p in spec.inputs]}")
-        if isinstance(edges, Mapping):
-            edges = [edges]
-        for e in edges or []:
-            if not isinstance(e, Mapping) or not isinstance(e.get("topic"), str):
-                raise LoadError(f"ports_json in.{name} entries must be objects with a 'topic' string")
-            transport = e.get("transport", "dds")
-            if transport not in ("inproc", "dds", "shm", "zenoh"):
-                raise LoadError(f"ports_json in.{name}: unknown transport {transport!r}; use inproc, dds or zenoh")
-            if transport == "zenoh":
-                if not e.get("key"):
-                    raise LoadError(f"ports_json in.{name}: a zenoh edge needs its 'key'")
-                ins.append(InEdge(name, e["topic"], e.get("qos", port.qos), "zenoh", str(e["key"]),
-                                  str(e.get("from", "")).split(".")[0]))
-                continue
-            ins.append(InEdge(name, e["topic"], e.get("qos", port.qos), "inproc" if transport == "inproc" else "dds"))
-    # Outputs with no edge still exist (emit is accepted and goes nowhere).
-    for port in spec.outputs:
-        outs.setdefault(port.name, OutPort(port.name, f"{base}/{port.name}", port.qos, []))
-    # Image outputs are always visible to ROS tools (rviz, rqt_image_view) on their topic, even
-    # without a DDS edge: best effort, keep last 1, converted only while someone subscribes.
-    for port in spec.outputs:
-        o = outs[port.name]
-        if port.msg_type == IMAGE and not o.dds:
-            o.dds, o.lazy, o.qos = True, True, "frames"   # (inproc edges, if any, keep their own path)
-    return outs, _check_ports(spec, outs, ins)
-
-
-def parse_input_policies(spec: PluginSpec, ports: Optional[Mapping[str, Any]]) -> Dict[str, InputPolicy]:
-    """ports_json ``inputs`` -> {port: InputPolicy} (overflow policy per input port); raises LoadError."""
-    decl = (ports or {}).get("inputs") if isinstance(ports, Mapping) else None
-    if not decl:
-        return {}
-    if not isinstance(decl, Mapping):
-        raise LoadError("ports_json 'inputs' must be an object {port: {overflow, max_queued}}")
-    out: Dict[str, InputPolicy] = {}
-    for name, d in decl.items():
-        port = spec.port(name)
-        if port is None or port.direction != Direction.IN:
-            raise LoadError(f"ports_json inputs names {name!r}, but plugin {spec.name!r} has inputs "
-                            f"{[p.name for p in spec.inputs]}")
-        if spec.category == Category.COMPUTE:
-            raise LoadError(f"ports_json inputs.{name}: compute nodes keep only the newest packet per input; "
-                            "an overflow policy does not apply")
-        try:
-            out[name] = InputPolicy.parse(name, d)
-        except ValueError as exc:
-            raise LoadError(f"ports_json inputs: {exc}") from None
-    return out
-
-
-def _check_ports(spec: PluginSpec, outs: Dict[str, OutPort], ins: List[InEdge]) -> List[InEdge]:
-    """QoS resolvable and a converter for every port that travels over DDS (raises LoadError)."""
-    for o in outs.values():
-        if o.dds or o.zenoh_keys:
-            try:
-                o.wire = wire_for(spec.port(o.name).msg_type, o.topic)
-            except ValueError as exc:
-                raise LoadError(f"output {o.name!r}: {exc}") from None
-    for e in ins:
-        if e.transport != "inproc":
-            try:
-                e.wire = wire_for(spec.port(e.port).msg_type, e.topic)
-            except ValueError as exc:
-                raise LoadError(f"input {e.port!r}: {exc}") from None
-    for o in outs.values():
-        try:
-            to_profile(o.qos)
-        except QosError as exc:
-            raise LoadError(f"ports_json out.{o.name}: {exc}") from None
-    for e in ins:
-        try:
-            to_profile(e.qos)
-        except QosError as exc:
-            raise LoadError(f"ports_json in.{e.port}: {exc}") from None
-    return ins
-
-
-# ---------------------------------------------------------------------------
-class Stats:
-    """Counters and the latency window of one node (thread-safe)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.packets_in = 0
-        self.packets_out = 0
-        self.drops = 0
-        self.port_drops: Dict[str, int] = {}   # inputs dropped per input port (dropped_total.<port>)
-        self.causes: Dict[str, int] = {}       # drops by cause (drops_by_cause.<cause>, DROP_CAUSES)
-        self.overflow_errors = 0               # inputs refused by a port with overflow: error
-        self.errors = 0
-        self.last_error = ""
-        self._lat: List[float] = [0.0] * LATENCY_WINDOW
-        self._lat_n = 0
-        # Latency histogram (bucket counts add up across processes, unlike percentiles) and
-        # per-input-port counts and newest source stamp: the manager's metrics (docs/observability.md).
-        self.buckets: List[int] = [0] * (len(LATENCY_BOUNDS_S) + 1)
-        self.lat_sum_s = 0.0
-        self.port_in: Dict[str, List[float]] = {}   # port -> [packets, newest stamp (s)]
-
-    def received(self, stamp_ns: int, port: str = "") -> None:
-        with self.lock:
-            self.packets_in += 1
-            pc = self.port_in.get(port)
-            if pc is None:
-                pc = self.port_in[port] = [0, 0.0]
-            pc[0] += 1
-            if stamp_ns > 0:
-                lat_s = (now_ns() - stamp_ns) / 1e9
-                self._lat[self._lat_n % LATENCY_WINDOW] = lat_s * 1e3
-                self._lat_n += 1
-                self.buckets[bisect.bisect_left(LATENCY_BOUNDS_S, lat_s)] += 1
-                self.lat_sum_s += lat_s
-                pc[1] = max(pc[1], stamp_ns / 1e9)
-
-    def percentiles(self) -> Tuple[float, float, float]:
-        with self.lock:
-            n = min(self._lat_n, LATENCY_WINDOW)
-            if n == 0:
-                return 0.0, 0.0, 0.0
-            vals = sorted(self._lat[:n])
-
-        def pick(q: float) -> float:
-            return vals[min(n - 1, int(q * n))]
-        return pick(0.50), pick(0.95), pick(0.99)
-
-    def reset(self) -> None:
-        with self.lock:
-            self.packets_in = self.packets_out = self.drops = 0
-            self.port_drops = {}
-            self.causes = {}
-            self._lat_n = 0
-            self.buckets = [0] * (len(LATENCY_BOUNDS_S) + 1)
-            self.lat_sum_s = 0.0
-            self.port_in = {}
-
-    def dropped_input(self, port: str, n: int = 1, cause: str = "inactive") -> None:
-        with self.lock:
-            self.drops += n
-            self.port_drops[port] = self.port_drops.get(port, 0) + n
-            self.causes[cause] = self.causes.get(cause, 0) + n
-
-    def dropped(self, cause: str, n: int = 1) -> None:
-        """A drop that is no input's (an output while inactive, a failed publish, a hand-over)."""
-        with self.lock:
-            self.drops += n
-            self.causes[cause] = self.causes.get(cause, 0) + n
 
 
 class AdapterContext(NodeContext):
     """The NodeContext the adapter gives the logic: emit/ack go to ROS and the bus."""
 
 
-class _RosLogHandler(logging.Handler):
-    """Python logging records of a node's logic -> the node's ROS logger (and /rosout)."""
+class NodeAdapter(ParamsMixin, StatusMixin, HandoverMixin, DeliveryMixin, ZenohMixin, PayloadRefMixin,
+                  LifecycleNode):
+    """A lifecycle node running one plugin (see the module docstring).
 
-    def __init__(self, ros_logger: Any) -> None:
-        super().__init__()
-        self.ros_logger = ros_logger
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            msg = self.format(record)
-            if record.levelno >= logging.ERROR:
-                self.ros_logger.error(msg)
-            elif record.levelno >= logging.WARNING:
-                self.ros_logger.warning(msg)
-            elif record.levelno >= logging.INFO:
-                self.ros_logger.info(msg)
-            else:
-                self.ros_logger.debug(msg)
-        except Exception:  # noqa: BLE001 - logging must never break the node
-            self.handleError(record)
-
-
-def _logic_logger(graph: str, node_id: str, ros_logger: Any) -> logging.Logger:
-    log = logging.getLogger(f"schnitzel.{graph}.{node_id}")
-    log.handlers = [h for h in log.handlers if not isinstance(h, _RosLogHandler)]
-    log.addHandler(_RosLogHandler(ros_logger))
-    log.propagate = False
-    if log.level == logging.NOTSET:
-        log.setLevel(logging.INFO)
-    return log
-
-
-class NodeAdapter(LifecycleNode):
-    """A lifecycle node running one plugin (see the module docstring)."""
+    Its parts live in their own modules: ports (ports.py), parameters (live_params.py),
+    counters (stats.py), acks and outboxes (delivery.py), zenoh edges (zenoh_io.py), payloads
+    by reference (byref.py), hand-over (handover.py) and status (status.py). The mixins keep
+    their state on the node; each names the node attributes it uses.
+    """
 
     def __init__(self, logic_cls: type, node_name: str, namespace: str = "/",
                  params: Optional[Mapping[str, Any]] = None, *, graph: str = "graph",
@@ -446,93 +173,6 @@ class NodeAdapter(LifecycleNode):
         #: Set by the container: publish this node's status soon (after the current callback,
         #: so a watcher sees the reason right after a refused transition's reply).
         self.status_hook: Optional[Callable[[], None]] = None
-
-    # ------------------------------------------------------------------ params
-    def _declare_params(self, values: Mapping[str, Any], max_errors: int) -> None:
-        for p in self.spec.params:
-            if p.name in values:
-                self.declare_parameter(p.name, P.to_ros(p, values[p.name]), P.descriptor(p))
-        d = ParameterDescriptor(
-            name=MAX_ERRORS_PARAM, type=ParameterType.PARAMETER_INTEGER,
-            description="consecutive callback failures after which the node goes to the error state",
-            integer_range=[IntegerRange(from_value=1, to_value=1_000_000, step=0)])
-        self.declare_parameter(MAX_ERRORS_PARAM, int(max_errors), d)
-
-    def current_params(self) -> Dict[str, Any]:
-        """The node's params as the logic sees them (ROS values decoded and checked)."""
-        raw: Dict[str, Any] = {}
-        for p in self.spec.params:
-            if self.has_parameter(p.name):
-                value = self.get_parameter(p.name).value
-                if value is not None:
-                    raw[p.name] = P.from_ros(p, value)
-        return P.check_params(self.spec, raw)
-
-    @property
-    def max_consecutive_errors(self) -> int:
-        return int(self.get_parameter(MAX_ERRORS_PARAM).value)
-
-    def _on_set_params(self, parameters: List[Parameter]) -> SetParametersResult:
-        """Answer a parameter request only once its outcome is known (docs/runtime.md, "Parameters").
-
-        A configured node (inactive or active) takes only ``live`` parameters, and takes them
-        at once: the plugin's ``check_params`` on the merged values, then ``on_params``, both
-        serialised with its other callbacks, before the answer. Whatever either raises refuses
-        the whole request with the reason, so the node, the ROS parameter store (rclpy stores
-        nothing on a refusal) and whoever asked (``schnitzel replace``) see no change. An
-        unconfigured node takes any parameter; ``configure`` reads it.
-        """
-        if self._declaring:
-            return SetParametersResult(successful=True)
-        logic = self.logic
-        changed: Dict[str, Any] = {}
-        for param in parameters:
-            if param.name == MAX_ERRORS_PARAM:
-                if not isinstance(param.value, int) or isinstance(param.value, bool) or param.value < 1:
-                    return SetParametersResult(successful=False,
-                                               reason=f"{MAX_ERRORS_PARAM} must be an integer >= 1")
-                continue
-            if param.name.startswith(P.RESERVED_PREFIX) or param.name in P.FOREIGN:
-                continue
-            spec_p = self.spec.param(param.name)
-            if spec_p is None:
-                return SetParametersResult(successful=False,
-                                           reason=f"plugin {self.spec.name!r} has no parameter {param.name!r}")
-            try:
-                value = P.check_value(spec_p, P.from_ros(spec_p, param.value))
-            except P.ParamError as exc:
-                return SetParametersResult(successful=False, reason=str(exc))
-            if logic is not None and not spec_p.live:
-                return SetParametersResult(
-                    successful=False,
-                    reason=(f"parameter {param.name!r} is not live: it cannot change while node "
-                            f"{self.node_id!r} is configured (replace the node, or clean it up first)"))
-            changed[param.name] = value
-        if logic is None or not changed:
-            return SetParametersResult(successful=True)
-        try:
-            self._apply_live(logic, changed)
-        except Exception as exc:  # noqa: BLE001 - the plugin refused: nothing changes
-            why = str(exc) or type(exc).__name__
-            self.get_logger().warning(f"node {self.node_id!r}: parameter change refused: {why}")
-            return SetParametersResult(successful=False, reason=f"node {self.node_id!r} refused the change: {why}")
-        return SetParametersResult(successful=True)
-
-    def _apply_live(self, logic: NodeLogic, changed: Dict[str, Any]) -> None:
-        """check_params(merged) then on_params(changed), under the run lock; raises on refusal."""
-        with self._run_lock:
-            merged = dict(logic.params)
-            merged.update(changed)
-            logic.check_params(merged)
-            before = dict(logic.params)
-            try:
-                logic.on_params(changed)
-            except Exception:
-                # an on_params that raised half way: put the values back (its own state is its job)
-                logic.params.clear()
-                logic.params.update(before)
-                raise
-        self._sync_timer()   # e.g. rate_hz: the new period applies from the next tick
 
     # --------------------------------------------------------------- lifecycle
     def state_label(self) -> str:
@@ -768,48 +408,6 @@ class NodeAdapter(LifecycleNode):
         if self.spec.category == Category.SINK or self.spec.external or self.spec.durable_queue:
             self._ensure_ack_pub()   # (a queue acknowledges its senders' outboxes) matched before the first ack
 
-    # ------------------------------------------------- zenoh edges (ros/zenoh_link.py)
-    def _create_zenoh_io(self) -> None:
-        """Zenoh edges: the queue's outputs also listen for ``<key>/ack``; an input takes the
-        key's CDR bytes as if from DDS and sends the sinks' DDS acknowledgements for its sending
-        queue back over Zenoh."""
-        keys = [k for o in self._outs.values() for k in o.zenoh_keys]
-        zins = [e for e in self._ins if e.transport == "zenoh"]
-        if not keys and not zins:
-            return
-        from rclpy.serialization import deserialize_message, serialize_message
-
-        from . import zenoh_link
-        self._zlink = zenoh_link.Link.get(zenoh_link.settings_of(self._ports_decl))
-        self._zsubs = []
-        if self.spec.durable_queue:
-            for k in keys:
-                self._zsubs.append(self._zlink.subscribe(
-                    zenoh_link.ack_key(k), lambda data: self._on_ack_msg(deserialize_message(data, DeliveryAck))))
-        for edge in zins:
-            conv = edge.wire.from_msg
-            cls = edge.wire.msg_cls
-            self._zsubs.append(self._zlink.subscribe(
-                edge.key, lambda data, port=edge.port, conv=conv, cls=cls:
-                self._on_msg(port, deserialize_message(data, cls), conv)))
-            akey, src, link = zenoh_link.ack_key(edge.key), edge.src, self._zlink
-            self._zack_subs = getattr(self, "_zack_subs", [])
-            self._zack_subs.append(super().create_subscription(
-                DeliveryAck, self.ack_topic,
-                lambda msg, akey=akey, src=src, link=link: link.put(akey, serialize_message(msg))
-                if msg.queue_id == src else None, to_profile(ACK_QOS)))
-        self._zserialize = serialize_message
-
-    def _destroy_zenoh_io(self) -> None:
-        link = getattr(self, "_zlink", None)
-        if link is None:
-            return
-        for sid in getattr(self, "_zsubs", []):
-            link.unsubscribe(sid)
-        for sub in getattr(self, "_zack_subs", []):
-            self.destroy_subscription(sub)
-        self._zsubs, self._zack_subs, self._zlink = [], [], None
-
     def _destroy_io(self) -> None:
         self._destroy_zenoh_io()
         for out in self._outs.values():
@@ -830,19 +428,7 @@ class NodeAdapter(LifecycleNode):
         if self._outbox_timer is not None:
             self.destroy_timer(self._outbox_timer)
             self._outbox_timer = None
-        for out in self._outs.values():
-            box, out.box = out.box, None
-            if box is not None:
-                box.close()
-
-    @property
-    def ack_topic(self) -> str:
-        return f"/{self.graph}/_delivery/ack"
-
-    def _ensure_ack_pub(self) -> Any:
-        if self._ack_pub is None:
-            self._ack_pub = self.create_publisher(DeliveryAck, self.ack_topic, to_profile(ACK_QOS))
-        return self._ack_pub
+        self._close_outboxes()
 
     # ------------------------------------------------------------ data path
     def _emit(self, port: str, packet: Packet) -> None:
@@ -868,10 +454,7 @@ class NodeAdapter(LifecycleNode):
     def _send(self, out: OutPort, packet: Packet) -> None:
         if out.inproc:
             self.bus.publish(out.topic, packet)
-        if out.zenoh_keys and getattr(self, "_zlink", None) is not None:
-            data = self._zserialize(out.wire.to_msg(packet))
-            for k in out.zenoh_keys:
-                self._zlink.put(k, data)   # link down: goes nowhere, the queue's lease re-sends it
+        self._send_zenoh(out, packet)
         if out.pub is not None:
             if out.lazy and out.pub.get_subscription_count() == 0:
                 return   # an Image output nobody watches: no conversion, no publish
@@ -883,43 +466,6 @@ class NodeAdapter(LifecycleNode):
                 self.stats.dropped("publish_error")
                 if self.ctx is not None:
                     self.ctx.count("publish_errors")
-
-    def _open_outboxes(self) -> int:
-        """Make the outbox of every output that feeds a durable queue (at configure)."""
-        from ..base import state_dir
-
-        n = 0
-        for out in self._outs.values():
-            if out.outbox_cfg is None or out.box is not None:
-                continue
-            name = out.name
-            path = lambda name=name: os.path.join(state_dir(), "outbox", self.graph, f"{self.node_id}.{name}.db")
-            out.box = obx.from_config(f"{self.node_id}/{name}", dict(out.outbox_cfg), path)
-            n += 1
-        return n
-
-    def _resend_due(self) -> None:
-        """Outbox timer: send again what no queue acknowledged within resend_s (while active,
-        and over DDS only once the queue is matched again)."""
-        if not self._active:
-            return
-        resent = pending = 0
-        for out in self._outs.values():
-            box = out.box
-            if box is None:
-                continue
-            pending += box.pending
-            if out.pub is not None and not out.inproc and out.pub.get_subscription_count() == 0:
-                continue   # the queue is down: nobody to send to yet
-            for packet in box.due(OUTBOX_RESEND_BATCH):
-                self._send(out, packet)
-                resent += 1
-        ctx = self.ctx
-        if ctx is not None:
-            with ctx._lock:
-                if resent:
-                    ctx.counters["outbox_resent"] = ctx.counters.get("outbox_resent", 0) + resent
-                ctx.counters["outbox_pending"] = pending   # a gauge
 
     def _on_msg(self, port: str, msg: Any, convert: Callable[[Any], Packet]) -> None:
         try:
@@ -968,28 +514,6 @@ class NodeAdapter(LifecycleNode):
             # take no more and let the drainer go, so the thread it runs on (maybe the
             # executor's) gets to take the node to the error state
             self._mailbox.clear("overflow")
-
-    def _ref_fallback(self, exc: OSError) -> None:
-        """A blob could not be written: the packet went inline (counted, logged once)."""
-        ctx = self.ctx
-        if ctx is not None:
-            if not ctx.counters.get("payload_ref_inline"):
-                self.get_logger().warning(f"node {self.node_id!r}: payload blob not written ({exc}); "
-                                          "sending large payloads inline")
-            ctx.count("payload_ref_inline")
-
-    def _resolve_ref(self, packet: Packet) -> Optional[Packet]:
-        """A by-reference input made inline; None when its blob is missing or tampered with
-        (counted: errors, last_error and the counter payload_ref_errors; never passed on)."""
-        def failed(message: str, exc: Exception) -> None:
-            self._note_error(message)
-            if self.ctx is not None:
-                self.ctx.count("payload_ref_errors")
-
-        def reject(p: Packet, reason: str) -> None:
-            self._publish_ack(Ack(p.meta[byref.META_QUEUE], self.node_id, p.idempotency_key,
-                                  int(p.meta[byref.META_ROW]), "rejected", reason))
-        return byref.resolve_input(self._refs, packet, failed, reject)
 
     def _submit(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` as a logic callback, serialised with the node's others (the mailbox)."""
@@ -1054,69 +578,6 @@ class NodeAdapter(LifecycleNode):
             elif logic is not None:
                 self.stats.dropped_input(port)
 
-    def _on_ack_msg(self, msg: DeliveryAck) -> None:
-        if msg.queue_id != self.node_id:
-            return
-        if msg.outcome == DeliveryAck.OUTCOME_ACCEPTED:   # a queue committed what our outbox sent
-            for out in self._outs.values():
-                box = out.box
-                if box is not None and box.sender_id == msg.idempotency_key:
-                    box.ack(msg.sink_id, msg.seq_ranges)
-            return
-        if self.logic is None:
-            return
-        ack = Ack(queue_id=msg.queue_id, sink_id=msg.sink_id, idempotency_key=msg.idempotency_key,
-                  row_id=int(msg.row_id), outcome=_OUTCOME_NAME.get(msg.outcome, "retry"), reason=msg.reason)
-        self._submit(self.logic.on_ack, ack)
-
-    def _publish_ack(self, ack: Ack) -> None:
-        if ack.outcome not in _OUTCOME:
-            raise ValueError(f"ack outcome must be one of {sorted(_OUTCOME)}, got {ack.outcome!r}")
-        msg = DeliveryAck(queue_id=ack.queue_id, sink_id=ack.sink_id or self.node_id,
-                          idempotency_key=ack.idempotency_key, row_id=int(ack.row_id),
-                          outcome=_OUTCOME[ack.outcome], reason=ack.reason or "",
-                          seq_ranges=[int(x) for x in ack.seqs])
-        self._ensure_ack_pub().publish(msg)
-
-    # ------------------------------------------------------ hot replacement
-    def _save_handover(self) -> None:
-        try:
-            with self._run_lock:
-                bb.save_handover(self.blackboard, self.graph, self.node_id, self.logic, self.watermarks.as_dict())
-        except Exception as exc:  # noqa: BLE001 - e.g. state that is not JSON: the new node starts empty
-            self._note_error(f"could not save state for hand-over: {type(exc).__name__}: {exc}", exc)
-
-    def _release_hold(self, record: Any) -> None:
-        """Deliver held inputs newer than the old node's watermarks, in arrival order.
-
-        Inputs arriving meanwhile are held too until the hold is empty, so order is kept.
-        """
-        if self._hold is None:
-            return
-        while True:
-            with self._hold_lock:
-                hold = self._hold
-                if hold is None:
-                    return
-                items = hold.release(record)
-                if not items:
-                    skipped, dropped = hold.skipped, hold.dropped
-                    self._hold = None
-                    break
-            for port, packet in items:
-                self._deliver_now(port, packet)
-        if dropped:
-            self.stats.dropped("handover", dropped)
-        if self.ctx is not None and skipped:
-            self.ctx.count("handover_skipped", skipped)   # the old node had processed them
-
-    def _drop_hold(self) -> None:
-        with self._hold_lock:
-            hold, self._hold = self._hold, None
-        if hold is not None and len(hold):
-            n = len(hold.release())
-            self.stats.dropped("stopped", n)
-
     # --------------------------------------------------------------- failures
     def _status_soon(self) -> None:
         hook = self.status_hook
@@ -1147,89 +608,6 @@ class NodeAdapter(LifecycleNode):
     def _on_fault_signal(self) -> None:
         if self._fault and self.state_label() == "active":
             self.trigger_deactivate()  # returns ERROR -> on_error -> unconfigured ("error")
-
-    # ----------------------------------------------------------------- status
-    def status_msg(self, stamp: Any = None) -> NodeStatus:
-        s = self.stats
-        p50, p95, p99 = s.percentiles()
-        msg = NodeStatus()
-        if stamp is not None:
-            msg.stamp = stamp
-        msg.node_id = self.node_id
-        msg.ros_name = self.get_name()
-        msg.plugin = self.plugin_name
-        msg.plugin_version = str(self.spec.version)
-        msg.container = self.container
-        msg.state = self.state_label()
-        with s.lock:
-            msg.packets_in, msg.packets_out = s.packets_in, s.packets_out
-            msg.drops, msg.errors, msg.last_error = s.drops, s.errors, s.last_error
-            # inputs dropped per input port (overflow, latest-only, inactive, left at a stop)
-            own = {f"dropped_total.{p}": n for p, n in s.port_drops.items()}
-            own.update({f"drops_by_cause.{c}": n for c, n in s.causes.items()})
-            if s.overflow_errors:
-                own["overflow_errors"] = s.overflow_errors
-            msg.latency_bounds_s = list(LATENCY_BOUNDS_S)
-            msg.latency_buckets = list(s.buckets)
-            msg.latency_sum_s = s.lat_sum_s
-            ports = sorted(s.port_in)
-            msg.in_ports = ports
-            msg.in_port_packets = [int(s.port_in[p][0]) for p in ports]
-            msg.in_port_newest_stamp_s = [float(s.port_in[p][1]) for p in ports]
-        h = self._logic_health()  # (delivery) e.g. "refusing new packets: ... disk is full"
-        if h.get("level") == "error" and not msg.last_error:
-            msg.last_error = str(h.get("message", ""))
-        msg.latency_p50_ms, msg.latency_p95_ms, msg.latency_p99_ms = p50, p95, p99
-        msg.pid = os.getpid()
-        ctx = self.ctx
-        if ctx is not None:
-            with ctx._lock:
-                own.update(ctx.counters)
-        msg.counters = [KeyValue(key=k, value=str(v)) for k, v in sorted(own.items())]
-        return msg
-
-    def _logic_health(self) -> Dict[str, Any]:
-        """The logic's optional ``health()`` -> {"level": "ok"|"warn"|"error", "message": ...}
-        (durable_queue, http_sink, jsonl_sink); {} when absent or failing."""
-        fn = getattr(self.logic, "health", None)
-        if not callable(fn):
-            return {}
-        try:
-            h = fn()
-        except Exception:  # noqa: BLE001 - health reporting must never break status
-            return {}
-        return h if isinstance(h, dict) else {}
-
-    def diagnostic(self, status: Optional[NodeStatus] = None, last_errors: int = 0) -> DiagnosticStatus:
-        st = status or self.status_msg()
-        d = DiagnosticStatus(name=f"{self.graph}/{self.node_id}", hardware_id=f"{self.container}:{st.pid}")
-        if st.state == "error":
-            d.level, d.message = DiagnosticStatus.ERROR, f"error: {st.last_error}"
-        elif st.state != "active":
-            d.level, d.message = DiagnosticStatus.WARN, st.state
-        elif st.errors > last_errors:
-            d.level, d.message = DiagnosticStatus.WARN, f"active; errors: {st.last_error}"
-        else:
-            d.level, d.message = DiagnosticStatus.OK, "active"
-        # (delivery) a logic may report its own health, e.g. a durable queue whose disk is full
-        h = self._logic_health() if st.state == "active" else {}
-        if h.get("level") == "error":
-            d.level, d.message = DiagnosticStatus.ERROR, f"error: {h.get('message', '')}"
-        elif h.get("level") == "warn" and d.level == DiagnosticStatus.OK:
-            d.level, d.message = DiagnosticStatus.WARN, f"active; {h.get('message', '')}"
-        values = [("plugin", f"{st.plugin} {st.plugin_version}"), ("state", st.state),
-                  ("packets_in", st.packets_in), ("packets_out", st.packets_out), ("drops", st.drops),
-                  ("errors", st.errors), ("last_error", st.last_error),
-                  ("latency_p50_ms", f"{st.latency_p50_ms:.3f}"), ("latency_p95_ms", f"{st.latency_p95_ms:.3f}"),
-                  ("latency_p99_ms", f"{st.latency_p99_ms:.3f}")]
-        values += [(kv.key, kv.value) for kv in st.counters]
-        d.values = [DiagKeyValue(key=k, value=str(v)) for k, v in values]
-        return d
-
-    def describe(self) -> Dict[str, Any]:
-        """Ports as wired (for list/debug output)."""
-        return {"out": {o.name: {"topic": o.topic, "inproc": o.inproc, "dds": o.dds} for o in self._outs.values()},
-                "in": [{"port": e.port, "topic": e.topic, "transport": e.transport} for e in self._ins]}
 
 
 __all__ = ["LoadError", "NodeAdapter", "parse_ports", "RESERVED_PORTS", "MAX_ERRORS_PARAM"]

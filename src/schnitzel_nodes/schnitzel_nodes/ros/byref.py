@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping, Optional
 
 from schnitzel_core.packet import Packet
 from schnitzel_core.payload_ref import BlobStore, PayloadRefError, RefSettings
-from schnitzel_core.plugin import STREAM_PACKET
+from schnitzel_core.plugin import STREAM_PACKET, Ack
 
 from .wire import Wire
 
@@ -75,4 +75,34 @@ def resolve_input(store: BlobStore, packet: Packet, on_error: Callable[[str, Pay
     return out
 
 
-__all__ = ["blob_store", "externalising", "resolve_input", "META_QUEUE", "META_ROW"]
+class PayloadRefMixin:
+    """The NodeAdapter's side: a blob that could not be written, a reference resolved on input.
+
+    Uses the node's ``ctx``, ``node_id``, ``_refs``, ``_note_error``, ``_publish_ack`` and
+    ``get_logger``.
+    """
+
+    def _ref_fallback(self, exc: OSError) -> None:
+        """A blob could not be written: the packet went inline (counted, logged once)."""
+        ctx = self.ctx
+        if ctx is not None:
+            if not ctx.counters.get("payload_ref_inline"):
+                self.get_logger().warning(f"node {self.node_id!r}: payload blob not written ({exc}); "
+                                          "sending large payloads inline")
+            ctx.count("payload_ref_inline")
+
+    def _resolve_ref(self, packet: Packet) -> Optional[Packet]:
+        """A by-reference input made inline; None when its blob is missing or tampered with
+        (counted: errors, last_error and the counter payload_ref_errors; never passed on)."""
+        def failed(message: str, exc: Exception) -> None:
+            self._note_error(message)
+            if self.ctx is not None:
+                self.ctx.count("payload_ref_errors")
+
+        def reject(p: Packet, reason: str) -> None:
+            self._publish_ack(Ack(p.meta[META_QUEUE], self.node_id, p.idempotency_key,
+                                  int(p.meta[META_ROW]), "rejected", reason))
+        return resolve_input(self._refs, packet, failed, reject)
+
+
+__all__ = ["blob_store", "externalising", "resolve_input", "META_QUEUE", "META_ROW", "PayloadRefMixin"]

@@ -6,7 +6,7 @@ import time
 from typing import Any, Callable, List, Optional, Tuple
 
 from .result import Result
-from .spec import Case, SpecError, TestFile
+from .spec import Case, SpecError, TestFile, resolved_env
 
 
 class GraphError(Exception):
@@ -19,9 +19,10 @@ def load(tf: TestFile) -> Tuple[Any, Any]:
     from schnitzel_validator import validate_path
 
     registry = load_registry()
-    env = {**os.environ, **tf.env}
-    old = {k: os.environ.get(k) for k in tf.env}
-    os.environ.update(tf.env)      # the validator interpolates ${env:...} from the environment
+    tenv = resolved_env(tf)
+    env = {**os.environ, **tenv}
+    old = {k: os.environ.get(k) for k in tenv}
+    os.environ.update(tenv)        # the validator interpolates ${env:...} from the environment
     try:
         report = validate_path(str(tf.graph), registry=registry)
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import time
 from typing import Any, Dict, List, Set, Tuple
 
 from schnitzel_core.packet import Packet
@@ -112,7 +113,12 @@ def run_case(graph: Any, registry: Any, case: Case) -> Tuple[Dict[str, List[Pack
             for q in queues.values():
                 q.tick()
             if not pending:
-                return
+                # a queue's group commit runs on its own thread: rows it has not committed yet
+                # are handed out on a later tick
+                if not any(getattr(q, "committer", None) is not None and q.committer.pending()
+                           for q in queues.values()):
+                    return
+                time.sleep(0.002)
 
     inputs: List[Packet] = []
     feed = sorted(((pk["stamp_ns"], k, i.at, pk) for k, i in enumerate(case.inputs) for pk in i.packets),

@@ -18,7 +18,7 @@ import yaml
 from schnitzel_core.packet import Packet
 
 from .inproc import CaseError, check_ports, subgraph
-from .spec import Case, TestFile
+from .spec import Case, TestFile, resolved_env
 
 SETTLE_S = 3.0   # after the last input: time for the packets to reach the captures
 
@@ -67,7 +67,7 @@ def run_case(tf: TestFile, graph: Any, registry: Any, case: Case) -> Tuple[Dict[
     gfile.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     n = max(len(i.packets) for i in case.inputs)
     duration = 1.0 + n / 200.0 + SETTLE_S
-    env = {**os.environ, **tf.env}
+    env = {**os.environ, **resolved_env(tf)}
     proc = subprocess.run([sys.executable, "-m", "schnitzel_bringup.cli", "run", str(gfile), "--duration",
                            f"{duration:.1f}", "--run-dir", str(work / "run"), "--report", str(work / "report.json"), "-q"],
                           capture_output=True, text=True, env=env, timeout=duration + 120)

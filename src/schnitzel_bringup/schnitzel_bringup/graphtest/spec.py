@@ -119,6 +119,25 @@ class TestFile:
     chaos: List[Chaos]
 
 
+_TMP: Dict[int, str] = {}
+
+
+def resolved_env(tf: "TestFile") -> Dict[str, str]:
+    """The file's ``env:`` with ``{tmp}`` replaced by a fresh directory of this run (one per
+    test file, removed when the process exits), e.g. for a durable queue's data directory."""
+    if not any("{tmp}" in v for v in tf.env.values()):
+        return dict(tf.env)
+    if id(tf) not in _TMP:
+        import atexit
+        import shutil
+        import tempfile
+
+        d = tempfile.mkdtemp(prefix="schnitzel-test-data-")
+        atexit.register(shutil.rmtree, d, True)
+        _TMP[id(tf)] = d
+    return {k: v.replace("{tmp}", _TMP[id(tf)]) for k, v in tf.env.items()}
+
+
 class _P:
     def __init__(self, file: str) -> None:
         self.file = file

@@ -91,6 +91,10 @@ class Graph:
     # ``runtime:`` settings as read (source_grace_s, source_grace, delivery_stall_s, state_backend,
     # state_path); the compiler fills in the defaults (docs/runtime.md)
     runtime: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    # ``controllers:`` entries as read (schnitzel_core.autonomic.spec_from_dict reads each) and
+    # where each starts in the file; the control plane, apart from nodes and edges (docs/autonomic.md)
+    controllers: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    controller_pos: List[Pos] = dataclasses.field(default_factory=list)
 
     def node(self, node_id: str) -> Optional[NodeDecl]:
         for n in self.nodes:

@@ -3,7 +3,7 @@
 Codes never change meaning and are never reused (docs/validation.md lists them;
 a test keeps that page and this table equal). Ranges: SCH0xx the file, SCH1xx
 its shape, SCH2xx names and placement, SCH3xx plugins and parameters, SCH4xx
-edges, SCH5xx QoS and transports, SCH6xx the graph as a whole.
+edges, SCH5xx QoS and transports, SCH6xx the graph as a whole, SCH8xx the control plane.
 """
 from __future__ import annotations
 
@@ -78,6 +78,15 @@ CODES: Dict[str, Tuple[str, str]] = {
     "SCH603": (ERROR, "external sink not fed through a durable queue"),
     "SCH610": (WARNING, "node unreachable from any source"),
     "SCH611": (WARNING, "dangling output: a node's outputs go nowhere"),
+    # the control plane (controllers:, docs/autonomic.md)
+    "SCH801": (ERROR, "malformed controller declaration"),
+    "SCH802": (ERROR, "controller knob on a node that does not exist"),
+    "SCH803": (ERROR, "controller knob on a parameter the node does not have"),
+    "SCH804": (ERROR, "controller knob on a parameter that is not live or not numeric"),
+    "SCH805": (ERROR, "controller knob bounds outside the parameter's schema"),
+    "SCH806": (ERROR, "controller policy not installed or its settings unknown"),
+    "SCH807": (ERROR, "controller objective on a node that does not exist"),
+    "SCH808": (ERROR, "one knob steered by two controllers"),
 }
 
 

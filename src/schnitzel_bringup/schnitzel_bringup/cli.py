@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "schnitzel_bringup.cmd_report",   # report
     "schnitzel_bringup.cmd_draft",    # draft (LLM-assisted authoring)
     "schnitzel_bringup.cmd_test",     # test, init (graph tests and chaos profiles)
+    "schnitzel_bringup.cmd_control",  # control pin|release|suspend|resume (autonomic controllers)
 )
 
 

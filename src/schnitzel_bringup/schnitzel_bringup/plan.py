@@ -115,6 +115,8 @@ class Plan:
     # the graph's ``runtime:`` settings with defaults: source_grace_s, source_grace {id: s},
     # delivery_stall_s, state_backend, state_path (docs/runtime.md, "Settings")
     runtime: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    # ``controllers:`` (docs/autonomic.md): {"spec": entry as read, "integer_params": ["node.param"]}
+    controllers: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
     format: int = PLAN_FORMAT
 
     # ---- lookups ---------------------------------------------------------

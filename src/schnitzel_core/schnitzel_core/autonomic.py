@@ -35,10 +35,10 @@ POLICY_ENTRY_POINT_GROUP = "schnitzel.policies"
 
 #: Metrics an objective may name, with what each one measures.
 METRICS: Dict[str, str] = {
-    "latency_p95_ms": "95th percentile latency from the source stamp to the node's input, ms",
+    "latency_p95_ms": "95th percentile latency from the source stamp to the node's input over the last 5 s, ms",
     "drop_rate": "packets dropped / (packets taken in + dropped) at the node since the last status, 0..1",
     "cpu_percent": "CPU of the process (container) hosting the node, % of one core",
-    "queue_oldest_age_s": "age of the oldest packet held in the node's queue, s (counter `queue_oldest_age_s`)",
+    "queue_oldest_age_s": "age of the oldest row held by a durable queue node, s (its counter oldest_age_ms)",
 }
 
 
@@ -348,6 +348,7 @@ class Controller:
         pressure = pressure_of(self.spec.objectives, metrics)
         if pressure is None:
             return None
+        metrics = {o.key: metrics[o.key] for o in self.spec.objectives}   # what the audit shows
         g = self.spec.guardrails
         pending = self._pending
         if pending is not None:
@@ -484,3 +485,54 @@ def spec_from_dict(d: Any, integer_params: Sequence[str] = ()) -> ControllerSpec
         else:
             gkw[k] = _num(v, f"{where}: guardrails.{k}", 0.0)
     return ControllerSpec(name, tuple(knobs), tuple(objectives), policy, pparams, Guardrails(**gkw))
+
+
+# --------------------------------------------------------------------------- metrics from status
+
+class MetricReader:
+    """Objective metrics from the lifecycle manager's per-node status (GraphStatus / status.json).
+
+    ``feed(now, nodes, cpu_s)``: ``nodes`` maps node id -> {packets_in, drops, counters, pid}
+    (counters' values may be text); ``cpu_s`` maps pid -> CPU seconds used so far (user + system).
+    Rates (drop_rate, cpu_percent) are over the time since the previous feed; the first feed has
+    none, so it yields only the latency and queue metrics.
+    """
+
+    def __init__(self) -> None:
+        self._prev: Dict[str, Tuple[float, float]] = {}     # node -> (packets_in, drops)
+        self._prev_cpu: Dict[int, Tuple[float, float]] = {}  # pid -> (now, cpu_s)
+
+    @staticmethod
+    def _counter(counters: Mapping[str, Any], key: str) -> Optional[float]:
+        try:
+            return float(counters[key])
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def feed(self, now: float, nodes: Mapping[str, Mapping[str, Any]],
+             cpu_s: Mapping[int, float]) -> Dict[str, float]:
+        out: Dict[str, float] = {}
+        for nid, s in nodes.items():
+            counters = s.get("counters") or {}
+            lat = self._counter(counters, "latency_p95_recent_ms")
+            if lat is not None:
+                out[f"{nid}.latency_p95_ms"] = lat
+            age = self._counter(counters, "oldest_age_ms")
+            if age is not None:
+                out[f"{nid}.queue_oldest_age_s"] = age / 1000.0
+            pin, drops = float(s.get("packets_in") or 0), float(s.get("drops") or 0)
+            prev = self._prev.get(nid)
+            self._prev[nid] = (pin, drops)
+            if prev is not None and pin >= prev[0] and drops >= prev[1]:   # else: counters restarted
+                d_in, d_drop = pin - prev[0], drops - prev[1]
+                out[f"{nid}.drop_rate"] = d_drop / (d_in + d_drop) if d_in + d_drop > 0 else 0.0
+            pid = int(s.get("pid") or 0)
+            if pid and pid in cpu_s:
+                pc = self._prev_cpu.get(pid)
+                if pc is not None and now > pc[0] and cpu_s[pid] >= pc[1]:
+                    out[f"{nid}.cpu_percent"] = 100.0 * (cpu_s[pid] - pc[1]) / (now - pc[0])
+        for pid, v in cpu_s.items():
+            pc = self._prev_cpu.get(pid)
+            if pc is None or now > pc[0]:
+                self._prev_cpu[pid] = (now, v)
+        return out

@@ -250,3 +250,17 @@ def test_spec_from_a_graph_entry_and_its_errors():
     with pytest.raises(ControlError, match="'p50' is not a metric"):
         spec_from_dict({"name": "c", "knobs": [{"node": "a", "param": "b", "min": 0, "max": 1}],
                         "objectives": [{"node": "det", "metric": "p50", "max": 1}]})
+
+
+def test_metric_reader_rates_and_counters():
+    from schnitzel_core.autonomic import MetricReader
+    r = MetricReader()
+    nodes = {"det": {"packets_in": 100, "drops": 0, "pid": 7,
+                     "counters": {"latency_p95_recent_ms": "42.5", "oldest_age_ms": "1500"}}}
+    first = r.feed(10.0, nodes, {7: 1.0})
+    assert first == {"det.latency_p95_ms": 42.5, "det.queue_oldest_age_s": 1.5}
+    nodes["det"].update(packets_in=130, drops=10)
+    second = r.feed(12.0, nodes, {7: 2.0})
+    assert second["det.drop_rate"] == pytest.approx(0.25) and second["det.cpu_percent"] == pytest.approx(50.0)
+    nodes["det"].update(packets_in=5, drops=0, counters={})   # container restarted: no rate, no latency
+    assert r.feed(13.0, nodes, {7: 2.0}) == {"det.cpu_percent": 0.0}

@@ -31,9 +31,11 @@ input port (latest-only, replacements counted as drops) and run on their own wor
 """
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import threading
+import time
 import traceback
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
@@ -69,6 +71,10 @@ MAILBOX_LIMIT = DEFAULT_MAX_QUEUED   # inputs queued per input port unless ports
 #: transition while stopping (docs/runtime.md, "Draining").
 DRAIN_TIMEOUT_S = 2.5
 LATENCY_WINDOW = 2048  # samples kept for p50/p95/p99
+#: The heartbeat's counter ``latency_p95_recent_ms``: p95 over the packets of the last this many
+#: seconds, what an autonomic controller judges a change by (docs/autonomic.md; the 2048-packet
+#: window reacts in minutes at low rates)
+RECENT_LATENCY_S = 5.0
 #: QoS of /<graph>/_delivery/ack (publisher and subscription alike): reliable with a deep
 #: history, so a burst of acknowledgements (a sink draining a batch, retry reports for a
 #: whole buffer) is never overwritten before the queue has read it (docs/delivery.md)
@@ -237,13 +243,16 @@ class Stats:
         self.last_error = ""
         self._lat: List[float] = [0.0] * LATENCY_WINDOW
         self._lat_n = 0
+        self._recent: "collections.deque[Tuple[float, float]]" = collections.deque(maxlen=LATENCY_WINDOW)
 
     def received(self, stamp_ns: int) -> None:
         with self.lock:
             self.packets_in += 1
             if stamp_ns > 0:
-                self._lat[self._lat_n % LATENCY_WINDOW] = (now_ns() - stamp_ns) / 1e6
+                lat = (now_ns() - stamp_ns) / 1e6
+                self._lat[self._lat_n % LATENCY_WINDOW] = lat
                 self._lat_n += 1
+                self._recent.append((time.monotonic(), lat))
 
     def percentiles(self) -> Tuple[float, float, float]:
         with self.lock:
@@ -256,11 +265,23 @@ class Stats:
             return vals[min(n - 1, int(q * n))]
         return pick(0.50), pick(0.95), pick(0.99)
 
+    def recent_p95(self, window_s: float = RECENT_LATENCY_S) -> Optional[float]:
+        """p95 latency (ms) of the packets received in the last ``window_s``; None when none."""
+        with self.lock:
+            since = time.monotonic() - window_s
+            while self._recent and self._recent[0][0] < since:
+                self._recent.popleft()
+            vals = sorted(v for _, v in self._recent)
+        if not vals:
+            return None
+        return vals[min(len(vals) - 1, int(0.95 * len(vals)))]
+
     def reset(self) -> None:
         with self.lock:
             self.packets_in = self.packets_out = self.drops = 0
             self.port_drops = {}
             self._lat_n = 0
+            self._recent.clear()
 
     def dropped_input(self, port: str, n: int = 1) -> None:
         with self.lock:
@@ -999,6 +1020,9 @@ class NodeAdapter(LifecycleNode):
             own = {f"dropped_total.{p}": n for p, n in s.port_drops.items()}
             if s.overflow_errors:
                 own["overflow_errors"] = s.overflow_errors
+        recent = s.recent_p95()
+        if recent is not None:
+            own["latency_p95_recent_ms"] = round(recent, 1)
         h = self._logic_health()  # (delivery) e.g. "refusing new packets: ... disk is full"
         if h.get("level") == "error" and not msg.last_error:
             msg.last_error = str(h.get("message", ""))

@@ -72,6 +72,7 @@ setup(
             # --- closed-loop control (examples/pid_loop) ---
             "pid = schnitzel_nodes.plugins.loop:PidLogic",
             "sim_plant = schnitzel_nodes.plugins.loop:SimPlantLogic",
+            "synthetic_stage = schnitzel_nodes.plugins.stage:SyntheticStageLogic",
             # --- delivery (durable queue, router, HTTP sink) ---
             "durable_queue = schnitzel_nodes.plugins.delivery:DurableQueueLogic",
             "sink_router = schnitzel_nodes.plugins.delivery:SinkRouterLogic",

@@ -35,7 +35,7 @@ POLICY_ENTRY_POINT_GROUP = "schnitzel.policies"
 
 #: Metrics an objective may name, with what each one measures.
 METRICS: Dict[str, str] = {
-    "latency_p95_ms": "95th percentile latency from the source stamp to the node's input over the last 5 s, ms",
+    "latency_p95_ms": "95th percentile latency from the source stamp to the node's input over the last 2 s, ms",
     "drop_rate": "packets dropped / (packets taken in + dropped) at the node since the last status, 0..1",
     "cpu_percent": "CPU of the process (container) hosting the node, % of one core",
     "queue_oldest_age_s": "age of the oldest row held by a durable queue node, s (its counter oldest_age_ms)",
@@ -148,18 +148,25 @@ class AimdPolicy(Policy):
     """Additive increase, multiplicative decrease (as adaptive concurrency control does).
 
     Over the limit (pressure > 1): multiply the load by ``decrease_factor`` (a ``cost:
-    decreasing`` knob is divided by it). With headroom (pressure < ``headroom``): add
-    ``increase_step`` (a fraction of the knob's range) towards more load. Between: hold.
+    decreasing`` knob is divided by it), unless the pressure is still falling since the policy
+    last looked (by more than ``improving``, a fraction): then the last decrease is still
+    draining a backlog and a further one would overshoot. With headroom (pressure <
+    ``headroom``): add ``increase_step`` (a fraction of the knob's range) towards more load.
+    Between: hold.
     """
 
     name = "aimd"
-    defaults = {"increase_step": 0.05, "decrease_factor": 0.7, "headroom": 0.8}
+    defaults = {"increase_step": 0.05, "decrease_factor": 0.7, "headroom": 0.8, "improving": 0.05}
 
     def propose(self, knob: Knob, value: float, pressure: float,
                 memory: Dict[str, Any]) -> Tuple[float, str]:
         p = self.params
         up = 1.0 if knob.cost == "increasing" else -1.0
+        last = memory.get("pressure")
+        memory["pressure"] = pressure
         if pressure > 1.0:
+            if last is not None and pressure < last * (1.0 - p["improving"]):
+                return value, "aimd:improving"
             f = p["decrease_factor"]
             new = value * f if up > 0 else (value / f if f > 0 else knob.maximum)
             if new == value:   # a zero value cannot shrink multiplicatively: step instead

@@ -264,3 +264,11 @@ def test_metric_reader_rates_and_counters():
     assert second["det.drop_rate"] == pytest.approx(0.25) and second["det.cpu_percent"] == pytest.approx(50.0)
     nodes["det"].update(packets_in=5, drops=0, counters={})   # container restarted: no rate, no latency
     assert r.feed(13.0, nodes, {7: 2.0}) == {"det.cpu_percent": 0.0}
+
+
+def test_aimd_waits_while_the_pressure_is_still_falling_after_a_decrease():
+    c, _ = make()
+    assert c.step(0.0, lat(400)).new == 14.0            # over the limit: decrease
+    assert c.step(1.0, lat(300)) is None                # still over, but falling: a backlog drains
+    assert c.decisions[-1].rule == "judged"
+    assert c.step(2.0, lat(300)).new == 10.0            # over and no longer falling: decrease again

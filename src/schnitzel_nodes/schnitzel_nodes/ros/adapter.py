@@ -74,7 +74,7 @@ LATENCY_WINDOW = 2048  # samples kept for p50/p95/p99
 #: The heartbeat's counter ``latency_p95_recent_ms``: p95 over the packets of the last this many
 #: seconds, what an autonomic controller judges a change by (docs/autonomic.md; the 2048-packet
 #: window reacts in minutes at low rates)
-RECENT_LATENCY_S = 5.0
+RECENT_LATENCY_S = 2.0
 #: QoS of /<graph>/_delivery/ack (publisher and subscription alike): reliable with a deep
 #: history, so a burst of acknowledgements (a sink draining a batch, retry reports for a
 #: whole buffer) is never overwritten before the queue has read it (docs/delivery.md)

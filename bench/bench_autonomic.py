@@ -270,9 +270,9 @@ def main() -> int:
     ap.add_argument("--quiet-s", type=float, default=25.0)
     ap.add_argument("--busy-s", type=float, default=60.0)
     ap.add_argument("--after-s", type=float, default=30.0)
-    ap.add_argument("--policy-params", default="increase_step: 0.25, decrease_factor: 0.6, headroom: 0.6",
+    ap.add_argument("--policy-params", default="increase_step: 0.5, decrease_factor: 0.6, headroom: 0.6",
                     help="the controller's AIMD settings (YAML flow mapping body)")
-    ap.add_argument("--guardrails", default="cooldown_s: 4, dwell_s: 4, max_changes_per_min: 8",
+    ap.add_argument("--guardrails", default="cooldown_s: 6, dwell_s: 6, max_changes_per_min: 8",
                     help="the controller's guardrails (YAML flow mapping body)")
     ap.add_argument("--only", default="", help="comma-separated run labels (default: all)")
     ap.add_argument("--svg", default=str(HERE / "autonomic.svg"))

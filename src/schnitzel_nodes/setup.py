@@ -70,6 +70,10 @@ setup(
             "switch = schnitzel_nodes.plugins.control:SwitchLogic",
             "duplicator = schnitzel_nodes.plugins.control:DuplicatorLogic",
             "annotate = schnitzel_nodes.plugins.annotate:AnnotateLogic",
+            # --- closed-loop control (examples/pid_loop) ---
+            "pid = schnitzel_nodes.plugins.loop:PidLogic",
+            "sim_plant = schnitzel_nodes.plugins.loop:SimPlantLogic",
+            "synthetic_stage = schnitzel_nodes.plugins.stage:SyntheticStageLogic",
             # --- delivery (durable queue, router, HTTP sink) ---
             "durable_queue = schnitzel_nodes.plugins.delivery:DurableQueueLogic",
             "sink_router = schnitzel_nodes.plugins.delivery:SinkRouterLogic",

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "schnitzel_bringup.cmd_test",     # test, init (graph tests and chaos profiles)
     "schnitzel_bringup.cmd_top",      # top
     "schnitzel_bringup.cmd_record",   # record info|recover, replay, trace
+    "schnitzel_bringup.cmd_control",  # control pin|release|suspend|resume (autonomic controllers)
 )
 
 

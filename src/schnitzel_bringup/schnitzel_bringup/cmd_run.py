@@ -120,6 +120,8 @@ def register(app: typer.Typer) -> None:
         rep = build_report(plan, result["status"], started_at=result["started_at"], ended_at=result["ended_at"],
                            stopped_by=result["stopped_by"], containers=result["containers"],
                            timeline=result.get("timeline"))
+        if "control" in result:   # autonomic controllers: their decisions (docs/autonomic.md)
+            rep["control"] = result["control"]
         if report is not None:
             try:
                 write_report(rep, str(report))

@@ -290,6 +290,12 @@ def compile_graph(graph: Graph, registry: Any, graph_file: Optional[str] = None)
         runtime=runtime,
         hosts=[{"name": h.name, "address": h.address, "role": h.role, "site": h.site} for h in graph.hosts],
         discovery=dict(graph.discovery), zenoh=dict(graph.zenoh),
+        # the control plane: hosted by its own process (schnitzel_bringup.controller_node)
+        controllers=[{"spec": copy.deepcopy(c),
+                      "integer_params": [f"{k.get('node')}.{k.get('param')}" for k in c.get("knobs", [])
+                                         if isinstance(k, dict) and k.get("node") in specs
+                                         and getattr(specs[k["node"]].param(str(k.get("param"))), "type", "") == "int"]}
+                     for c in getattr(graph, "controllers", None) or []],
     )
 
 

@@ -124,6 +124,8 @@ class Plan:
     zenoh: Dict[str, Any] = dataclasses.field(default_factory=dict)
     host: str = ""
     dds_env: Dict[str, str] = dataclasses.field(default_factory=dict)
+    # ``controllers:`` (docs/autonomic.md): {"spec": entry as read, "integer_params": ["node.param"]}
+    controllers: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
     format: int = PLAN_FORMAT
 
     # ---- lookups ---------------------------------------------------------

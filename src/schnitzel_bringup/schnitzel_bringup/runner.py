@@ -60,6 +60,11 @@ def manager_command(plan_path: str, status_path: str) -> List[str]:
     return m + ["--plan", plan_path, "--status-file", status_path]
 
 
+def controller_command(plan_path: str, run_dir: str) -> List[str]:
+    """The autonomic controllers' host (schnitzel_bringup.controller_node, docs/autonomic.md)."""
+    return [sys.executable, "-m", "schnitzel_bringup.controller_node", "--plan", plan_path, "--run-dir", run_dir]
+
+
 def _die_with_parent() -> None:
     """In the child, before exec: get SIGTERM if the runner dies (even by SIGKILL), so no orphan
     is left (the entry points ask again themselves, for launch; schnitzel_core.lifetime)."""
@@ -182,6 +187,7 @@ class Runner:
         self.status_path = str(self.run_dir / "status.json")
         self.containers: Dict[str, Child] = {}
         self.manager: Optional[Child] = None
+        self.controller: Optional[Child] = None   # only when the graph declares controllers:
         self.stop_reason = ""
         self.signals = 0
         self.snap: Optional[Dict[str, Any]] = None
@@ -261,8 +267,12 @@ class Runner:
             self.timeline_every_s *= 2
 
     # ---- stop ---------------------------------------------------------------------------
+    def _children(self) -> List[Child]:
+        return (list(self.containers.values()) + ([self.manager] if self.manager else [])
+                + ([self.controller] if self.controller else []) + self.aux)
+
     def _kill_all(self, sig: int) -> None:
-        for child in list(self.containers.values()) + ([self.manager] if self.manager else []) + self.aux:
+        for child in self._children():
             if child.proc is not None:
                 _kill_group(child.proc, sig)
 
@@ -281,12 +291,16 @@ class Runner:
         self.out(f"\nschnitzel run: stopping ({self.stop_reason}): sources first, then draining")
         for c in self.containers.values():
             c.restart_at = None   # no respawn during tear-down
+        if self.controller is not None and self.controller.alive():
+            # the control plane first: no knob moves while the graph drains
+            _kill_group(self.controller.proc, signal.SIGTERM)
+            self._wait_groups([self.controller], KILL_TIMEOUT_S)
         if self.manager is not None and self.manager.alive():
             _kill_group(self.manager.proc, signal.SIGTERM)
             deadline = time.monotonic() + STOP_TIMEOUT_S
             while self.manager.alive() and time.monotonic() < deadline and self.signals < 3:
                 time.sleep(0.1)
-        children = list(self.containers.values()) + ([self.manager] if self.manager else []) + self.aux
+        children = self._children()
         for c in children:
             if c.proc is not None:
                 _kill_group(c.proc, signal.SIGTERM)
@@ -367,6 +381,10 @@ class Runner:
             self.manager = Child("manager", manager_command(self.plan_path, self.status_path),
                                  self.run_dir / "manager.log", env=self.env)
             self.manager.start()
+            if self.plan.controllers:
+                self.controller = Child("controller", controller_command(self.plan_path, str(self.run_dir)),
+                                        self.run_dir / "controller.log", env=self.env)
+                self.controller.start()
             self.out(f"schnitzel run: graph {self.plan.graph!r}: {len(mine)} container(s), "
                      f"{len(self.plan.nodes)} node(s)" + (f" (host {self.host})" if self.host else "")
                      + f"; logs in {self.run_dir}")
@@ -417,8 +435,7 @@ class Runner:
             if self.snap:
                 self._sample()
         finally:
-            if any(c.group_alive() for c in list(self.containers.values()) + self.aux) or (
-                    self.manager and self.manager.group_alive()):
+            if any(c.group_alive() for c in self._children()):
                 self._kill_all(signal.SIGKILL)
             for s, h in old.items():
                 signal.signal(s, h)
@@ -428,5 +445,12 @@ class Runner:
         containers = {cid: {"restarts": c.restarts, "exit_codes": c.exit_codes, "pids": c.pids,
                             "policy": self.plan.container(cid).restart.policy, "gave_up": c.gave_up}
                       for cid, c in self.containers.items()}
-        return {"status": self.snap, "containers": containers, "stopped_by": self.stop_reason,
-                "started_at": self.started_at, "ended_at": time.time(), "timeline": self.timeline}
+        result = {"status": self.snap, "containers": containers, "stopped_by": self.stop_reason,
+                  "started_at": self.started_at, "ended_at": time.time(), "timeline": self.timeline}
+        if self.plan.controllers:   # the controllers' decisions (controller_node's summary)
+            try:
+                result["control"] = json.loads((self.run_dir / "control-summary.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                result["control"] = {"controllers": {}, "decisions": [], "error": "the controller wrote no summary; "
+                                     f"see {self.run_dir / 'controller.log'}"}
+        return result

@@ -112,6 +112,11 @@ class Graph:
     # ``runtime:`` settings as read (source_grace_s, source_grace, delivery_stall_s, state_backend,
     # state_path); the compiler fills in the defaults (docs/runtime.md)
     runtime: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    # ``controllers:`` entries as read (schnitzel_core.autonomic.spec_from_dict reads each) and
+    # where each starts in the file; the control plane, apart from nodes and edges (docs/autonomic.md)
+    controllers: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    controller_pos: List[Pos] = dataclasses.field(default_factory=list)
+
     # ``hosts:`` (empty: every container runs on one machine), ``discovery:`` and ``zenoh:``
     # settings as read (docs/multi-host.md)
     hosts: List[HostDecl] = dataclasses.field(default_factory=list)

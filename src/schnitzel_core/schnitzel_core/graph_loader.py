@@ -34,7 +34,7 @@ MAX_DEPTH = 64          # no graph needs deeper nesting; guards the recursive co
 MAX_BYTES = 64 * 1024 * 1024
 
 TOP_KEYS = ("schnitzel", "name", "description", "hosts", "discovery", "zenoh", "containers", "nodes", "edges",
-            "payload_ref", "runtime")
+            "payload_ref", "runtime", "controllers")
 #: multi-host placement (docs/multi-host.md)
 HOST_KEYS = ("name", "address", "role", "site", "description")
 DISCOVERY_KEYS = ("mode", "server", "port")
@@ -324,6 +324,8 @@ class _Builder:
             raw["payload_ref"] = self.payload_ref(by_key["payload_ref"][1], g)
         if "runtime" in by_key:
             raw["runtime"] = self.runtime(by_key["runtime"][1], g)
+        if "controllers" in by_key:
+            raw["controllers"] = self.controllers(by_key["controllers"][1], g)
         g.raw = raw
         return g
 
@@ -486,6 +488,19 @@ class _Builder:
                      "that holds the state)", kv["state_backend"], "add `state_path: /var/lib/robot/state.db`")
         g.runtime = out
         return {k: self.value(v) for k, v in kv.items()}
+
+    def controllers(self, node: Node, g: Graph) -> List[Any]:
+        """``controllers:`` (the autonomic control plane, docs/autonomic.md): kept as read; the
+        validator checks each entry against the nodes and their parameter schemas (SCH80x)."""
+        out = []
+        for item in self.items(node, "controllers",
+                               "{name: fps, knobs: [{node: cam, param: fps, min: 2, max: 30}], "
+                               "objectives: [{node: det, metric: latency_p95_ms, max: 150}]}"):
+            val = self.value(item, "controllers")
+            g.controllers.append(val)
+            g.controller_pos.append(self.pos(item))
+            out.append(val)
+        return out
 
     def items(self, node: Node, what: str, example: str) -> List[Node]:
         if isinstance(node, ScalarNode) and node.tag == _T_NULL:

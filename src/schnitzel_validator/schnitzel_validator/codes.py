@@ -3,7 +3,8 @@
 Codes never change meaning and are never reused (docs/validation.md lists them;
 a test keeps that page and this table equal). Ranges: SCH0xx the file, SCH1xx
 its shape, SCH2xx names and placement, SCH3xx plugins and parameters, SCH4xx
-edges, SCH5xx QoS and transports, SCH6xx the graph as a whole, SCH7xx placement on hosts.
+edges, SCH5xx QoS and transports, SCH6xx the graph as a whole, SCH7xx placement on hosts, SCH8xx
+the control plane.
 """
 from __future__ import annotations
 
@@ -87,6 +88,15 @@ CODES: Dict[str, Tuple[str, str]] = {
     "SCH705": (ERROR, "DDS transport between sites"),
     "SCH706": (ERROR, "host name invalid or declared twice"),
     "SCH707": (ERROR, "discovery server or zenoh router setting incomplete"),
+    # the control plane (controllers:, docs/autonomic.md)
+    "SCH801": (ERROR, "malformed controller declaration"),
+    "SCH802": (ERROR, "controller knob on a node that does not exist"),
+    "SCH803": (ERROR, "controller knob on a parameter the node does not have"),
+    "SCH804": (ERROR, "controller knob on a parameter that is not live or not numeric"),
+    "SCH805": (ERROR, "controller knob bounds outside the parameter's schema"),
+    "SCH806": (ERROR, "controller policy not installed or its settings unknown"),
+    "SCH807": (ERROR, "controller objective on a node that does not exist"),
+    "SCH808": (ERROR, "one knob steered by two controllers"),
 }
 
 

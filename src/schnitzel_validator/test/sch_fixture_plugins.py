@@ -43,7 +43,7 @@ class Detector(NodeLogic):
     spec = PluginSpec(
         name="detector", category=Category.COMPUTE, version="2.1.0",
         ports=(In("image", ["video.*"], qos="frames"), Out("detections", ["detections"], qos="events")),
-        params=(Param("model", "str"), Param("threshold", "float", 0.5, minimum=0.0, maximum=1.0)),
+        params=(Param("model", "str"), Param("threshold", "float", 0.5, minimum=0.0, maximum=1.0, live=True)),
     )
 
 

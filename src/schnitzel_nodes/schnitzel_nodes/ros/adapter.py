@@ -57,7 +57,7 @@ from .live_params import MAX_ERRORS_PARAM, ParamsMixin
 from .logs import _logic_logger, _RosLogHandler  # noqa: F401
 from .ports import (RESERVED_PORTS, InEdge, LoadError, OutPort, _check_ports, parse_input_policies,  # noqa: F401
                     parse_ports)
-from .stats import DROP_CAUSES, LATENCY_BOUNDS_S, LATENCY_WINDOW, Stats  # noqa: F401
+from .stats import DROP_CAUSES, LATENCY_BOUNDS_S, LATENCY_WINDOW, RECENT_LATENCY_S, Stats  # noqa: F401
 from .status import StatusMixin
 from .zenoh_io import ZenohMixin
 

@@ -5,12 +5,18 @@ Pure Python (no rclpy).
 from __future__ import annotations
 
 import bisect
+import collections
 import threading
-from typing import Dict, List, Tuple
+import time
+from typing import Dict, List, Optional, Tuple
 
 from schnitzel_core.packet import now_ns
 
 LATENCY_WINDOW = 2048  # samples kept for p50/p95/p99
+#: The heartbeat's counter ``latency_p95_recent_ms``: p95 over the packets of the last this many
+#: seconds, what an autonomic controller judges a change by (docs/autonomic.md; the 2048-packet
+#: window reacts in minutes at low rates)
+RECENT_LATENCY_S = 2.0
 #: Why a node dropped a packet (NodeStatus counters drops_by_cause.<cause>; docs/observability.md).
 DROP_CAUSES = ("overflow", "latest_only", "inactive", "stopped", "publish_error", "handover")
 #: Upper bounds (s) of the latency histogram's buckets (NodeStatus latency_buckets; a +Inf bucket follows).
@@ -37,6 +43,7 @@ class Stats:
         self.buckets: List[int] = [0] * (len(LATENCY_BOUNDS_S) + 1)
         self.lat_sum_s = 0.0
         self.port_in: Dict[str, List[float]] = {}   # port -> [packets, newest stamp (s)]
+        self._recent: "collections.deque[Tuple[float, float]]" = collections.deque(maxlen=LATENCY_WINDOW)
 
     def received(self, stamp_ns: int, port: str = "") -> None:
         with self.lock:
@@ -49,6 +56,7 @@ class Stats:
                 lat_s = (now_ns() - stamp_ns) / 1e9
                 self._lat[self._lat_n % LATENCY_WINDOW] = lat_s * 1e3
                 self._lat_n += 1
+                self._recent.append((time.monotonic(), lat_s * 1e3))
                 self.buckets[bisect.bisect_left(LATENCY_BOUNDS_S, lat_s)] += 1
                 self.lat_sum_s += lat_s
                 pc[1] = max(pc[1], stamp_ns / 1e9)
@@ -64,12 +72,24 @@ class Stats:
             return vals[min(n - 1, int(q * n))]
         return pick(0.50), pick(0.95), pick(0.99)
 
+    def recent_p95(self, window_s: float = RECENT_LATENCY_S) -> Optional[float]:
+        """p95 latency (ms) of the packets received in the last ``window_s``; None when none."""
+        with self.lock:
+            since = time.monotonic() - window_s
+            while self._recent and self._recent[0][0] < since:
+                self._recent.popleft()
+            vals = sorted(v for _, v in self._recent)
+        if not vals:
+            return None
+        return vals[min(len(vals) - 1, int(0.95 * len(vals)))]
+
     def reset(self) -> None:
         with self.lock:
             self.packets_in = self.packets_out = self.drops = 0
             self.port_drops = {}
             self.causes = {}
             self._lat_n = 0
+            self._recent.clear()
             self.buckets = [0] * (len(LATENCY_BOUNDS_S) + 1)
             self.lat_sum_s = 0.0
             self.port_in = {}

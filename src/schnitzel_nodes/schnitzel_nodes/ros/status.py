@@ -46,6 +46,9 @@ class StatusMixin:
             msg.in_ports = ports
             msg.in_port_packets = [int(s.port_in[p][0]) for p in ports]
             msg.in_port_newest_stamp_s = [float(s.port_in[p][1]) for p in ports]
+        recent = s.recent_p95()   # outside the lock above: it takes it itself
+        if recent is not None:
+            own["latency_p95_recent_ms"] = round(recent, 1)
         h = self._logic_health()  # (delivery) e.g. "refusing new packets: ... disk is full"
         if h.get("level") == "error" and not msg.last_error:
             msg.last_error = str(h.get("message", ""))

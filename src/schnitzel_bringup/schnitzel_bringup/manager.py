@@ -308,6 +308,12 @@ class LifecycleManager:
         except ImportError:
             self.diag_pub = None
         self.node.create_timer(1.0, self._publish_status)
+        if getattr(plan, "controllers", None):   # decisions into the metrics and the events (live page)
+            from std_msgs.msg import String
+
+            from .controller_node import audit_topic
+            self.node.create_subscription(String, audit_topic(plan.namespace),
+                                          lambda msg: self.take_audit(msg.data), 100)
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
         self._spin = threading.Thread(target=self._spin_loop, name="manager-executor", daemon=True)
@@ -343,6 +349,10 @@ class LifecycleManager:
         self._status_lock = threading.Lock()
         self._misses: Dict[str, List[float]] = {}   # container id -> times of unanswered list_nodes in a row
         self.rates = Rates()            # edge packets per second (metrics, status, live page)
+        # autonomic controllers' audit (docs/autonomic.md), as the metrics show it:
+        # (controller, knob, changed|kept|rolled_back|override) -> records; (controller, knob) -> value
+        self.control_counts: Dict[Tuple[str, str, str], int] = {}
+        self.control_knobs: Dict[Tuple[str, str], float] = {}
         self._status_now = "ok"         # graph health as last judged (snapshot)
         self.metrics_server: Any = None
         self.live_server: Any = None
@@ -391,6 +401,22 @@ class LifecycleManager:
             self.events.append({"t": round(time.time() - self.started_at, 3), "event": what})
             self.events_total += 1
         self.log(f"manager: {what}")
+
+    def take_audit(self, line: str) -> None:
+        """One record of a controller's audit (JSON, schnitzel_core.autonomic.Decision)."""
+        try:
+            rec = json.loads(line)
+            c, knob, outcome = str(rec["controller"]), str(rec["knob"]), str(rec.get("outcome", "pending"))
+            old, new = float(rec.get("old", 0.0)), float(rec.get("new", 0.0))
+        except (ValueError, KeyError, TypeError):
+            return
+        kind = "changed" if outcome == "pending" else outcome
+        with self.lock:
+            self.control_counts[(c, knob, kind)] = self.control_counts.get((c, knob, kind), 0) + 1
+            if kind != "kept":
+                self.control_knobs[(c, knob)] = new
+        if kind != "kept":
+            self._event(f"controller {c}: {knob} {old:g} -> {new:g} ({rec.get('rule', kind)})")
 
     def _events_list(self) -> List[Dict[str, Any]]:
         """The kept events as a list (caller holds the lock); rebuilt only when one was added,
@@ -543,6 +569,7 @@ class LifecycleManager:
             return {"graph": self.plan.graph, "state": self.state.value, "status": self._status_now,
                     "nodes": nodes, "edges": [(e.src, e.dst) for e in self.plan.edges],
                     "edge_rates": dict(self.rates.rates),
+                    "control": {"counts": dict(self.control_counts), "knobs": dict(self.control_knobs)},
                     "containers": {cid: {"state": self.container_state[cid], "pid": self.container_pid[cid],
                                          "restarts": self.restarts[cid]} for cid in self.container_state},
                     "time": time.time()}

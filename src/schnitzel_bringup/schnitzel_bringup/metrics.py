@@ -185,6 +185,17 @@ def families(view: Mapping[str, Any]) -> List[Any]:
             breaker.add_metric([g, nid, s], 1.0 if code == i else 0.0)
         opened.add_metric([g, nid], _num(c, "breaker_open") or 0.0)
 
+    control = view.get("control") or {}
+    if control.get("counts") or control.get("knobs"):   # a graph with controllers: (docs/autonomic.md)
+        dec = counter("controller_decisions", "audit records of an autonomic controller per knob: changed (a "
+                      "new value set), kept or rolled_back (the judgement of a change), override (operator)",
+                      ["controller", "knob", "outcome"])
+        for (c, knob, outcome), n in sorted(control.get("counts", {}).items()):
+            dec.add_metric([g, c, knob, outcome], float(n))
+        kv = gauge("controller_knob_value", "the value a controller last set a knob to", ["controller", "knob"])
+        for (c, knob), v in sorted(control.get("knobs", {}).items()):
+            kv.add_metric([g, c, knob], float(v))
+
     c_up = gauge("container_up", "1 while a container's process answers the manager", ["container"])
     c_rs = counter("container_restarts", "times a container came back (restarted by the runner or launch)",
                    ["container"])

@@ -184,6 +184,7 @@ def test_docs_list_every_metric_with_its_type_and_labels():
     _feed(m, 1, pid=100)
     m.tracks["rule"].last["counters"] = {"depth": "1", "oldest_age_ms": "1", "dead": "0", "bytes": "1", "leased": "0"}
     m.tracks["snk"].last["counters"] = {"delivered": "1", "breaker_state": "0"}
+    m.take_audit('{"controller": "c", "knob": "snk.rate", "old": 1, "new": 2, "outcome": "pending"}')
     fams = metrics.families(m.metrics_view())
     produced = {}
     for f in fams:
@@ -215,3 +216,24 @@ def test_drops_by_cause_sum_to_the_nodes_drops_across_a_restart():
                        cause="inactive")
     assert (over, inactive) == (4, 2)
     assert over + inactive == _sample(fams, "schnitzel_node_drops", "schnitzel_node_drops_total", node=nid) == 6
+
+
+def test_controller_decisions_from_the_audit_become_series_and_events():
+    import json
+
+    m = _manager()
+    rec = {"id": 1, "t": 1.0, "controller": "fps", "knob": "cam.rate_hz", "old": 20.0, "new": 10.0,
+           "rule": "aimd:decrease", "metrics": {"latency_p95_ms": 300.0}, "pressure": 2.0, "outcome": "pending"}
+    m.take_audit(json.dumps(rec))
+    m.take_audit(json.dumps({**rec, "id": 2, "outcome": "kept", "ref": 1}))
+    m.take_audit(json.dumps({**rec, "id": 3, "old": 10.0, "new": 12.0, "rule": "aimd:increase"}))
+    m.take_audit("not json")   # ignored
+    fams = _scrape(m)
+    assert fams["schnitzel_controller_decisions"].type == "counter"
+    dec = lambda o: _sample(fams, "schnitzel_controller_decisions", "schnitzel_controller_decisions_total",  # noqa: E731
+                            controller="fps", knob="cam.rate_hz", outcome=o)
+    assert (dec("changed"), dec("kept")) == (2, 1)
+    assert _sample(fams, "schnitzel_controller_knob_value", "schnitzel_controller_knob_value",
+                   controller="fps", knob="cam.rate_hz") == 12.0
+    events = [e["event"] for e in m.events]
+    assert "controller fps: cam.rate_hz 20 -> 10 (aimd:decrease)" in events and len(events) == 2

@@ -407,16 +407,18 @@ class LifecycleManager:
         try:
             rec = json.loads(line)
             c, knob, outcome = str(rec["controller"]), str(rec["knob"]), str(rec.get("outcome", "pending"))
-            old, new = float(rec.get("old", 0.0)), float(rec.get("new", 0.0))
-        except (ValueError, KeyError, TypeError):
+            old = None if rec.get("old") is None else float(rec["old"])   # None: suspend/resume
+            new = None if rec.get("new") is None else float(rec["new"])
+        except (ValueError, KeyError, TypeError, AttributeError):
             return
         kind = "changed" if outcome == "pending" else outcome
         with self.lock:
             self.control_counts[(c, knob, kind)] = self.control_counts.get((c, knob, kind), 0) + 1
-            if kind != "kept":
+            if kind != "kept" and new is not None:
                 self.control_knobs[(c, knob)] = new
         if kind != "kept":
-            self._event(f"controller {c}: {knob} {old:g} -> {new:g} ({rec.get('rule', kind)})")
+            what = f"{knob} {old:g} -> {new:g}" if old is not None and new is not None else knob
+            self._event(f"controller {c}: {what} ({rec.get('rule', kind)})")
 
     def _events_list(self) -> List[Dict[str, Any]]:
         """The kept events as a list (caller holds the lock); rebuilt only when one was added,

@@ -237,3 +237,8 @@ def test_controller_decisions_from_the_audit_become_series_and_events():
                    controller="fps", knob="cam.rate_hz") == 12.0
     events = [e["event"] for e in m.events]
     assert "controller fps: cam.rate_hz 20 -> 10 (aimd:decrease)" in events and len(events) == 2
+    m.take_audit(json.dumps({**rec, "id": 4, "knob": "*", "old": None, "new": None, "rule": "override:suspend",
+                             "outcome": "override"}))
+    assert _sample(_scrape(m), "schnitzel_controller_decisions", "schnitzel_controller_decisions_total",
+                   controller="fps", knob="*", outcome="override") == 1
+    assert m.events[-1]["event"] == "controller fps: * (override:suspend)"

@@ -1,5 +1,7 @@
-"""Issue 5, fault test 1: 10 packets/s for 120 s into queue -> HTTP sink; the backend
-process is SIGKILLed at 30 s and restarted at 60 s. Expect: 0 lost (unique keys at the
+"""Issue 5, fault test 1: 10 packets/s for 60 s into queue -> HTTP sink; the backend
+process is SIGKILLed at 15 s and restarted at 30 s (SCHNITZEL_OUTAGE_DURATION=120 gives the
+issue's original 120 s run, killed at 30 s, restarted at 60 s; the suite runs the shorter one to
+stay fast, the same fault and assertions). Expect: 0 lost (unique keys at the
 backend == packets produced), first delivery within 2 s of the restart, queue depth back
 to 0, and the producer's rate unchanged during the outage (it never blocks).
 
@@ -17,7 +19,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _faults import Backend, Worker, packet, queue_stats, wait_until  # noqa: E402
 
 RATE = 10.0
-DURATION = float(os.environ.get("SCHNITZEL_OUTAGE_DURATION", "120"))
+DURATION = float(os.environ.get("SCHNITZEL_OUTAGE_DURATION", "60"))
 KILL_AT, RESTART_AT = DURATION * 0.25, DURATION * 0.5
 
 

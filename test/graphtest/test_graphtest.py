@@ -309,3 +309,41 @@ def test_conditions_operators_counts_order_and_within():
     assert "5: packet #1 (s/0/1): payload.n: 3.0 fails max: 2" in text
     assert "5: order: packet #2 has payload.n = 2.0 after 3.0" in text
     assert "within_s: packet #1 (s/0/1) is +0.050 s from its input's stamp (limit 0.01 s)" in text
+
+
+def test_a_recording_feeds_a_case_with_its_packets_as_recorded(tmp_path):
+    """Inputs from an MCAP recording (schnitzel run --record): stamps and keys as recorded."""
+    from schnitzel_core.packet import Packet
+    from schnitzel_core.recording import Recorder
+
+    sent = [Packet.from_json("counter", i, "telemetry", {"n": i}, stamp_ns=1_700_000_000_000_000_000 + i * 10**8)
+            for i in range(4)]
+    with Recorder(str(tmp_path / "run.mcap")) as rec:
+        rec.add_topic("/gt_counter/counter/out")
+        for p in sent:
+            rec.write_packet("/gt_counter/counter/out", p, log_time_ns=p.stamp_ns)
+    text = """\
+schnitzel_test: 1
+graph: GRAPH
+cases:
+  - name: a recorded run through the rules
+    inputs:
+      - at: policy.in
+        fixture: run.mcap
+    expect:
+      - at: policy.out
+        count: 4
+        packets:
+          - {payload.n: 0, meta.parity: even, seq: 0}
+          - {payload.n: 1, meta.parity: {exists: false}}
+        all: {stream_id: counter}
+        order: stamp
+        within_s: 0
+"""
+    f = write(tmp_path, text)
+    rc, out = schnitzel("test", f)
+    assert rc == 0, out
+    assert "PASS a recorded run through the rules" in out
+    # a recording that is not there is bad input with the line and a fix, not a traceback
+    rc, out = schnitzel("test", write(tmp_path, text.replace("run.mcap", "gone.mcap"), "bad.test.yaml"))
+    assert rc == 2 and "gone.mcap" in out and "bad.test.yaml:7" in out, out

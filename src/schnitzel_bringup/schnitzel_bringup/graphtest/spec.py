@@ -224,9 +224,11 @@ def _plain(v: Any) -> Any:
 
 def _fixture(p: _P, where: int, name: str, base_dir: Path, default_stream: str) -> List[Dict[str, Any]]:
     path = (base_dir / name)
-    if path.suffix in (".mcap", ".db3"):
-        raise p.err(where, f"fixture {name}: recordings (MCAP) are not supported as inputs yet",
-                    "export the packets as JSON lines (one packet per line) and name that file")
+    if path.suffix == ".mcap":
+        return _recording(p, where, name, path)
+    if path.suffix == ".db3":
+        raise p.err(where, f"fixture {name}: a SQLite bag (.db3) is not read; schnitzel records MCAP",
+                    "record with `schnitzel run --record FILE.mcap` (or `ros2 bag record -s mcap`) and name that file")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
@@ -246,6 +248,29 @@ def _fixture(p: _P, where: int, name: str, base_dir: Path, default_stream: str) 
         d = LDict(doc)
         d.line, d.lines = n, {}
         out.append(_packet(fp, d, len(out), default_stream, base_dir))
+    return out
+
+
+def _recording(p: _P, where: int, name: str, path: Path) -> List[Dict[str, Any]]:
+    """Every StreamPacket of an MCAP recording (schnitzel run --record, ros2 bag), in log-time
+    order, exactly as recorded: ids, keys and stamps come from the file, so runs repeat."""
+    from schnitzel_core.recording import STREAM_PACKET, RecordingError, decode_packet, read_messages
+
+    out: List[Dict[str, Any]] = []
+    try:
+        for m in read_messages(str(path)):
+            if m.msg_type != STREAM_PACKET:
+                continue   # Image channels and others: not StreamPackets
+            try:
+                out.append(decode_packet(m.data).to_dict())
+            except ValueError as exc:
+                raise p.err(where, f"fixture {name}: a message on {m.topic} is not a StreamPacket ({exc})",
+                            "record StreamPacket topics (schnitzel run --record)")
+    except RecordingError as exc:
+        raise p.err(where, f"fixture {name}: {exc}", f"check the path (relative to the test file): {path}")
+    if not out:
+        raise p.err(where, f"fixture {name}: the recording holds no StreamPacket",
+                    "record a run that carried packets (schnitzel run --record)")
     return out
 
 

@@ -1,4 +1,7 @@
-"""The static checks over a loaded graph (codes SCH2xx..SCH6xx of docs/validation.md).
+"""The static checks over a loaded graph (codes SCH2xx..SCH8xx of docs/validation.md).
+
+Placement on hosts (SCH7xx) is in checks_hosts.py, the control plane (SCH8xx) in
+checks_control.py; both are mixins of the one checker here, which holds the report.
 
 Each check reports where (file, line, column of the exact key), what (node or
 edge), and how to fix it. Checks never cascade: a node whose plugin is unknown
@@ -6,11 +9,10 @@ is reported once, and the edges on it are not reported again for unknown ports.
 """
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import re
 from collections import deque
-from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from schnitzel_core.graph import (DEFAULT_CONTAINER, INPUT_KEYS, OVERFLOW_POLICIES, ContainerDecl, EdgeDecl, Graph,
                                   NodeDecl, Pos)
@@ -20,10 +22,12 @@ from schnitzel_core import param_check
 from schnitzel_core import qos as qosmod
 from schnitzel_core.registry import Registry, satisfies
 
+from .checks_control import ControlChecks
+from .checks_hosts import HostChecks
 from .codes import severity
+from .hints import _close, _did_you_mean  # noqa: F401 - also imported from here
 
 ROS_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 MAX_NAME = 255
 _PY_TYPES = {"int": "an integer", "float": "a number", "number": "a number", "str": "a string",
              "bool": "true or false", "list": "a list", "dict": "a mapping"}
@@ -35,15 +39,6 @@ def ros_name_fix(name: str) -> str:
     if fixed[0].isdigit():
         fixed = "n" + fixed
     return fixed
-
-
-def _close(word: str, options: Iterable[str], n: int = 3) -> List[str]:
-    return difflib.get_close_matches(word, list(options), n=n, cutoff=0.6)
-
-
-def _did_you_mean(word: str, options: Iterable[str]) -> str:
-    close = _close(word, options)
-    return f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
 
 
 def _short(value: Any) -> str:
@@ -81,7 +76,7 @@ def _ports_text(spec: PluginSpec, direction: Optional[Direction] = None) -> str:
     return ", ".join(f"{p.name} ({p.direction.value}: {'|'.join(p.kinds)})" for p in ports)
 
 
-class _Checker:
+class _Checker(HostChecks, ControlChecks):
     def __init__(self, graph: Graph, registry: Registry) -> None:
         self.g = graph
         self.reg = registry
@@ -113,95 +108,6 @@ class _Checker:
         return self.issues
 
     # ---- placement on hosts (docs/multi-host.md) -------------------------------------------
-    def check_hosts(self) -> None:
-        g = self.g
-        if not g.hosts:
-            if g.discovery.get("mode") == "server" or any(e.transport == "zenoh" for e in g.edges):
-                what = "discovery: {mode: server}" if g.discovery.get("mode") == "server" else "transport: zenoh"
-                self.add("SCH707", f"{what} needs the graph's hosts: the graph declares none",
-                         g.key_pos.get("discovery", g.pos),
-                         "declare `hosts:` (name, address, role) and place containers on them with `host:`")
-            return
-        hosts: Dict[str, Any] = {}
-        for h in g.hosts:
-            if not h.name:
-                continue
-            where = h.key_pos.get("name", h.pos)
-            if h.name in hosts:
-                self.add("SCH706", f"host {h.name!r} is declared twice (first at line {hosts[h.name].pos.line})",
-                         where, "give each host its own name")
-                continue
-            hosts[h.name] = h
-            if not HOST_NAME.match(h.name):
-                self.add("SCH706", f"host name {h.name!r} is not valid (it names the host's plan and launch files)",
-                         where, f"use letters, digits, '_' and '-', e.g. `name: {re.sub(r'[^A-Za-z0-9_-]', '_', h.name)}`")
-        managers = [h for h in hosts.values() if h.role == "manager"]
-        if len(managers) != 1:
-            where = managers[1].key_pos.get("role", managers[1].pos) if managers else g.key_pos.get("hosts", g.pos)
-            self.add("SCH702", (f"{len(managers)} hosts have role manager ({', '.join(h.name for h in managers)}); "
-                                "one lifecycle manager owns the graph" if managers else
-                                "no host has role manager: nothing would run the lifecycle manager"), where,
-                     "give exactly one host `role: manager` (the others `role: worker`, the default)")
-        used: Set[str] = set()
-        for c in self.containers.values():
-            if c.implicit and c.host not in hosts and len(hosts) == 1:
-                continue   # a one-host graph without containers: everything goes to that host
-            if c.host not in hosts:
-                where = c.key_pos.get("host", c.key_pos.get("id", c.pos))
-                self.add("SCH701", f"container {c.id!r} is placed on host {c.host!r}, which the graph does not "
-                         "declare" + ("" if "host" in c.key_pos else " (containers without `host:` go to "
-                                      f"{c.host!r})"), where,
-                         _did_you_mean(c.host, list(hosts)) + f"declared hosts: {', '.join(hosts)}; write "
-                         f"`host: NAME` on the container")
-            else:
-                used.add(c.host)
-        if len(hosts) > 1:
-            # DDS reaches a host through its address (static peers / discovery server); without one
-            # the manager could never load or watch its nodes.
-            for h in hosts.values():
-                if not h.address and (h.name in used or h.role == "manager"):
-                    self.add("SCH703", f"host {h.name!r} has no address: the lifecycle manager "
-                             + ("cannot be reached by the other hosts" if h.role == "manager" else
-                                "cannot reach its containers") + " (DDS peers are listed by address)",
-                             h.key_pos.get("name", h.pos), "add `address: IP` (or a DNS name) to the host")
-        mode = g.discovery.get("mode", "static")
-        if mode == "server":
-            srv = g.discovery.get("server", "")
-            if srv not in hosts:
-                self.add("SCH707", "discovery: {mode: server} needs `server: HOST`, a declared host that runs the "
-                         "Fast DDS discovery server" + (f" (got {srv!r})" if srv else ""),
-                         g.key_pos.get("discovery.server", g.key_pos.get("discovery", g.pos)),
-                         f"write e.g. `discovery: {{mode: server, server: {next(iter(hosts), 'base')}}}`")
-        if g.zenoh.get("mode") == "client" and not g.zenoh.get("router"):
-            self.add("SCH707", "zenoh: {mode: client} needs `router:` (the router's endpoint every site connects "
-                     "to)", g.key_pos.get("zenoh", g.pos), "write e.g. `zenoh: {mode: client, router: "
-                     "tcp/10.0.0.1:7447}`, or `mode: peer` for a mesh")
-        for e in self.linked:
-            src, dst = self.nodes.get(e.src_node), self.nodes.get(e.dst_node)
-            if src is None or dst is None:
-                continue
-            sc, dc = self.container_of(src), self.container_of(dst)
-            if sc is None or dc is None:
-                continue
-            sh, dh = hosts.get(sc.host), hosts.get(dc.host)
-            inter_site = sh is not None and dh is not None and (sh.site or "") != (dh.site or "")
-            tpos = e.key_pos.get("transport", e.pos)
-            if inter_site and e.transport == "dds":
-                self.add("SCH705", f"transport dds between sites: {src.id} runs on {sh.name!r} (site "
-                         f"{sh.site or '-'!r}) and {dst.id} on {dh.name!r} (site {dh.site or '-'!r}); DDS "
-                         "discovery and reliability are made for one site's network", tpos,
-                         "use `transport: zenoh` (or auto, which picks zenoh between sites)", edge=e.label)
-            if (inter_site and e.transport in ("auto", "zenoh")) or e.transport == "zenoh":
-                sspec = self.specs.get(src.id)
-                if sspec is not None and not getattr(sspec, "durable_queue", False):
-                    why = "goes between sites" if inter_site else "goes over zenoh"
-                    self.add("SCH704", f"edge {e.label} {why}, but {src.id} ({src.plugin}) is not a durable "
-                             "queue: packets sent while the link is down would be lost", e.key_pos.get("from", e.pos),
-                             f"send it from a durable queue on {sh.name if sh else 'the sending host'}: "
-                             f"{e.src_node}.{e.src_port} -> queue.in, queue.out -> {e.dst_node}.{e.dst_port}",
-                             edge=e.label)
-
-    # ---- names and placement ---------------------------------------------------
     def check_names(self) -> None:
         g = self.g
         name = g.name
@@ -728,77 +634,6 @@ class _Checker:
 
 
     # ---- the control plane (docs/autonomic.md) ----------------------------------
-    def check_controllers(self) -> None:
-        """Each ``controllers:`` entry: well formed, its knobs live numeric params of existing
-        nodes with bounds inside the param's schema, its objectives on existing nodes, its
-        policy installed; no knob steered by two controllers."""
-        from schnitzel_core.autonomic import ControlError, load_policies, spec_from_dict
-
-        if not self.g.controllers:
-            return
-        policies = load_policies()
-        ints = [f"{nid}.{p.name}" for nid, spec in self.specs.items() if spec is not None
-                for p in spec.params if p.type == "int"]
-        seen_names: Set[str] = set()
-        owner: Dict[str, str] = {}
-        for i, raw in enumerate(self.g.controllers):
-            pos = self.g.controller_pos[i] if i < len(self.g.controller_pos) else self.g.pos
-            try:
-                c = spec_from_dict(raw, ints)
-            except ControlError as exc:
-                self.add("SCH801", f"controllers[{i}]: {exc}", pos,
-                         "see docs/autonomic.md for the keys of a controller")
-                continue
-            if c.name in seen_names:
-                self.add("SCH801", f"controller name {c.name!r} is used twice", pos, "give each controller its own name")
-            seen_names.add(c.name)
-            for k in c.knobs:
-                n = self.nodes.get(k.node) or self.g.node(k.node)
-                if n is None:
-                    self.add("SCH802", f"controller {c.name!r}: knob {k.key} names node {k.node!r}, which is not "
-                             "in the graph", pos, _did_you_mean(k.node, [x.id for x in self.g.nodes]) +
-                             "use the id of a node under nodes:")
-                    continue
-                spec = self.specs.get(k.node)
-                if spec is None:
-                    continue   # its plugin is reported already
-                p = spec.param(k.param)
-                if p is None:
-                    live = [q.name for q in spec.params if q.live and q.type in ("int", "float", "number")]
-                    self.add("SCH803", f"controller {c.name!r}: node {k.node!r} ({spec.name}) has no parameter "
-                             f"{k.param!r}", pos, _did_you_mean(k.param, live) +
-                             f"live numeric parameters of {spec.name}: {', '.join(live) or 'none'}")
-                    continue
-                if not p.live or p.type not in ("int", "float", "number"):
-                    why = "not live (it cannot change on a running node)" if not p.live else f"of type {p.type}"
-                    self.add("SCH804", f"controller {c.name!r}: parameter {k.param!r} of node {k.node!r} is {why}; "
-                             "a knob must be a live numeric parameter", pos,
-                             "choose a parameter marked live in `schnitzel plugins " + spec.name + "`")
-                    continue
-                if (p.minimum is not None and k.minimum < p.minimum) or (p.maximum is not None and k.maximum > p.maximum):
-                    self.add("SCH805", f"controller {c.name!r}: knob {k.key} bounds [{k.minimum:g}, {k.maximum:g}] "
-                             f"are outside the parameter's schema [{'-inf' if p.minimum is None else f'{p.minimum:g}'}, "
-                             f"{'inf' if p.maximum is None else f'{p.maximum:g}'}]", pos,
-                             "narrow min/max to the parameter's range")
-                if k.key in owner and owner[k.key] != c.name:
-                    self.add("SCH808", f"knob {k.key} is steered by controllers {owner[k.key]!r} and {c.name!r}",
-                             pos, "give each knob to one controller")
-                owner.setdefault(k.key, c.name)
-            if c.policy not in policies:
-                self.add("SCH806", f"controller {c.name!r}: no policy named {c.policy!r} is installed", pos,
-                         _did_you_mean(c.policy, list(policies)) + f"installed: {', '.join(sorted(policies))}")
-            else:
-                try:
-                    policies[c.policy](**dict(c.policy_params))
-                except ControlError as exc:
-                    self.add("SCH806", f"controller {c.name!r}: {exc}", pos, "see docs/autonomic.md#policies")
-            for o in c.objectives:
-                if self.g.node(o.node) is None:
-                    self.add("SCH807", f"controller {c.name!r}: objective {o.key} names node {o.node!r}, which is "
-                             "not in the graph", pos, _did_you_mean(o.node, [x.id for x in self.g.nodes]) +
-                             "use the id of a node under nodes:")
-
-
 def _sccs(adj: Dict[str, List[str]]) -> List[Set[str]]:
     """Strongly connected components (Tarjan, iterative: deep graphs must not hit the recursion limit)."""
     index: Dict[str, int] = {}

@@ -10,6 +10,11 @@ Everything that needs plugins (ports, params, kinds, QoS pairs, cycles, ...) is
 checked by ``schnitzel_validator``. :func:`parse_graph` returns the graph and
 every issue found; :func:`load_graph` raises :class:`GraphLoadError` when any
 of them is an error.
+
+Why one module of ~800 lines: every section of the file (containers, nodes, edges, hosts,
+runtime, controllers, ...) is read by a method of one builder, because they all share the same
+position bookkeeping, typing of scalars and ``${env:...}`` interpolation; each method is short and
+self-contained, so a new section is one new method (and one row in docs/graph-spec.md).
 """
 from __future__ import annotations
 

@@ -35,29 +35,35 @@ container gets loaded again.
 Status: ``schnitzel_msgs/GraphStatus`` on ``/<graph>/_status/graph`` (1 Hz, the
 last one kept for late subscribers) and, with ``--status-file``, the same as JSON
 for the built-in runner.
+
+Where the pieces are: ``tracking`` (per-node counters over restarts, the health rules; no rclpy),
+``manager_status`` (heartbeat intake, snapshot, GraphStatus, /diagnostics, the status file) and
+``manager_views`` (metrics endpoint, live page, the controllers' audit) are mixed into
+``LifecycleManager``; the names other code imports (NodeTrack, MState, graph_health, ...) are
+re-exported here. What stays here (~800 lines) is the state machine itself: bring-up, the watch
+and recovery, hot-swap bookkeeping and the ordered tear-down share the manager's lock, its service
+calls and its state transitions, and reading them in one file is what keeps their ordering visible.
 """
 from __future__ import annotations
 
 import argparse
 import collections
-import enum
 import json
-import os
-import re
 import signal
 import sys
 import threading
 import time
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
-from .delivery_health import CUMULATIVE, delivery_problems, is_queue
-from .metrics import Rates, edge_counts
+from .manager_status import _REPLACED, ManagerStatus, graph_diagnostics  # noqa: F401 - re-exported
+from .manager_views import ManagerViews
+from .metrics import Rates
 from .plan import Plan, PlanError, PlanNode
+# Per-node bookkeeping and the health rules (pure Python), re-exported: other code imports them
+# from here.
+from .tracking import (CUMULATIVE_PREFIXES, HEARTBEAT_TIMEOUT_S, MState, NodeTrack,  # noqa: F401
+                       graph_health, health_problems)
 
-#: A node hot-replaced by schnitzel_bringup.replace runs as <id>__r<N>.
-_REPLACED = re.compile(r"^(.+?)__r\d+$")
-#: Seconds without a heartbeat before a node counts as stale.
-HEARTBEAT_TIMEOUT_S = 3.0
 #: A container counts as not answering (``down``, its nodes ``unknown``) only after this many
 #: ``list_nodes`` calls in a row went unanswered, spanning at least UNRESPONSIVE_S seconds: one
 #: slow answer on a loaded machine is not a fault.
@@ -79,193 +85,6 @@ TRANSITION_NAMES = {1: "configure", 2: "cleanup", 3: "activate", 4: "deactivate"
                     6: "shutdown", 7: "shutdown"}
 
 
-class MState(str, enum.Enum):
-    STARTING = "starting"
-    WAITING_CONTAINERS = "waiting_containers"
-    LOADING = "loading"
-    CONFIGURING = "configuring"
-    ACTIVATING = "activating"
-    ACTIVE = "active"
-    RECOVERING = "recovering"
-    STOPPING = "stopping"
-    FINISHED = "finished"
-    ERROR = "error"
-
-
-#: The adapter's own per-port and per-cause drop counters add up over incarnations too.
-CUMULATIVE_PREFIXES = ("drops_by_cause.", "dropped_total.")
-
-
-class NodeTrack:
-    """What the manager knows of one node: its lifecycle state and its counters.
-
-    Counters in NodeStatus restart from zero when a container is restarted;
-    ``totals`` keeps what earlier incarnations counted so a run's figures add up.
-    """
-
-    COUNTERS = ("packets_in", "packets_out", "drops", "errors")
-
-    def __init__(self, node: PlanNode) -> None:
-        self.node = node
-        self.state = "unknown"          # lifecycle label as last set or read by the manager
-        self.loaded = False
-        self.last: Dict[str, Any] = {}  # last heartbeat (NodeStatus fields)
-        self.last_rx = 0.0              # monotonic time of the last heartbeat
-        self.base = {k: 0 for k in self.COUNTERS}
-        self.cbase: Dict[str, int] = {}  # plugin counters that add up (delivery_health.CUMULATIVE)
-        self.hbase: List[int] = []       # latency bucket counts of earlier incarnations
-        self.hsum_base = 0.0
-        self.pbase: Dict[str, int] = {}  # input port -> packets of earlier incarnations
-        self.incarnation_pid = 0
-        self.failures = 0
-        self.last_error = ""
-        self.ros_name = node.id         # <id>, or <id>__r<N> after a hot replacement
-        self.active_since = 0.0         # monotonic time of the last activation
-
-    @property
-    def full_name(self) -> str:
-        return f"{self.node.namespace.rstrip('/')}/{self.ros_name}"
-
-    def on_heartbeat(self, fields: Dict[str, Any], now: float) -> None:
-        prev = self.last
-        pid = int(fields.get("pid", 0) or 0)
-        restarted = prev and (pid != self.incarnation_pid or any(
-            int(fields.get(k, 0)) < int(prev.get(k, 0)) for k in ("packets_in", "packets_out")))
-        if restarted:
-            for k in self.COUNTERS:
-                self.base[k] += int(prev.get(k, 0))
-            self._rebase_counters()
-        self.incarnation_pid = pid
-        self.last = dict(fields)
-        self.last_rx = now
-        if fields.get("last_error"):
-            self.last_error = str(fields["last_error"])
-
-    def rebase(self) -> None:
-        """Another incarnation serves from now on (a hot replacement): what this one counted
-        stays in the totals, the next heartbeat starts the new one's counters."""
-        for k in self.COUNTERS:
-            self.base[k] += int(self.last.get(k, 0) or 0)
-        self._rebase_counters()
-        self.last = {}
-
-    def _rebase_counters(self) -> None:
-        last = self.last
-        buckets = list(last.get("latency_buckets") or [])
-        if buckets:
-            if len(self.hbase) != len(buckets):
-                self.hbase = [0] * len(buckets)
-            self.hbase = [a + int(b) for a, b in zip(self.hbase, buckets)]
-            self.hsum_base += float(last.get("latency_sum_s", 0.0) or 0.0)
-        for port, (n, _newest) in (last.get("in_ports") or {}).items():
-            self.pbase[port] = self.pbase.get(port, 0) + int(n)
-        for k, v in (self.last.get("counters") or {}).items():
-            if k in CUMULATIVE or k.startswith(CUMULATIVE_PREFIXES):
-                try:
-                    self.cbase[k] = self.cbase.get(k, 0) + int(float(v))
-                except (TypeError, ValueError):
-                    pass
-
-    def counters_total(self) -> Dict[str, Any]:
-        """The plugin counters, the cumulative ones summed over earlier incarnations."""
-        out: Dict[str, Any] = dict(self.last.get("counters") or {})
-        for k, b in self.cbase.items():
-            try:
-                out[k] = str(b + int(float(out.get(k, 0) or 0)))
-            except (TypeError, ValueError):
-                out[k] = str(b)
-        return out
-
-    def latency_total(self) -> Tuple[List[float], List[int], float]:
-        """The latency histogram over every incarnation: (bounds, per-bucket counts, sum of seconds)."""
-        bounds = list(self.last.get("latency_bounds_s") or [])
-        cur = list(self.last.get("latency_buckets") or [])
-        if not cur:
-            cur = [0] * len(self.hbase)
-        base = self.hbase if len(self.hbase) == len(cur) else [0] * len(cur)
-        return bounds, [a + int(b) for a, b in zip(base, cur)], \
-            self.hsum_base + float(self.last.get("latency_sum_s", 0.0) or 0.0)
-
-    def ports_total(self) -> Dict[str, Tuple[int, float]]:
-        """Input port -> (packets over every incarnation, source stamp of the newest packet, s)."""
-        cur = self.last.get("in_ports") or {}
-        out = {p: (n, 0.0) for p, n in self.pbase.items()}
-        for p, (n, newest) in cur.items():
-            out[p] = (self.pbase.get(p, 0) + int(n), float(newest))
-        return out
-
-    def total(self, key: str) -> int:
-        return self.base[key] + int(self.last.get(key, 0) or 0)
-
-    def age(self, now: float) -> float:
-        return (now - self.last_rx) if self.last_rx else float("inf")
-
-    def stale(self, now: float) -> bool:
-        """No heartbeat for HEARTBEAT_TIMEOUT_S (counted from activation for a node that has
-        not sent its first one yet)."""
-        return now - max(self.last_rx, self.active_since) > HEARTBEAT_TIMEOUT_S
-
-    def summary(self, now: float) -> Dict[str, Any]:
-        last = self.last
-        return {
-            "node_id": self.node.id, "plugin": self.node.plugin, "container": self.node.container,
-            "category": self.node.category, "state": self.state,
-            "packets_in": self.total("packets_in"), "packets_out": self.total("packets_out"),
-            "drops": self.total("drops"), "errors": self.total("errors"),
-            "last_error": self.last_error,
-            "age_s": round(self.age(now), 3) if self.last_rx else None,
-            "latency_p50_ms": float(last.get("latency_p50_ms", 0.0) or 0.0),
-            "latency_p95_ms": float(last.get("latency_p95_ms", 0.0) or 0.0),
-            "latency_p99_ms": float(last.get("latency_p99_ms", 0.0) or 0.0),
-            "pid": int(last.get("pid", 0) or 0),
-            "counters": dict(last.get("counters", {}) or {}),
-        }
-
-
-def health_problems(tracks: Dict[str, NodeTrack], state: MState, now: float,
-                    delivery: Any = (), grace: Optional[Callable[[str], float]] = None) -> Dict[str, str]:
-    """Why a running graph is not ok right now: ``{key: sentence}``. ``delivery``: current delivery
-    problems (delivery_health.delivery_problems); ``grace(node_id)``: seconds a source may stay
-    silent after its activation (0: never checked; None: no source check)."""
-    out: Dict[str, str] = {}
-    if state != MState.ACTIVE:
-        return out
-    for nid, t in tracks.items():
-        if t.state != "active":
-            out[f"{nid}/state"] = f"node {nid} is {t.state}"
-        elif t.stale(now):
-            out[f"{nid}/stale"] = f"node {nid}: no heartbeat for {now - max(t.last_rx, t.active_since):.0f} s"
-        elif grace is not None and t.node.category == "source" and t.active_since:
-            g = grace(nid)
-            # packets_out in a heartbeat counts since this activation
-            if g > 0 and now - t.active_since >= g and not int(t.last.get("packets_out", 0) or 0):
-                out[f"{nid}/silent"] = (f"source {nid} has sent nothing since its activation "
-                                        f"(grace {g:g} s)")
-    if isinstance(delivery, dict):
-        out.update(delivery)
-    else:
-        out.update({f"delivery/{i}": txt for i, txt in enumerate(delivery)})
-    return out
-
-
-def graph_health(tracks: Dict[str, NodeTrack], state: MState, now: float,
-                 delivery: Any = (), grace: Optional[Callable[[str], float]] = None) -> str:
-    """ok / degraded / error for the graph as a whole; ``delivery``: current delivery problems
-    (delivery_health.delivery_problems), which degrade a running graph, like a source silent past
-    its grace period (``grace``, see health_problems)."""
-    if state == MState.ERROR:
-        return "error"
-    if any(t.state == "error" for t in tracks.values()):
-        return "error"
-    if state == MState.RECOVERING:
-        return "degraded"
-    if state == MState.ACTIVE and health_problems(tracks, state, now, delivery, grace):
-        return "degraded"
-    if state in (MState.STOPPING, MState.FINISHED) and delivery:
-        return "degraded"
-    return "ok"
-
-
 # ---- the ROS node ---------------------------------------------------------------------------
 
 def _service_prefix_candidates(plan: Plan, cid: str) -> List[str]:
@@ -276,7 +95,7 @@ def _service_prefix_candidates(plan: Plan, cid: str) -> List[str]:
     return out
 
 
-class LifecycleManager:
+class LifecycleManager(ManagerStatus, ManagerViews):
     """Owns the rclpy node; the bring-up/tear-down logic runs on the caller's thread while an
     executor thread serves callbacks (subscriptions, timers, service responses)."""
 
@@ -402,24 +221,6 @@ class LifecycleManager:
             self.events_total += 1
         self.log(f"manager: {what}")
 
-    def take_audit(self, line: str) -> None:
-        """One record of a controller's audit (JSON, schnitzel_core.autonomic.Decision)."""
-        try:
-            rec = json.loads(line)
-            c, knob, outcome = str(rec["controller"]), str(rec["knob"]), str(rec.get("outcome", "pending"))
-            old = None if rec.get("old") is None else float(rec["old"])   # None: suspend/resume
-            new = None if rec.get("new") is None else float(rec["new"])
-        except (ValueError, KeyError, TypeError, AttributeError):
-            return
-        kind = "changed" if outcome == "pending" else outcome
-        with self.lock:
-            self.control_counts[(c, knob, kind)] = self.control_counts.get((c, knob, kind), 0) + 1
-            if kind != "kept" and new is not None:
-                self.control_knobs[(c, knob)] = new
-        if kind != "kept":
-            what = f"{knob} {old:g} -> {new:g}" if old is not None and new is not None else knob
-            self._event(f"controller {c}: {what} ({rec.get('rule', kind)})")
-
     def _events_list(self) -> List[Dict[str, Any]]:
         """The kept events as a list (caller holds the lock); rebuilt only when one was added,
         so the status written several times a second does not copy the log each time."""
@@ -432,311 +233,6 @@ class LifecycleManager:
             self.state = state
             if message:
                 self.message = message
-        self._write_status()
-
-    # ---- heartbeats and status -------------------------------------------------------------
-    def _on_status(self, msg: Any) -> None:
-        ros_name = getattr(msg, "ros_name", "") or ""
-        if ros_name:
-            # The node says which ROS node it is: count a status only when it comes, under the
-            # graph id, from the node the manager tracks (<id>, or <id>__r<N> once that serves).
-            # A replacement loaded beside it, and the copies a container publishes under
-            # <id>__r<N>, are ignored until the manager switches over to it.
-            t = self.tracks.get(msg.node_id)
-            if t is None or ros_name != t.ros_name:
-                return
-            self._take_status(t, msg, swapping=False)
-            return
-        # Older senders (no ros_name): tell the nodes apart by plugin, pid and counters.
-        t = self.tracks.get(msg.node_id)
-        twin = False
-        if t is None:
-            # a node loaded as <id>__r<N> also reports under that name: it counts once it serves
-            m = _REPLACED.match(msg.node_id)
-            t = self.tracks.get(m.group(1)) if m else None
-            if t is None or t.ros_name != msg.node_id:
-                return
-            twin = True
-        elif t.ros_name != t.node.id:
-            return   # <id>__r<N> serves: its heartbeat under its own name counts, not this copy
-        # While a replacement runs, its new node (loaded beside this one) also reports under the
-        # graph id: another plugin, or the same pid with counters starting again from zero.
-        swapping = not twin and self.swap_busy
-        plugin = getattr(msg, "plugin", "")
-        with self.lock:
-            if swapping and plugin and plugin != t.node.plugin:
-                return
-            if swapping and t.last and int(msg.pid or 0) == t.incarnation_pid and any(
-                    int(getattr(msg, k)) < int(t.last.get(k, 0)) for k in ("packets_in", "packets_out")):
-                return
-            self._take_status(t, msg, swapping)
-
-    def _take_status(self, t: NodeTrack, msg: Any, swapping: bool) -> None:
-        fields = {k: getattr(msg, k) for k in ("packets_in", "packets_out", "drops", "errors", "last_error",
-                                                  "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
-                                                  "pid", "state")}
-        fields["counters"] = {kv.key: kv.value for kv in msg.counters}
-        fields["latency_bounds_s"] = list(getattr(msg, "latency_bounds_s", []) or [])
-        fields["latency_buckets"] = [int(x) for x in (getattr(msg, "latency_buckets", []) or [])]
-        fields["latency_sum_s"] = float(getattr(msg, "latency_sum_s", 0.0) or 0.0)
-        fields["in_ports"] = {p: (int(n), float(t)) for p, n, t in zip(
-            getattr(msg, "in_ports", []) or [], getattr(msg, "in_port_packets", []) or [],
-            getattr(msg, "in_port_newest_stamp_s", []) or [])}
-        with self.lock:
-            t.on_heartbeat(fields, time.monotonic())
-            if msg.pid:
-                self.container_pid[t.node.container] = int(msg.pid)
-            if msg.state == "error" and t.state == "active" and not swapping:
-                t.state = "error"   # (during a replacement it may be the new node failing: rolled back)
-            overflowed = not self.fatal and str(fields["counters"].get("overflow_errors", "0")) not in ("", "0")
-            if overflowed:
-                self.fatal = (f"node {t.node.id}: {msg.last_error or 'an input overflowed'} "
-                              "(inputs: overflow: error ends the run)")
-        if overflowed:
-            self._event(self.fatal)
-            self._set_state(MState.ERROR, self.fatal)
-            self.stop_requested.set()
-
-    def _delivery(self) -> Dict[str, str]:
-        """Current delivery problems; remembers each (its newest text) for the run report."""
-        with self.lock:
-            probs = delivery_problems(self.plan, {nid: t.counters_total() for nid, t in self.tracks.items()},
-                                      stall_s=self.plan.delivery_stall_s)
-            seen = self.__dict__.setdefault("delivery_seen", {})
-            new = [txt for k, txt in probs.items() if k not in seen]
-            seen.update(probs)
-        for txt in new:
-            self._event(f"delivery: {txt}")
-        return probs
-
-    def _health(self, now: float, delivery: Dict[str, str]) -> Dict[str, str]:
-        """Current health problems; a silent source is recorded (once, as an event) for the report."""
-        with self.lock:
-            probs = health_problems(self.tracks, self.state, now, delivery, self.plan.source_grace_s)
-            new = [txt for k, txt in probs.items() if k.endswith("/silent") and k not in self.sources_seen]
-            self.sources_seen.update({k: txt for k, txt in probs.items() if k.endswith("/silent")})
-        for txt in new:
-            self._event(f"health: {txt}")
-        return probs
-
-    def snapshot(self) -> Dict[str, Any]:
-        now = time.monotonic()
-        delivery = self._delivery()
-        problems = self._health(now, delivery)
-        with self.lock:
-            nodes = {nid: t.summary(now) for nid, t in self.tracks.items()}
-            for nid, t in self.tracks.items():
-                if t.cbase:
-                    nodes[nid]["counters"] = t.counters_total()
-            self._status_now = graph_health(self.tracks, self.state, now, delivery, self.plan.source_grace_s)
-            return {
-                "graph": self.plan.graph, "state": self.state.value, "message": self.message,
-                "status": self._status_now,
-                "problems": sorted(problems.values()),
-                "source_problems_seen": sorted(self.sources_seen.values()),
-                "delivery_problems": sorted(delivery.values()),
-                "delivery_problems_seen": sorted(self.delivery_seen.values()),
-                "nodes_active": sum(1 for t in self.tracks.values() if t.state == "active"),
-                "nodes_total": len(self.tracks), "nodes": nodes,
-                "containers": {cid: {"state": self.container_state[cid], "pid": self.container_pid[cid],
-                                     "restarts": self.restarts[cid]} for cid in self.container_state},
-                "hosts": self._hosts_state(),
-                "ever_active": self.ever_active, "degraded_episodes": self.degraded_episodes,
-                "events": self._events_list(), "events_dropped": self.events_total - len(self.events),
-                "time": time.time(), "manager_pid": os.getpid(),
-            }
-
-    def metrics_view(self) -> Dict[str, Any]:
-        """What the metrics endpoint and the live page show (schnitzel_bringup.metrics): every
-        node's totals over its incarnations, latency histogram, input ports; edges and their rates."""
-        now = time.monotonic()
-        with self.lock:
-            sinks = {s for t in self.tracks.values() for s in (t.node.feeds_sinks or [])}
-            nodes: Dict[str, Any] = {}
-            for nid, t in self.tracks.items():
-                bounds, buckets, lsum = t.latency_total()
-                counters = t.counters_total()
-                nodes[nid] = {
-                    "plugin": t.node.plugin, "container": t.node.container, "category": t.node.category,
-                    "state": t.state, "packets_in": t.total("packets_in"), "packets_out": t.total("packets_out"),
-                    "drops": t.total("drops"), "errors": t.total("errors"),
-                    "restarts": self.restarts.get(t.node.container, 0) + t.failures,
-                    "age_s": round(t.age(now), 3) if t.last_rx else None,
-                    "latency_bounds_s": bounds, "latency_buckets": buckets, "latency_sum_s": lsum,
-                    "latency_p99_ms": float(t.last.get("latency_p99_ms", 0.0) or 0.0),
-                    "in_ports": t.ports_total(), "counters": counters,
-                    "is_queue": is_queue(t.node, counters),
-                    "is_delivery_sink": nid in sinks or "breaker_state" in counters,
-                }
-            return {"graph": self.plan.graph, "state": self.state.value, "status": self._status_now,
-                    "nodes": nodes, "edges": [(e.src, e.dst) for e in self.plan.edges],
-                    "edge_rates": dict(self.rates.rates),
-                    "control": {"counts": dict(self.control_counts), "knobs": dict(self.control_knobs)},
-                    "containers": {cid: {"state": self.container_state[cid], "pid": self.container_pid[cid],
-                                         "restarts": self.restarts[cid]} for cid in self.container_state},
-                    "time": time.time()}
-
-    def serve_metrics(self, port: int, host: str = "127.0.0.1") -> Optional[int]:
-        """Serve Prometheus metrics at http://host:port/metrics (docs/observability.md); the port
-        it listens on, or None when it cannot (said as an event; the graph runs on without)."""
-        from .metrics import serve
-        try:
-            self.metrics_server, _thread, bound = serve(self.metrics_view, port, host)
-        except OSError as exc:
-            self._event(f"metrics endpoint: cannot listen on {host}:{port}: {exc.strerror or exc}")
-            return None
-        self._event(f"metrics endpoint: http://{host}:{bound}/metrics")
-        return bound
-
-    def close_metrics(self) -> None:
-        srv, self.metrics_server = self.metrics_server, None
-        if srv is not None:
-            srv.shutdown()
-            srv.server_close()
-        live, self.live_server = self.live_server, None
-        if live is not None:
-            live.close()
-
-    def live_view(self) -> Dict[str, Any]:
-        """What the live page shows (schnitzel_bringup.live): metrics_view plus each node's health
-        colour, each edge's label, the queues and the last events. A container whose process is
-        gone (SIGKILLed) turns its nodes ``bad`` at once, before any heartbeat times out."""
-        from .live import pid_alive
-        v = self.metrics_view()
-        for c in v["containers"].values():
-            c["alive"] = pid_alive(int(c.get("pid") or 0))
-        running = v["state"] in (MState.ACTIVE.value, MState.RECOVERING.value)
-        nodes = {}
-        for nid, n in v["nodes"].items():
-            c = v["containers"].get(n["container"], {})
-            if not c.get("alive", True) or c.get("state") == "down" or n["state"] in ("error", "unknown", "finalized"):
-                health = "bad"
-            elif n["state"] != "active":
-                health = "bad" if running else "idle"
-            elif n["age_s"] is None or n["age_s"] > HEARTBEAT_TIMEOUT_S:
-                health = "warn"
-            else:
-                health = "active"
-            nodes[nid] = {"plugin": n["plugin"], "container": n["container"], "state": n["state"],
-                          "health": health, "container_alive": bool(c.get("alive", True)),
-                          "packets_in": n["packets_in"], "packets_out": n["packets_out"],
-                          "drops": n["drops"], "errors": n["errors"]}
-        edges = {}
-        for src, dst in v["edges"]:
-            nid, _, port = dst.partition(".")
-            packets, newest = (v["nodes"].get(nid, {}).get("in_ports") or {}).get(port) or (0, 0.0)
-            edges[f"{src}->{dst}"] = {"rate": round(v["edge_rates"].get((src, dst), 0.0), 2), "packets": packets,
-                                      "age_s": round(max(0.0, v["time"] - newest), 2) if newest else None,
-                                      "drops": v["nodes"].get(nid, {}).get("drops", 0)}
-        queues = []
-        for nid, n in v["nodes"].items():
-            if n["is_queue"]:
-                c = n["counters"]
-                num = lambda k: int(float(c.get(k, 0) or 0))  # noqa: E731
-                queues.append({"node": nid, "depth": num("depth"), "oldest_age_s": num("oldest_age_ms") / 1000.0,
-                               "dead": num("dead"), "bytes": num("bytes")})
-        with self.lock:
-            events = list(self.events)[-12:]
-        return {"graph": v["graph"], "state": v["state"], "status": v["status"], "time": v["time"],
-                "nodes_active": sum(1 for n in nodes.values() if n["state"] == "active"),
-                "nodes_total": len(nodes), "nodes": nodes, "edges": edges, "queues": queues,
-                "containers": v["containers"], "events": events}
-
-    def serve_live(self, port: int, host: str = "127.0.0.1") -> Optional[int]:
-        """Serve the live graph page at http://host:port/ (docs/observability.md); the port, or
-        None when it cannot (said as an event). From anywhere but 127.0.0.1 a token is needed:
-        $SCHNITZEL_UI_TOKEN, or one made up here and printed to the manager's log."""
-        import secrets
-        from .live import LiveServer
-        token = os.environ.get("SCHNITZEL_UI_TOKEN") or secrets.token_urlsafe(18)
-        try:
-            self.live_server = LiveServer(lambda: self.plan, self.live_view, port, host, token)
-        except OSError as exc:
-            self._event(f"live page: cannot listen on {host}:{port}: {exc.strerror or exc}")
-            return None
-        self._event(f"live page: http://{host}:{self.live_server.port}/")
-        if host != "127.0.0.1" and not os.environ.get("SCHNITZEL_UI_TOKEN"):
-            self.log(f"manager: live page token (needed from anywhere but 127.0.0.1): {token}")
-        return self.live_server.port
-
-    def _hosts_state(self) -> Dict[str, str]:
-        """Per host of a multi-host graph (docs/multi-host.md): ``up`` when each of its containers
-        answers, ``down`` when none does, ``partial`` otherwise, ``waiting`` before bring-up."""
-        out: Dict[str, str] = {}
-        for h in self.plan.hosts:
-            states = [self.container_state.get(c.id, "waiting") for c in self.plan.containers_on(h["name"])]
-            if not states:
-                continue
-            out[h["name"]] = ("up" if all(s == "up" for s in states) else "down" if all(s == "down" for s in states)
-                              else "waiting" if all(s == "waiting" for s in states) else "partial")
-        return out
-
-    def _write_status(self) -> None:
-        if not self.status_file:
-            return
-        with self._status_lock:   # written from the manager, executor and hot-swap threads
-            snap = self.snapshot()
-            tmp = f"{self.status_file}.tmp"
-            try:
-                with open(tmp, "w", encoding="utf-8") as f:
-                    json.dump(snap, f)
-                os.replace(tmp, self.status_file)
-            except OSError as exc:
-                self.log(f"manager: cannot write status file: {exc}")
-
-    def _publish_status(self) -> None:
-        view = self.metrics_view()
-        self.rates.update(edge_counts(view))
-        snap = self.snapshot()
-        health = snap["status"]
-        if self.ever_active and self.state in (MState.ACTIVE, MState.RECOVERING) and health != self._last_health:
-            if health != "ok":
-                self.degraded_episodes += 1
-            self._event(f"graph status {self._last_health} -> {health}")
-            self._last_health = health
-            snap = self.snapshot()
-        msg = self._GraphStatus()
-        msg.stamp = self.node.get_clock().now().to_msg()
-        msg.graph = snap["graph"]
-        msg.status = snap["status"]
-        msg.nodes_active = snap["nodes_active"]
-        msg.nodes_total = snap["nodes_total"]
-        from schnitzel_msgs.msg import KeyValue
-        for nid, s in snap["nodes"].items():
-            ns = self._NodeStatus()
-            ns.stamp = msg.stamp
-            ns.node_id = nid
-            ns.plugin = s["plugin"]
-            tr = self.tracks.get(nid)
-            ns.ros_name = tr.ros_name if tr is not None else nid
-            ns.plugin_version = tr.node.plugin_version if tr is not None else ""
-            ns.container = s["container"]
-            ns.state = s["state"]
-            ns.packets_in, ns.packets_out = s["packets_in"], s["packets_out"]
-            ns.drops, ns.errors = s["drops"], s["errors"]
-            ns.last_error = s["last_error"]
-            ns.age_s = float(s["age_s"]) if s["age_s"] is not None else -1.0
-            ns.latency_p50_ms, ns.latency_p95_ms = s["latency_p50_ms"], s["latency_p95_ms"]
-            ns.latency_p99_ms = s["latency_p99_ms"]
-            ns.pid = s["pid"]
-            ns.counters = [KeyValue(key=str(k), value=str(v)) for k, v in s["counters"].items()]
-            mv = view["nodes"].get(nid)
-            if mv is not None:   # totals over every incarnation, like the counters above
-                ns.latency_bounds_s = [float(b) for b in mv["latency_bounds_s"]]
-                ns.latency_buckets = [int(b) for b in mv["latency_buckets"]]
-                ns.latency_sum_s = float(mv["latency_sum_s"])
-                ports = sorted(mv["in_ports"])
-                ns.in_ports = ports
-                ns.in_port_packets = [int(mv["in_ports"][p][0]) for p in ports]
-                ns.in_port_newest_stamp_s = [float(mv["in_ports"][p][1]) for p in ports]
-            msg.nodes.append(ns)
-        msg.containers = [f"{cid}:{c['pid']}:{c['state']}" for cid, c in snap["containers"].items()]
-        try:
-            self.pub.publish(msg)
-            if self.diag_pub is not None:
-                self.diag_pub.publish(graph_diagnostics(snap, msg.stamp))
-        except Exception:  # noqa: BLE001 - shutting down
-            pass
         self._write_status()
 
     # ---- container services ----------------------------------------------------------------
@@ -1249,26 +745,6 @@ class LifecycleManager:
             pass
         if self._rclpy.ok():
             self._rclpy.shutdown()
-
-
-def graph_diagnostics(snap: Dict[str, Any], stamp: Any = None) -> Any:
-    """The graph's health as a diagnostic_msgs/DiagnosticArray with one DiagnosticStatus named
-    ``<graph>``: level OK / WARN (degraded) / ERROR, the message ``degraded: <reasons>``, and each
-    current problem as a value (what rqt_robot_monitor shows)."""
-    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-    status = snap.get("status", "ok")
-    problems = list(snap.get("problems") or []) if status != "ok" else []
-    level = {"ok": DiagnosticStatus.OK, "degraded": DiagnosticStatus.WARN}.get(status, DiagnosticStatus.ERROR)
-    ds = DiagnosticStatus(level=level, name=str(snap.get("graph", "")),
-                          hardware_id=f"schnitzel_manager:{snap.get('manager_pid', os.getpid())}",
-                          message=status + (": " + "; ".join(problems) if problems else ""))
-    ds.values = ([KeyValue(key="state", value=str(snap.get("state", ""))),
-                  KeyValue(key="nodes_active", value=f"{snap.get('nodes_active', 0)}/{snap.get('nodes_total', 0)}")]
-                 + [KeyValue(key=f"problem {i + 1}", value=p) for i, p in enumerate(problems)])
-    arr = DiagnosticArray(status=[ds])
-    if stamp is not None:
-        arr.header.stamp = stamp
-    return arr
 
 
 def _prefixed(prefix: str, reason: str) -> str:

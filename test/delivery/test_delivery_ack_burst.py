@@ -79,8 +79,8 @@ def test_burst_of_1000_acks_cross_container_no_duplicate_no_lease_resend(tmp_pat
         st = queue_stats(db)
         assert st["counters"]["delivered"] == N and st["depth"] == 0
         report = json.loads((tmp_path / "report.json").read_text())
-        qc = {k: int(v) for k, v in report["nodes"]["q"]["counters"].items()}
-        sc = {k: int(v) for k, v in report["nodes"]["out"]["counters"].items()}
+        qc = {k: int(float(v)) for k, v in report["nodes"]["q"]["counters"].items()}
+        sc = {k: int(float(v)) for k, v in report["nodes"]["out"]["counters"].items()}   # (gauges too, e.g. latency_p95_recent_ms)
         assert qc.get("forwarded") == N, qc      # no lease-expiry re-send
         assert qc.get("acked") == N, qc          # no ack lost
         assert sc.get("delivered") == N and not sc.get("reacked") and not sc.get("busy"), sc

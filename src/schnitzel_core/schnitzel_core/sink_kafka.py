@@ -15,7 +15,6 @@ next batch, so leased rows are re-sent with the same keys and never lost.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -24,7 +23,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from .delivery import OK, REJECTED, RETRY, DeliveryConfigError, Outcome, Sink
 from .packet import Packet
-from .sink_topics import TopicError, kafka_template
+from .sink_topics import TopicError, kafka_template, message
 
 log = logging.getLogger("schnitzel.delivery.kafka")
 
@@ -146,13 +145,9 @@ class KafkaSink(Sink):
         prod = self._producer
         for i, p in enumerate(packets):
             try:
-                topic = self.topic.render(p)
-                body = json.dumps(p.to_dict(), separators=(",", ":")).encode()
-            except TopicError as exc:
+                topic, body = message(self.topic, p)
+            except ValueError as exc:   # the topic cannot be filled, or no JSON: dead-lettered
                 out[i] = Outcome(REJECTED, str(exc))
-                continue
-            except (ValueError, TypeError) as exc:
-                out[i] = Outcome(REJECTED, f"cannot encode packet as JSON: {exc}")
                 continue
             key = p.idempotency_key.encode()
             while True:

@@ -18,7 +18,6 @@ are never logged.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import ssl
@@ -30,7 +29,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Set
 from .delivery import DELIVERED, OK, REJECTED, RETRY, DeliveryConfigError, Outcome, Sink
 from .packet import Packet
 from .resilience import Backoff
-from .sink_topics import TopicError, mqtt_template
+from .sink_topics import TopicError, message, mqtt_template
 
 log = logging.getLogger("schnitzel.delivery.mqtt")
 
@@ -246,13 +245,9 @@ class MqttSink(Sink):
         waiting: Dict[int, int] = {}   # mid -> index
         for i, p in enumerate(packets):
             try:
-                topic = self.topic.render(p)
-                body = json.dumps(p.to_dict(), separators=(",", ":")).encode()
-            except TopicError as exc:
+                topic, body = message(self.topic, p)
+            except ValueError as exc:   # the topic cannot be filled, or no JSON: dead-lettered
                 out[i] = Outcome(REJECTED, str(exc))
-                continue
-            except (ValueError, TypeError) as exc:
-                out[i] = Outcome(REJECTED, f"cannot encode packet as JSON: {exc}")
                 continue
             try:
                 info = self._client.publish(topic, body, qos=self.qos, retain=self.retain,

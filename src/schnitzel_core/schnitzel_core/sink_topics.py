@@ -10,6 +10,7 @@ the queue.
 """
 from __future__ import annotations
 
+import json
 import re
 from typing import Callable, List, Optional, Tuple
 
@@ -131,3 +132,13 @@ def kafka_template(template: str) -> TopicTemplate:
             raise TopicError(f"Kafka topic template {template!r} contains {', '.join(repr(c) for c in bad)}: a "
                              "Kafka topic is ASCII letters, digits, '.', '_' and '-'")
     return t
+
+
+def message(template: TopicTemplate, p: Packet) -> Tuple[str, bytes]:
+    """A broker sink's message for ``p``: its topic and the packet as JSON (http_sink's body).
+    Raises ValueError (a TopicError for the topic) with the reason a retry cannot fix."""
+    topic = template.render(p)
+    try:
+        return topic, json.dumps(p.to_dict(), separators=(",", ":")).encode()
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"cannot encode packet as JSON: {exc}") from None

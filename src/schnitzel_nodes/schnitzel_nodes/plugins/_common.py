@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from schnitzel_core.packet import Packet
@@ -225,3 +226,14 @@ def iou(a: Mapping[str, float], b: Mapping[str, float]) -> float:
     area_b = max(0.0, b["x2"] - b["x1"]) * max(0.0, b["y2"] - b["y1"])
     union = area_a + area_b - inter
     return inter / union if union > 0 else 0.0
+
+
+def spend_time(latency_ms: float, busy: bool) -> None:
+    """What a synthetic compute stage costs per packet: sleep, or burn the CPU for that long."""
+    delay = latency_ms / 1000.0
+    if busy:
+        end = time.perf_counter() + delay
+        while time.perf_counter() < end:
+            pass
+    elif delay > 0:
+        time.sleep(delay)

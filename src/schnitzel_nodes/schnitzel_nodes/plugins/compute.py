@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from schnitzel_core.packet import Packet
 from schnitzel_core.plugin import Category, In, Out, Param, PluginSpec
 
-from ._common import BadPacket, Compute, ConfigError, with_json
+from ._common import BadPacket, Compute, ConfigError, spend_time, with_json
 
 NS = 1_000_000_000
 
@@ -446,13 +446,7 @@ class SyntheticModelLogic(Compute):
         self._check(params)
 
     def process(self, port: str, packet: Packet) -> Packet:
-        delay = float(self.params["latency_ms"]) / 1000.0
-        if self.params["busy"]:
-            end = time.perf_counter() + delay
-            while time.perf_counter() < end:
-                pass
-        elif delay > 0:
-            time.sleep(delay)
+        spend_time(float(self.params["latency_ms"]), bool(self.params["busy"]))
         b = self.params["box"]
         boxes = [{"x1": b[0], "y1": b[1], "x2": b[2], "y2": b[3], "score": 1.0, "label": self.params["label"]}] if len(b) == 4 else []
         return with_json(packet, {"boxes": boxes}, kind="detections")

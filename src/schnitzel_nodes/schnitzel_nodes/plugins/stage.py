@@ -7,13 +7,12 @@ the source grows with the queue, as a buffered pipeline stage does (bench/bench_
 """
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from schnitzel_core.packet import Packet
 from schnitzel_core.plugin import Category, In, Out, Param, PluginSpec
 
-from ._common import Transform
+from ._common import Transform, spend_time
 
 
 class SyntheticStageLogic(Transform):
@@ -29,11 +28,5 @@ class SyntheticStageLogic(Transform):
     )
 
     def process(self, port: str, packet: Packet) -> Any:
-        delay = float(self.params["latency_ms"]) / 1000.0
-        if self.params["busy"]:
-            end = time.perf_counter() + delay
-            while time.perf_counter() < end:
-                pass
-        elif delay > 0:
-            time.sleep(delay)
+        spend_time(float(self.params["latency_ms"]), bool(self.params["busy"]))
         return packet

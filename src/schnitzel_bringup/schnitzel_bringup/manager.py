@@ -1,6 +1,9 @@
 """The lifecycle manager: ``schnitzel_manager --plan PLAN.json``.
 
-Modelled on nav2's lifecycle manager, with an explicit state machine::
+Modelled on nav2's lifecycle manager, with an explicit state machine: the graph's states and
+the only moves between them are the table ``lifecycle_table.GRAPH_TRANSITIONS`` (a move outside
+it raises ``IllegalTransition``), and the ROS lifecycle calls it makes on each node are
+``lifecycle_table.NODE_TRANSITIONS``::
 
     STARTING -> WAITING_CONTAINERS -> LOADING -> CONFIGURING -> ACTIVATING -> ACTIVE
     ACTIVE -> RECOVERING -> ACTIVE          (a container came back empty / a node failed)
@@ -56,6 +59,7 @@ import time
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from .manager_status import _REPLACED, ManagerStatus, graph_diagnostics  # noqa: F401 - re-exported
+from .lifecycle_table import NODE_TRANSITIONS, graph_transition
 from .manager_views import ManagerViews
 from .metrics import Rates
 from .plan import Plan, PlanError, PlanNode
@@ -78,11 +82,6 @@ STOP_CALL_S = 3.0        # per transition while stopping
 #: The manager keeps this many of its most recent events (status file, run report); older ones
 #: are counted in ``events_dropped``. A long run with a flapping container must not grow without bound.
 EVENTS_MAX = 1000
-
-
-#: lifecycle_msgs/Transition ids -> the verb recorded in the manager's events.
-TRANSITION_NAMES = {1: "configure", 2: "cleanup", 3: "activate", 4: "deactivate", 5: "shutdown",
-                    6: "shutdown", 7: "shutdown"}
 
 
 # ---- the ROS node ---------------------------------------------------------------------------
@@ -230,9 +229,10 @@ class LifecycleManager(ManagerStatus, ManagerViews):
 
     def _set_state(self, state: MState, message: str = "") -> None:
         with self.lock:
-            self.state = state
-            if message:
+            taken = graph_transition(self.state, state)
+            if message and taken == state:    # (a sticky ERROR keeps its own message)
                 self.message = message
+            self.state = taken
         self._write_status()
 
     # ---- container services ----------------------------------------------------------------
@@ -306,11 +306,13 @@ class LifecycleManager(ManagerStatus, ManagerViews):
             self.tracks[n.id].state = "unknown"
 
     # ---- lifecycle -------------------------------------------------------------------------
-    def _transition(self, n: PlanNode, transition_id: int, label: str, timeout: float = CALL_TIMEOUT_S) -> bool:
+    def _transition(self, n: PlanNode, verb: str, timeout: float = CALL_TIMEOUT_S) -> bool:
+        """Ask node ``n`` for the lifecycle transition ``verb`` (a key of NODE_TRANSITIONS)."""
         from lifecycle_msgs.msg import Transition
         from lifecycle_msgs.srv import ChangeState
+        spec = NODE_TRANSITIONS[verb]
         req = ChangeState.Request()
-        req.transition = Transition(id=transition_id)
+        req.transition = Transition(id=spec.id)
         res = self._call(ChangeState, f"{self.tracks[n.id].full_name}/change_state", req, timeout=timeout,
                          wait=min(5.0, timeout))
         if res is None and self.state == MState.STOPPING:
@@ -320,10 +322,10 @@ class LifecycleManager(ManagerStatus, ManagerViews):
         if res is None or not res.success:
             return False
         with self.lock:
-            self.tracks[n.id].state = label
-            if label == "active":
+            self.tracks[n.id].state = spec.goal
+            if spec.goal == "active":
                 self.tracks[n.id].active_since = time.monotonic()
-        self._event(f"{TRANSITION_NAMES.get(transition_id, transition_id)} {n.id}")
+        self._event(f"{verb} {n.id}")
         return True
 
     def get_state(self, n: PlanNode) -> Optional[str]:
@@ -351,7 +353,6 @@ class LifecycleManager(ManagerStatus, ManagerViews):
 
     def _bring_up(self, ids: List[str], load: bool = True) -> bool:
         """Load (where missing), configure, then activate ``ids`` (given in start order)."""
-        from lifecycle_msgs.msg import Transition
         nodes = [self.plan.node(i) for i in ids]
         if load:
             self._set_state(MState.LOADING if self.state != MState.RECOVERING else self.state)
@@ -372,7 +373,7 @@ class LifecycleManager(ManagerStatus, ManagerViews):
                     if st == "active" and not self.tracks[n.id].active_since:
                         self.tracks[n.id].active_since = time.monotonic()
                 continue
-            if not self._transition(n, Transition.TRANSITION_CONFIGURE, "inactive"):
+            if not self._transition(n, "configure"):
                 self._fail_node(n.id, _prefixed("configure failed", self._reason(n)))
                 with self.lock:
                     self.tracks[n.id].state = self.get_state(n) or "error"
@@ -385,7 +386,7 @@ class LifecycleManager(ManagerStatus, ManagerViews):
                 return False
             if self.tracks[n.id].state == "active":
                 continue
-            if not self._transition(n, Transition.TRANSITION_ACTIVATE, "active"):
+            if not self._transition(n, "activate"):
                 self._fail_node(n.id, _prefixed("activate failed", self._reason(n)))
                 with self.lock:
                     self.tracks[n.id].state = self.get_state(n) or "error"
@@ -645,6 +646,8 @@ class LifecycleManager(ManagerStatus, ManagerViews):
 
     def _recover(self, ids: List[str]) -> None:
         prev = self.state
+        if prev not in (MState.ACTIVE, MState.RECOVERING):
+            return      # failed or stopping meanwhile: nothing to bring back
         self._set_state(MState.RECOVERING)
         ordered = [i for i in self.plan.start_order if i in ids]
         ok = self._bring_up(ordered)
@@ -656,7 +659,8 @@ class LifecycleManager(ManagerStatus, ManagerViews):
         if self.stop_requested.is_set():
             return
         self._event(("re-loaded and activated " if ok else "could not bring back ") + ", ".join(ordered))
-        self._set_state(MState.ACTIVE if prev in (MState.ACTIVE, MState.RECOVERING) else prev)
+        if self.state == MState.RECOVERING:     # (an overflow may have failed the run meanwhile)
+            self._set_state(MState.ACTIVE)
 
     # ---- tear-down ------------------------------------------------------------------------
     def _drain(self, timeout: float = DRAIN_TIMEOUT_S) -> None:
@@ -698,7 +702,6 @@ class LifecycleManager(ManagerStatus, ManagerViews):
 
     def stop(self) -> None:
         """Ordered tear-down: sources first, drain, the rest in data-flow order, then shut down."""
-        from lifecycle_msgs.msg import Transition
         failed = self.state == MState.ERROR
         self._set_state(MState.STOPPING, self.message)
         # Only containers that still answer get an ordered tear-down (the runner may be
@@ -714,24 +717,23 @@ class LifecycleManager(ManagerStatus, ManagerViews):
         order = [n for n in order if n.container in reachable and self.tracks[n.id].loaded]
         sources = [n for n in order if n.is_source]
 
-        def up(n: PlanNode) -> bool:
-            return self.container_state.get(n.container) == "up"
+        def step(n: PlanNode, verb: str) -> None:
+            """``verb`` on ``n`` when its container answers and the node is where the verb starts."""
+            if self.container_state.get(n.container) == "up" and self.tracks[n.id].state == NODE_TRANSITIONS[verb].start:
+                self._transition(n, verb, timeout=STOP_CALL_S)
 
         for n in sources:
-            if up(n) and self.tracks[n.id].state == "active":
-                self._transition(n, Transition.TRANSITION_DEACTIVATE, "inactive", timeout=STOP_CALL_S)
-        if any(up(n) for n in order):
+            step(n, "deactivate")
+        if any(self.container_state.get(n.container) == "up" for n in order):
             self._drain()
         for n in order:
-            if up(n) and self.tracks[n.id].state == "active":
-                self._transition(n, Transition.TRANSITION_DEACTIVATE, "inactive", timeout=STOP_CALL_S)
+            step(n, "deactivate")
         time.sleep(0.3)  # let the final heartbeats (with the final counters) arrive
         for n in order:
-            if up(n) and self.tracks[n.id].state == "inactive":
-                self._transition(n, Transition.TRANSITION_CLEANUP, "unconfigured", timeout=STOP_CALL_S)
-            if up(n) and self.tracks[n.id].state == "unconfigured":
-                self._transition(n, Transition.TRANSITION_UNCONFIGURED_SHUTDOWN, "finalized", timeout=STOP_CALL_S)
-        self._set_state(MState.ERROR if failed else MState.FINISHED)
+            step(n, "cleanup")
+            step(n, "shutdown")
+        # an error met while stopping (a node's overflow) keeps the run failed
+        self._set_state(MState.ERROR if failed or self.state == MState.ERROR else MState.FINISHED)
         self._event("graph shut down")
         self._write_status()
 

@@ -7,27 +7,16 @@ counters start from zero; the totals add up), its latency histogram and per-port
 """
 from __future__ import annotations
 
-import enum
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .delivery_health import CUMULATIVE
+from .lifecycle_table import MState  # noqa: F401 - the graph state, re-exported
 from .plan import PlanNode
 
 #: Seconds without a heartbeat before a node counts as stale.
 HEARTBEAT_TIMEOUT_S = 3.0
 
 
-class MState(str, enum.Enum):
-    STARTING = "starting"
-    WAITING_CONTAINERS = "waiting_containers"
-    LOADING = "loading"
-    CONFIGURING = "configuring"
-    ACTIVATING = "activating"
-    ACTIVE = "active"
-    RECOVERING = "recovering"
-    STOPPING = "stopping"
-    FINISHED = "finished"
-    ERROR = "error"
 
 
 #: The adapter's own per-port and per-cause drop counters add up over incarnations too.

@@ -10,6 +10,7 @@ from schnitzel_core.registry import Registry
 
 from schnitzel_bringup import manager as mgr_mod
 from schnitzel_bringup.compiler import compile_graph
+from schnitzel_bringup.lifecycle_table import NODE_TRANSITIONS
 from schnitzel_bringup.manager import LifecycleManager, MState
 
 from _plugins import ALL
@@ -46,10 +47,11 @@ class _NoRosManager(LifecycleManager):
     def _drain(self, timeout=0.0):
         self.calls.append("drain")
 
-    def _transition(self, n, transition_id, label, timeout=0.0):
-        self.calls.append((n.id, transition_id))
+    def _transition(self, n, verb, timeout=0.0):
+        spec = NODE_TRANSITIONS[verb]
+        self.calls.append((n.id, spec.id))
         with self.lock:
-            self.tracks[n.id].state = label
+            self.tracks[n.id].state = spec.goal
         return True
 
     def close(self):
@@ -126,3 +128,30 @@ def test_the_event_log_is_bounded_and_not_copied_for_every_snapshot():
     assert m.snapshot()["events"] is snap["events"]       # nothing new: the same list, no copy
     m._event("one more")
     assert m.snapshot()["events"][-1]["event"] == "one more"
+
+
+def test_an_overflow_reported_during_the_tear_down_leaves_the_run_failed():
+    """A node's ``overflow: error`` arriving while the graph stops (its last heartbeat) makes the
+    run fail; the tear-down's end must not turn that ERROR into FINISHED."""
+    m = _NoRosManager(PLAN)
+    m.start()
+
+    def drain(timeout=0.0):
+        m._set_state(MState.ERROR, "node snk: an input overflowed")   # what _on_status does
+    m._drain = drain
+    m.stop()
+    assert m.state == MState.ERROR and "overflowed" in m.message
+
+
+def test_an_overflow_during_the_bring_up_is_not_cleared_by_its_next_step():
+    """The executor thread fails the run while the main thread is still bringing the graph up:
+    the bring-up's next state (ACTIVE, 'all nodes active') must not clear the error."""
+    m = _NoRosManager(PLAN)
+    m._set_state(MState.WAITING_CONTAINERS)
+    m._set_state(MState.LOADING)
+    m._set_state(MState.ERROR, "node snk: an input overflowed")
+    m._set_state(MState.CONFIGURING)
+    m._set_state(MState.ACTIVE, "all nodes active")
+    assert m.state == MState.ERROR and "overflowed" in m.message
+    m._set_state(MState.STOPPING)           # the tear-down still runs
+    assert m.state == MState.STOPPING

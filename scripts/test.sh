@@ -36,10 +36,18 @@ rm -rf build/schnitzel_system_tests
 colcon test --executor sequential --event-handlers console_direct+ --return-code-on-test-failure \
   --pytest-args -p no:cacheprovider ${SCHNITZEL_PYTEST_ARGS:-} || rc=1
 
-# Cross-package integration, system and fault-injection tests (test/).
+# Cross-package integration, system and fault-injection tests (test/), on
+# SCHNITZEL_TEST_WORKERS pytest-xdist workers (default 2; 1 = in this process). Most of their
+# time is spent waiting on graphs, backends and timeouts, not computing, so two workers on two
+# cores halve the wall clock. A test file stays on one worker (--dist loadfile); each worker takes
+# a ROS domain of its own from the same lock pool as above, and its own state folder
+# (test/conftest.py), so the workers' graphs never meet.
 if compgen -G "test/test_*.py" >/dev/null || compgen -G "test/**/test_*.py" >/dev/null; then
   mkdir -p build/schnitzel_system_tests
-  python -m pytest test -p no:cacheprovider -ra ${SCHNITZEL_PYTEST_ARGS:-} \
+  workers="${SCHNITZEL_TEST_WORKERS:-2}"
+  parallel=()
+  if [ "$workers" -gt 1 ]; then parallel=(-n "$workers" --dist loadfile); fi
+  python -m pytest test -p no:cacheprovider -ra "${parallel[@]}" ${SCHNITZEL_PYTEST_ARGS:-} \
     --junitxml=build/schnitzel_system_tests/pytest.xml || rc=1
 fi
 

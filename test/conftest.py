@@ -26,8 +26,40 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+#: The lock file that holds this xdist worker's ROS domain (kept open for the worker's life).
+_DOMAIN_LOCK = None
+
+
+def _claim_domain() -> Optional[int]:
+    """A ROS domain no other test process on this machine holds: the lock pool scripts/test.sh
+    uses (/tmp/schnitzel-domain-N.lock, flock held while the process lives)."""
+    global _DOMAIN_LOCK
+    import fcntl
+    import random
+    for cand in random.sample(range(1, 101), 100):
+        fh = open(f"/tmp/schnitzel-domain-{cand}.lock", "w")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            continue
+        _DOMAIN_LOCK = fh
+        return cand
+    return None
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes a minute or more (still part of the default suite)")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        # scripts/test.sh runs these tests on several workers (pytest-xdist): each worker gets a
+        # ROS domain and a state folder of its own, so two workers' graphs never meet.
+        domain = _claim_domain()
+        if domain is not None:
+            os.environ["ROS_DOMAIN_ID"] = str(domain)
+        if os.environ.get("SCHNITZEL_STATE_DIR"):
+            os.environ["SCHNITZEL_STATE_DIR"] = os.path.join(os.environ["SCHNITZEL_STATE_DIR"], worker)
+            os.makedirs(os.environ["SCHNITZEL_STATE_DIR"], exist_ok=True)
     # scripts/test.sh picks a domain per run; a bare `pytest test/...` gets one per process
     # rather than domain 0, so it cannot meet another run's nodes.
     os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))

@@ -73,7 +73,10 @@ def test_backend_outage_loses_nothing_and_resumes_fast(tmp_path):
         # producer rate unchanged: every 10 s window carried its 100 packets, no write blocked
         windows = [sum(1 for t in sent_at if k <= t < k + 10) for k in range(0, int(DURATION), 10)]
         assert all(abs(c - 10 * RATE) <= 2 for c in windows), windows
-        assert max(blocked) < 0.1, f"a write to the queue blocked {max(blocked):.3f}s"
+        # A queue stalled by the outage would block the writes for the outage's length (seconds);
+        # on a loaded 2-core machine the scheduler alone can hold one write for ~0.2 s.
+        assert max(blocked) < 1.0, f"a write to the queue blocked {max(blocked):.3f}s"
+        assert sorted(blocked)[len(blocked) // 2] < 0.05, "writes to the queue are slow"
         # 0 lost, each stored once
         assert wait_until(lambda: be.stats()["unique_keys"] == n, 60), be.stats()
         keys = be.keys()

@@ -74,7 +74,8 @@ def do_draft(request: str, output: Optional[str], from_graph: Optional[str], bas
              synth_timeout: float = 60.0) -> int:
     from schnitzel_core.registry import load_registry
 
-    from .draft import ChatClient, LLMConfig, draft_graph
+    from .draft import draft_graph
+    from .llm_client import ChatClient, LLMConfig
 
     cfg = LLMConfig.resolve(base_url, model, timeout, use_schema=not no_schema)
     if not request or not request.strip():

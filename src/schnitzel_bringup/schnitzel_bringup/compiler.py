@@ -280,7 +280,7 @@ def compile_graph(graph: Graph, registry: Any, graph_file: Optional[str] = None)
     # Tear-down: sources first, then downstream in data-flow order (the reverse of start).
     stop_order = list(reversed(order))
     stop_order = sources + [i for i in stop_order if i not in sources]
-    return Plan(
+    plan = Plan(
         graph=name, namespace=ns, graph_file=graph_file or graph.file,
         containers=containers, nodes=[plan_nodes[i] for i in order], edges=plan_edges,
         start_order=order, stop_order=stop_order,
@@ -297,6 +297,8 @@ def compile_graph(graph: Graph, registry: Any, graph_file: Optional[str] = None)
                                          and getattr(specs[k["node"]].param(str(k.get("param"))), "type", "") == "int"]}
                      for c in getattr(graph, "controllers", None) or []],
     )
+    plan.count_dds_readers()
+    return plan
 
 
 def _container_host(graph: Graph, decl: Any) -> str:

@@ -74,12 +74,15 @@ def actions_from_plan(plan: Dict[str, Any], plan_file: str, loaded_by_launch: bo
                 parameters=[params] if params else [],
                 remappings=[(a, b) for a, b in n["remappings"]],
                 extra_arguments=[{
-                    # The container's LoadNode options (ports_json, graph, container);
+                    # The container's LoadNode options (ports_json, graph, container, dds_readers);
                     # parameters_json repeats the parameters as one JSON object for tools.
                     "parameters_json": ParameterValue(json.dumps(n["params"], sort_keys=True), value_type=str),
                     "ports_json": ParameterValue(json.dumps(n["ports"], sort_keys=True), value_type=str),
                     "graph": ParameterValue(plan["graph"], value_type=str),
                     "container": ParameterValue(c["id"], value_type=str),
+                    # readers each output waits to match when it activates (absent: none)
+                    **({"dds_readers": ParameterValue(json.dumps(n["dds_readers"], sort_keys=True), value_type=str)}
+                       if n.get("dds_readers") else {}),
                 }],
             ))
         restart = c["restart"]

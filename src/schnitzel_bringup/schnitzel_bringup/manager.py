@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import signal
 import sys
 import threading

@@ -72,6 +72,9 @@ class PlanNode:
     remappings: List[List[str]] = dataclasses.field(default_factory=list)
     upstream: List[str] = dataclasses.field(default_factory=list)      # node ids feeding this one
     feeds_sinks: List[str] = dataclasses.field(default_factory=list)   # durable_queue only
+    #: output port -> DDS readers the plan connects to it (its edges, the recorder): the node
+    #: waits, when it activates, until its writer has matched that many (LoadNode option)
+    dds_readers: Dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def full_name(self) -> str:
@@ -83,8 +86,11 @@ class PlanNode:
 
     def load_options(self, graph: str) -> Dict[str, str]:
         """The LoadNode ``options`` (key/value text) the container expects."""
-        return {"ports_json": json.dumps(self.ports, sort_keys=True),
-                "graph": graph, "container": self.container}
+        out = {"ports_json": json.dumps(self.ports, sort_keys=True),
+               "graph": graph, "container": self.container}
+        if self.dds_readers:
+            out["dds_readers"] = json.dumps(self.dds_readers, sort_keys=True)
+        return out
 
     def parameters_json(self) -> str:
         return json.dumps(self.params, sort_keys=True)
@@ -176,6 +182,17 @@ class Plan:
         d = dataclasses.asdict(self)
         d = {"schnitzel_plan": d.pop("format"), **d}
         return d
+
+    def count_dds_readers(self) -> None:
+        """Fill each node's ``dds_readers`` from the DDS edges (one reader per edge)."""
+        for n in self.nodes:
+            n.dds_readers = {}
+        for e in self.edges:
+            if e.transport in ("dds", "shm"):
+                node, port = e.src.split(".", 1)
+                pn = self.node(node)
+                if pn is not None:
+                    pn.dds_readers[port] = pn.dds_readers.get(port, 0) + 1
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"

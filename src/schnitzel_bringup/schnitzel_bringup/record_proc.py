@@ -72,10 +72,10 @@ def expose_for_recording(plan: Any, topics: List[Dict[str, Any]]) -> int:
     for t in topics:
         out = (plan.node(t["node"]).ports.get("out") or {}).get(t["port"]) if plan.node(t["node"]) else None
         if out is not None and isinstance(out.get("qos"), dict):
-            # Discovery between the recorder and a container can complete after the first packets
-            # went out (the manager only checks that both endpoints exist, not that they matched
-            # each other). So while recording, a reliable writer keeps its history for late
-            # joiners (transient local) and the recorder asks for it; a port that declares small
+            # Each recorded writer waits, when it activates, until it matched the recorder's
+            # reader (dds_readers, below; bounded). Beyond that bound, while recording, a
+            # reliable writer keeps its history for late joiners (transient local) and the
+            # recorder asks for it; a port that declares small
             # kinds (no wildcard, no frames) is made reliable and at least 100 deep for that. A
             # best-effort port that may carry frames is left as it is. The graph's own readers
             # keep their QoS and get no history.
@@ -92,6 +92,7 @@ def expose_for_recording(plan: Any, topics: List[Dict[str, Any]]) -> int:
         if out is not None and "dds" not in out.get("transports", []) and "shm" not in out.get("transports", []):
             out.setdefault("transports", []).append("dds")
             changed += 1
+    plan.count_dds_readers()   # each recorded port's writer also waits for the recorder's reader
     return changed
 
 

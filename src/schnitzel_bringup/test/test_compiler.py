@@ -76,6 +76,15 @@ FOUR = ONE.replace("containers:\n  - {id: main, restart: on-failure, restart_bac
     .replace("plugin: t_map,", "plugin: t_map, container: b,")
 
 
+def test_dds_readers_count_each_dds_edge_of_an_output_and_travel_as_a_load_option():
+    assert all(not n.dds_readers and "dds_readers" not in n.load_options("lobby") for n in _plan(ONE).nodes)
+    text = FOUR + "  - {from: src.out, to: rule.in}\n"     # src.out now feeds map (b) and rule (c)
+    plan = _plan(text)
+    assert plan.node("src").dds_readers == {"out": 2} and plan.node("map").dds_readers == {"out": 1}
+    assert json.loads(plan.node("src").load_options("lobby")["dds_readers"]) == {"out": 2}
+    assert Plan.from_json(plan.to_json()).node("src").dds_readers == {"out": 2}
+
+
 def test_dds_across_containers_and_edge_qos_override():
     text = FOUR.replace("{from: map.out, to: rule.in}", "{from: map.out, to: rule.in, qos: {depth: 5}}")
     plan = _plan(text)

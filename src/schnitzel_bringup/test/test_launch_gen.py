@@ -196,6 +196,7 @@ def test_actions_match_the_plan(text, tmp_path, fake_launch):
             assert json.loads(extra["parameters_json"]) == n["params"]
             assert json.loads(extra["ports_json"]) == n["ports"]
             assert extra["graph"] == plan.graph and extra["container"] == c["id"]
+            assert json.loads(extra.get("dds_readers", "{}")) == n["dds_readers"]
             # every param travels: text pinned to str (launch_ros would re-read it as YAML),
             # lists and mappings as JSON text (how schnitzel containers declare them)
             ros = d.kwargs["parameters"][0] if d.kwargs["parameters"] else {}

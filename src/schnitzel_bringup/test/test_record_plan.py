@@ -56,6 +56,10 @@ def test_record_topics_and_inproc_ports_exposed_with_a_recorder_edge(compiled):
     assert all(t["qos"]["durability"] == "volatile" for t in topics)   # the file keeps the graph's own QoS
     assert [e.writer_qos["reliability"] for e in plan.edges if e.dst != RECORDER_PORT] == [
         "best_effort", "best_effort", "reliable"]   # the graph's edges are unchanged
+    # every recorded port's writer waits, when it activates, for the recorder's reader too
+    assert {t["node"]: plan.node(t["node"]).dds_readers for t in topics} == {
+        "cam": {"out": 1}, "src": {"out": 1}, "q": {"out": 1}}
+    assert json.loads(plan.node("src").load_options("g")["dds_readers"]) == {"out": 1}
 
 
 def test_replay_graph_replaces_recorded_sources_and_keeps_the_rest(compiled):

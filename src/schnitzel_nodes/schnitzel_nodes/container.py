@@ -39,7 +39,10 @@ LoadNode request: ``plugin`` (registered name, or "module:Class"), ``node_name``
   ``<id>__r<N>``): status, diagnostics, acks and ``ctx.node_id`` use it;
 - ``handover``: ``1`` for a stateful replacement: inputs are held from configure to
   activate; activate restores the old node's state from the blackboard and replays the
-  held inputs newer than its watermarks (docs/hot-replacement.md).
+  held inputs newer than its watermarks (docs/hot-replacement.md);
+- ``dds_readers``: JSON ``{output port: readers}``, the DDS readers the plan connects to each
+  output (one per edge, plus the recorder's): activating waits up to 3 s until each port's
+  writer has matched that many, so a node's first packets reach readers discovered late.
 
 Blackboard: one per container (``--state-backend memory`` by default, or ``sqlite`` with
 ``--state-path FILE``), given to every node as ``ctx.blackboard``.
@@ -80,7 +83,7 @@ MANAGER_GRACE_S = 4.0
 MANAGER_NODE_NAME = "schnitzel_manager"
 #: LoadNode option keys this container understands ("replaces" is informational).
 KNOWN_OPTIONS = {"ports_json", "graph", "container", "autostart", "max_consecutive_errors", "node_id",
-                 "handover", "replaces"}
+                 "handover", "replaces", "dds_readers"}
 
 
 def container_node_name(graph: str, container: str) -> str:
@@ -191,7 +194,8 @@ class Container:
                               remappings=remappings, plugin_name=cls.spec.name, unique_id=uid,
                               max_consecutive_errors=max_errors, context=self.context, node_id=node_id,
                               blackboard=self.blackboard,
-                              handover=str(options.get("handover", "")).strip().lower() in ("1", "true", "yes"))
+                              handover=str(options.get("handover", "")).strip().lower() in ("1", "true", "yes"),
+                              dds_readers=options.get("dds_readers", ""))
         adapter.status_hook = lambda uid=uid: self.request_status(uid)
         if self.log_level is not None:
             from rclpy.logging import set_logger_level

@@ -641,3 +641,50 @@ def test_overflow_policy_per_port_drop_new_and_error(rig):
     assert {kv.key: kv.value for kv in st.counters}.get("overflow_errors") == "1"
     with pytest.raises(LoadError, match="overflow must be one of"):
         rig.node(SlowRelay, "bad", ports={"inputs": {"in": {"overflow": "block"}}})
+
+
+class Burst(SourceLogic):
+    """Sends three packets as soon as it is active, then nothing (a short-lived event source)."""
+    spec = PluginSpec(name="t_burst", category=Category.SOURCE, version="1.0.0", ports=(Out("out"),))
+    threaded = True
+
+    def run(self, stop: threading.Event) -> None:
+        for _ in range(3):
+            self.emit("out", self.next_packet("telemetry"))
+        stop.wait()
+
+
+def test_activation_waits_for_the_planned_readers_so_a_first_burst_reaches_a_late_reader(rig):
+    """A reader the plan connects to a best-effort output, discovered after the node was told to
+    activate: the node holds its activation until its writer matched that reader (LoadNode
+    option dds_readers), so the packets it sends first are not lost."""
+    from schnitzel_msgs.msg import StreamPacket
+
+    topic = f"/{rig.graph}/burst/out"
+    src = rig.node(Burst, "burst", ports={"out": {"out": {"topic": topic, "qos": "sensor", "transports": ["dds"]}}},
+                   dds_readers='{"out": 1}')
+    assert src.trigger_configure() == T.SUCCESS
+    done: List[Any] = []
+    t = threading.Thread(target=lambda: done.append(src.trigger_activate()), daemon=True)
+    t.start()
+    time.sleep(0.3)                       # the reader's container is slower to come up
+    got: List[Any] = []
+    reader = rig.node(ThreadSource, "late_reader")
+    reader.create_subscription(StreamPacket, topic, got.append, to_profile("sensor"))
+    t.join(10)
+    assert done == [T.SUCCESS]
+    assert wait_for(lambda: len(got) == 3, 5), [m.seq for m in got]
+    assert [m.seq for m in got] == [1, 2, 3]
+
+
+def test_dds_readers_option_is_checked():
+    outs, _ = parse_ports(Scale.spec, None, "/g/sc")
+    from schnitzel_nodes.ros.ports import parse_dds_readers
+    assert parse_dds_readers('{"out": 2}', outs) == {"out": 2}
+    assert parse_dds_readers("", outs) == {}
+    with pytest.raises(LoadError, match="names output"):
+        parse_dds_readers('{"outt": 1}', outs)
+    with pytest.raises(LoadError, match="reader count"):
+        parse_dds_readers('{"out": -1}', outs)
+    with pytest.raises(LoadError, match="not valid JSON"):
+        parse_dds_readers('{out', outs)

@@ -32,6 +32,7 @@ input port (latest-only, replacements counted as drops) and run on their own wor
 from __future__ import annotations
 
 import threading
+import time
 import traceback
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
@@ -55,7 +56,8 @@ from .delivery import (ACK_QOS, OUTBOX_RESEND_BATCH, OUTBOX_TICK_S, _OUTCOME, _O
 from .handover import HandoverMixin
 from .live_params import MAX_ERRORS_PARAM, ParamsMixin
 from .logs import _logic_logger, _RosLogHandler  # noqa: F401
-from .ports import (RESERVED_PORTS, InEdge, LoadError, OutPort, _check_ports, parse_input_policies,  # noqa: F401
+from .ports import (RESERVED_PORTS, InEdge, LoadError, OutPort, _check_ports, parse_dds_readers,  # noqa: F401
+                    parse_input_policies, unmatched_writers,
                     parse_ports)
 from .stats import DROP_CAUSES, LATENCY_BOUNDS_S, LATENCY_WINDOW, RECENT_LATENCY_S, Stats  # noqa: F401
 from .status import StatusMixin
@@ -66,6 +68,8 @@ FAILURE = TransitionCallbackReturn.FAILURE
 ERROR = TransitionCallbackReturn.ERROR
 
 DEFAULT_MAX_CONSECUTIVE_ERRORS = 10
+#: How long activating waits for the writers to match their planned readers (then goes on, warned)
+WRITER_MATCH_WAIT_S = 3.0
 MAILBOX_LIMIT = DEFAULT_MAX_QUEUED   # inputs queued per input port unless ports_json "inputs" says otherwise
 #: On deactivate, how long the node may go on processing the inputs it had already accepted
 #: (its mailbox) before the rest is dropped and counted; below the lifecycle manager's 3 s per
@@ -94,7 +98,7 @@ class NodeAdapter(ParamsMixin, StatusMixin, HandoverMixin, DeliveryMixin, ZenohM
                  plugin_name: str = "", unique_id: int = 0,
                  max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
                  context: Any = None, node_id: str = "", blackboard: Any = None,
-                 handover: bool = False) -> None:
+                 handover: bool = False, dds_readers: str = "") -> None:
         spec: PluginSpec = logic_cls.spec
         given = dict(params or {})
         # Check before creating anything, so a bad request fails the load with the reason.
@@ -107,6 +111,7 @@ class NodeAdapter(ParamsMixin, StatusMixin, HandoverMixin, DeliveryMixin, ZenohM
         base = (namespace.rstrip("/") + "/" + node_name) if namespace not in ("", "/") else "/" + node_name
         self._outs, self._ins = parse_ports(spec, ports, base)
         self._ports_decl = ports   # its ``zenoh`` session settings, for zenoh edges
+        self._dds_readers = parse_dds_readers(dds_readers, self._outs)
         try:   # large payloads by reference (ros/byref.py): DDS outputs externalise, inputs resolve
             self._refs = byref.blob_store(graph, ports)
         except ValueError as exc:
@@ -232,6 +237,7 @@ class NodeAdapter(ParamsMixin, StatusMixin, HandoverMixin, DeliveryMixin, ZenohM
         logic = self.logic
         if logic is None:
             return FAILURE
+        self._wait_writers_matched()
         ret = super().on_activate(state)  # enables the lifecycle publishers
         record = None
         try:
@@ -257,6 +263,21 @@ class NodeAdapter(ParamsMixin, StatusMixin, HandoverMixin, DeliveryMixin, ZenohM
         if self.compute and self._ins:
             self._start_thread(self._compute_worker, "worker")
         return ret
+
+    def _wait_writers_matched(self, timeout_s: float = WRITER_MATCH_WAIT_S) -> None:
+        """Before the node may send: wait (bounded) until each output's DDS writer has matched
+        the readers the plan connects to it (LoadNode option ``dds_readers``). The manager's own
+        check sees the endpoints from its participant; this one is the writer's, the one that
+        decides whether a first packet reaches a reader that was discovered late."""
+        deadline = time.monotonic() + timeout_s
+        missing = unmatched_writers(self._outs, self._dds_readers)
+        while missing and time.monotonic() < deadline:
+            time.sleep(0.01)
+            missing = unmatched_writers(self._outs, self._dds_readers)
+        if missing:
+            self.get_logger().warning(
+                "activating with DDS readers not yet matched (matched/wanted): "
+                + ", ".join(f"{p} {v}" for p, v in sorted(missing.items())))
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_activity(drain=not self._fault)

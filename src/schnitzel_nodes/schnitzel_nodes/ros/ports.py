@@ -4,6 +4,7 @@ wire converter for every port that travels over DDS or Zenoh). Raises LoadError.
 """
 from __future__ import annotations
 
+import json
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from schnitzel_core import outbox as obx
@@ -39,6 +40,38 @@ class OutPort:
         #: acknowledged (ports_json ``outbox``, schnitzel_core.outbox); box made at configure
         self.outbox_cfg: Optional[Mapping[str, Any]] = None
         self.box: Optional[obx.Outbox] = None
+
+
+def parse_dds_readers(text: str, outs: Mapping[str, "OutPort"]) -> Dict[str, int]:
+    """The LoadNode option ``dds_readers`` (JSON ``{port: readers}``) -> checked counts; LoadError."""
+    if not text:
+        return {}
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise LoadError(f"options.dds_readers is not valid JSON: {exc}") from None
+    if not isinstance(raw, Mapping) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                               for v in raw.values()):
+        raise LoadError('options.dds_readers must be a JSON object of output port -> reader count, e.g. {"out": 2}')
+    unknown = sorted(set(raw) - set(outs))
+    if unknown:
+        raise LoadError(f"options.dds_readers names output(s) {unknown}; this node has {sorted(outs)}")
+    return {str(k): int(v) for k, v in raw.items() if v}
+
+
+def unmatched_writers(outs: Mapping[str, "OutPort"], readers: Mapping[str, int]) -> Dict[str, str]:
+    """Output ports whose DDS writer has matched fewer readers than the plan connects to it:
+    port -> "matched/wanted". A packet a best-effort (or volatile) writer sends before a reader
+    matched never reaches that reader."""
+    out = {}
+    for name, want in readers.items():
+        o = outs.get(name)
+        if o is None or o.pub is None:
+            continue
+        got = o.pub.get_subscription_count()
+        if got < want:
+            out[name] = f"{got}/{want}"
+    return out
 
 
 class InEdge:

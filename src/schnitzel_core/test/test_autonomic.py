@@ -201,15 +201,18 @@ metric_values = st.one_of(st.floats(min_value=0, max_value=1e6, allow_nan=False)
        integer=st.booleans(), cost=st.sampled_from(["increasing", "decreasing"]),
        start=st.floats(min_value=0, max_value=1), max_step=st.one_of(st.none(), st.floats(0.01, 100)),
        stream=st.lists(st.tuples(st.floats(min_value=0, max_value=30), metric_values), max_size=60),
-       pins=st.lists(st.tuples(st.integers(0, 59), st.sampled_from(["pin", "release", "suspend", "resume"])),
+       pins=st.lists(st.tuples(st.integers(0, 59), st.sampled_from(["pin", "release", "suspend", "resume",
+                                                                    "force", "unforce"])),
                      max_size=5))
 def test_never_outside_bounds_under_a_fuzzed_metric_stream(policy, lo, span, integer, cost, start,
                                                            max_step, stream, pins):
+    from schnitzel_core.autonomic_modes import Mode
     if integer and math.floor(lo + span) < math.ceil(lo):
         span = 1.0
     knob = Knob("n", "k", lo, lo + span, max_step=max_step, integer=integer, cost=cost)
+    low = Mode("low", ((knob.key, knob.clamp(lo)),), enter_after_s=1.0, exit_after_s=3.0)   # modes switch it too
     spec = ControllerSpec("c", (knob,), (LAT,), policy, {},
-                          Guardrails(cooldown_s=1.0, dwell_s=2.0, max_changes_per_min=20))
+                          Guardrails(cooldown_s=1.0, dwell_s=2.0, max_changes_per_min=20), (low,))
     set_to = []
     initial = knob.clamp(lo + start * span)
     c = Controller(spec, {knob.key: initial}, apply=lambda k, v: set_to.append(v) or True)
@@ -226,6 +229,10 @@ def test_never_outside_bounds_under_a_fuzzed_metric_stream(policy, lo, span, int
             c.suspend(t)
         elif op == "resume":
             c.resume(t)
+        elif op == "force":
+            c.modes.force("low", t)
+        elif op == "unforce" and c.modes.forced:
+            c.modes.release(t)
         c.step(t, lat(value))
         assert knob.minimum <= c.values[knob.key] <= knob.maximum
     assert all(knob.minimum <= v <= knob.maximum for v in set_to)

@@ -96,8 +96,10 @@ def test_controller_moves_a_knob_and_an_override_wins(tmp_path):
     assert all(r["new"] in ("object", "thing") for r in records if r["knob"] == "det.label")
     forced = next(r for r in records if r["rule"] == "override:mode")
     left = next(r for r in records if r["rule"] == "override:mode_release")
-    assert (forced["knob"], forced["old"], forced["new"], left["old"], left["new"]) == ("mode", None, "slow", "slow", None)
-    assert forced["changes"]["src.rate_hz"][1] == 3.0 and left["changes"]["src.rate_hz"] == [3.0, forced["changes"]["src.rate_hz"][0]]
+    assert (forced["knob"], forced["old"], forced["new"]) == ("mode", None, "slow")
+    assert (left["old"], left["new"]) == ("slow", None)
+    rate_before = forced["changes"]["src.rate_hz"][0]
+    assert forced["changes"]["src.rate_hz"][1] == 3.0 and left["changes"]["src.rate_hz"] == [3.0, rate_before]
     assert forced["changes"]["det.label"] == ["object", "thing"] and left["changes"]["det.label"] == ["thing", "object"]
     first = records[0]
     assert first["knob"] == "src.rate_hz" and first["old"] == 30.0 and "det.drop_rate" in first["metrics"]

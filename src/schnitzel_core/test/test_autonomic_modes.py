@@ -134,8 +134,8 @@ def test_modes_from_a_graph_entry_and_their_problems():
                                      "trigger": [{"node": "det", "metric": "cpu_percent", "max": 90}],
                                      "enter_after_s": 4, "exit_after_s": 20, "exit_below": 0.5}}}
     m = spec_from_dict(entry, ["cam.fps"]).modes[0]
-    assert m == Mode("low_power", (("cam.fps", 5), ("det.model", "n.onnx")), (CPU.__class__("det", "cpu_percent", 90.0),),
-                     4.0, 20.0, 0.5)
+    assert m == Mode("low_power", (("cam.fps", 5), ("det.model", "n.onnx")),
+                     (Objective("det", "cpu_percent", 90.0),), 4.0, 20.0, 0.5)
     for edit, words in (({"cam.fps": 50}, "cam.fps = 50 is outside the knob's bounds [2, 30]"),
                         ({"cam.fps": 5.5}, "cam.fps = 5.5 is not whole"),
                         ({"det.model": "x.onnx"}, "det.model = 'x.onnx' is not one of the knob's values"),

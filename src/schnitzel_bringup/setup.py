@@ -22,6 +22,7 @@ setup(
         "console_scripts": [
             "schnitzel = schnitzel_bringup.cli:main",
             "schnitzel_manager = schnitzel_bringup.manager:main",
+            "schnitzel_controller = schnitzel_bringup.controller_node:main",
         ],
         # test plumbing of `schnitzel test` runtime cases (schnitzel_bringup/graphtest/plugins.py)
         "schnitzel.plugins": [

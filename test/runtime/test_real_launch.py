@@ -5,7 +5,8 @@ packages, not on PyPI); on a ROS 2 install, or with them on PYTHONPATH / AMENT_P
 runs: the generated `<name>.launch.py` and `graph.launch.py graph:=FILE` start the containers,
 launch_ros loads the nodes through the containers' `_container/load_node`
 (composition_interfaces), `schnitzel_manager --loaded-by-launch` brings them to active, packets
-reach the sink, the hot-replacement services answer under their documented names, and Ctrl-C
+reach the sink, the hot-replacement services and the controllers' override service (the graph
+declares a controller: its host runs under launch too) answer under their documented names, and Ctrl-C
 (SIGINT to the whole process group, as a terminal sends it) ends every process cleanly after the
 manager's ordered tear-down (sources first).
 An invalid graph given to graph.launch.py prints the validator's errors and starts nothing.
@@ -61,6 +62,10 @@ nodes:
 edges:
   - {{from: src.out, to: q.in}}
   - {{from: q.out, to: out.in}}
+controllers:
+  - name: rate
+    knobs: [{{node: src, param: rate_hz, min: 5, max: 40}}]
+    objectives: [{{node: out, metric: latency_p95_ms, max: 1000}}]
 """
 
 
@@ -125,8 +130,10 @@ def test_real_launch_runs_the_graph_and_ctrl_c_ends_every_process(how, tmp_path,
         assert f"graph '{name}' active: 3 node(s)" in log, log
         assert "manager: load " not in log, log                 # nothing loaded twice
         expected = [f"/{name}/_manager/replace_node", f"/{name}/_manager/apply_graph",
-                    f"/{name}/_containers/a/_container/load_node", f"/{name}/_containers/b/_container/load_node"]
-        expected_nodes = [f"/{name}/schnitzel_manager", f"/{name}/_manager", f"/{name}/_containers/a"]
+                    f"/{name}/_containers/a/_container/load_node", f"/{name}/_containers/b/_container/load_node",
+                    f"/{name}/_control/override"]
+        expected_nodes = [f"/{name}/schnitzel_manager", f"/{name}/_manager", f"/{name}/_containers/a",
+                          f"/{name}/_control"]
         names, services = _graph_names(name, expected, expected_nodes, 30)
         assert set(expected) <= set(services) and set(expected_nodes) <= set(names), (names, services)
         assert names.count(f"/{name}/schnitzel_manager") == 1, names   # one manager node, not two
@@ -139,7 +146,7 @@ def test_real_launch_runs_the_graph_and_ctrl_c_ends_every_process(how, tmp_path,
         pytest.fail("launch did not end within 60 s of SIGINT:\n" + spawn.output(proc))
     log = spawn.output(proc)
     assert proc.returncode == 0, log
-    assert log.count("process has finished cleanly") == 3, log
+    assert log.count("process has finished cleanly") == 4, log   # 2 containers, the manager, the controllers' host
     # the manager's ordered tear-down reached the nodes (the containers waited for it)
     order = [log.find(f"manager: deactivate {n}\n") for n in ("src", "q", "out")]
     assert -1 not in order and order == sorted(order), log

@@ -1,5 +1,5 @@
-"""``schnitzel control pin|release|suspend|resume``: the operator's override of a running graph's
-autonomic controllers (docs/autonomic.md). An override always wins and is logged in the audit."""
+"""``schnitzel control pin|release|suspend|resume|mode``: the operator's override of a running
+graph's autonomic controllers (docs/autonomic.md). An override always wins and is logged in the audit."""
 from __future__ import annotations
 
 import sys
@@ -12,14 +12,15 @@ GRAPH_HELP = "running graph: its name or its graph file"
 
 
 def do_control(graph_arg: str, controller: str, action: str, knob: str = "", value: float = 0.0,
-               wait: float = 5.0) -> int:
+               wait: float = 5.0, text: str = "") -> int:
     try:
         from schnitzel_msgs.srv import ControlOverride
 
         from .controller_node import override_service
 
         name, _ = resolve_graph(graph_arg)
-        req = ControlOverride.Request(controller=controller, action=action, knob=knob, value=float(value))
+        req = ControlOverride.Request(controller=controller, action=action, knob=knob, value=float(value),
+                                      text=text)
         try:
             resp = call_service(ControlOverride, override_service(f"/{name}"), req, wait, 10.0)
         except CliError as exc:
@@ -46,10 +47,10 @@ def register(app: typer.Typer) -> None:
     def pin_cmd(graph: str = typer.Argument(..., help=GRAPH_HELP),
                 controller: str = typer.Argument(..., help="controller name (controllers: in the graph)"),
                 knob: str = typer.Argument(..., help="knob as node.param, e.g. cam.rate_hz"),
-                value: float = typer.Argument(..., help="value to hold the knob at"),
+                value: str = typer.Argument(..., help="value to hold the knob at (an enum knob: one of its values)"),
                 wait: float = typer.Option(5.0, "--wait", help="seconds to wait for the controller host")) -> None:
         """Hold KNOB at VALUE: the controller never moves it until released."""
-        raise typer.Exit(do_control(graph, controller, "pin", knob, value, wait))
+        raise typer.Exit(do_control(graph, controller, "pin", knob, 0.0, wait, text=value))
 
     @control.command("release")
     def release_cmd(graph: str = typer.Argument(..., help=GRAPH_HELP),
@@ -72,5 +73,18 @@ def register(app: typer.Typer) -> None:
                    wait: float = typer.Option(5.0, "--wait", help="seconds to wait for the controller host")) -> None:
         """Let a suspended controller decide again (after its cooldown)."""
         raise typer.Exit(do_control(graph, controller, "resume", "", 0.0, wait))
+
+    @control.command("mode")
+    def mode_cmd(graph: str = typer.Argument(..., help=GRAPH_HELP),
+                 controller: str = typer.Argument(..., help="controller name"),
+                 name: str = typer.Argument("", help="mode to force (modes: of the controller)"),
+                 release: bool = typer.Option(False, "--release", help="leave the forced mode"),
+                 wait: float = typer.Option(5.0, "--wait", help="seconds to wait for the controller host")) -> None:
+        """Force mode NAME (all its knobs at once, held until --release), or --release it."""
+        if bool(name) == release:
+            print("schnitzel control mode: give a mode NAME to force, or --release (not both)", file=sys.stderr)
+            raise typer.Exit(2)
+        raise typer.Exit(do_control(graph, controller, "mode_release" if release else "mode", "", 0.0, wait,
+                                    text=name))
 
     app.add_typer(control, name="control")

@@ -27,8 +27,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from schnitzel_core import qos as qosmod
 from schnitzel_core.graph import Graph
 
-from .plan import (CONTAINER_EXECUTABLE, CONTAINER_PACKAGE, MANAGER_EXECUTABLE,
-                   MANAGER_NODE_NAME, MANAGER_PACKAGE, Plan, PlanContainer, PlanEdge,
+from .plan import (CONTAINER_EXECUTABLE, CONTAINER_PACKAGE, CONTROLLER_EXECUTABLE,
+                   CONTROLLER_NODE_NAME, MANAGER_EXECUTABLE, MANAGER_NODE_NAME, MANAGER_PACKAGE, Plan, PlanContainer, PlanEdge,
                    PlanNode, RestartPolicy, DELIVERY_STALL_S, SOURCE_GRACE_S)
 
 #: Packets an outbox keeps by default (schnitzel_core.outbox.DEFAULT_MAX)
@@ -296,6 +296,9 @@ def compile_graph(graph: Graph, registry: Any, graph_file: Optional[str] = None)
                                          if isinstance(k, dict) and k.get("node") in specs
                                          and getattr(specs[k["node"]].param(str(k.get("param"))), "type", "") == "int"]}
                      for c in getattr(graph, "controllers", None) or []],
+        control=({"package": MANAGER_PACKAGE, "executable": CONTROLLER_EXECUTABLE,
+                  "name": CONTROLLER_NODE_NAME, "namespace": ns}
+                 if getattr(graph, "controllers", None) else {}),
     )
     plan.count_dds_readers()
     return plan

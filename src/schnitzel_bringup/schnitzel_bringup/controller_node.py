@@ -56,6 +56,13 @@ def cpu_seconds(pid: int) -> Optional[float]:
         return None
 
 
+def _fmt(v: Any) -> str:
+    """A knob's value (or a mode's name) for the log: numbers short, text as is, None as none."""
+    if v is None:
+        return "none"
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
 def _json_safe(d: Dict[str, Any]) -> Dict[str, Any]:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
 
@@ -85,6 +92,7 @@ class ControlHost:
         self.records: List[Dict[str, Any]] = []
         self.clients: Dict[str, Any] = {}
         self.controllers: Dict[str, Controller] = {}
+        self.float_params: set = set()   # knobs of a float parameter (an enum's whole values go as floats)
         self.audit_pub = node.create_publisher(String, audit_topic(plan.namespace), 100)
         for entry in plan.controllers:
             spec = spec_from_dict(entry["spec"], entry.get("integer_params", ()))
@@ -93,7 +101,10 @@ class ControlHost:
                 pn = plan.node(k.node)
                 if pn is None or k.param not in pn.params:
                     raise ControlError(f"controller {spec.name!r}: knob {k.key} is not in the plan")
-                initial[k.key] = float(pn.params[k.param])
+                v = pn.params[k.param]
+                initial[k.key] = v if k.enum else float(v)
+                if isinstance(v, float):
+                    self.float_params.add(k.key)
             c = Controller(spec, initial, apply=self._apply, audit=self._audit)
             self.controllers[spec.name] = c
             interval = float(entry["spec"].get("interval_s", DEFAULT_INTERVAL_S))
@@ -146,7 +157,11 @@ class ControlHost:
             self.node.get_logger().warning(f"{name} is not available; {knob.key} stays")
             return False
         req = self._SetParameters.Request()
-        v: Any = int(round(value)) if knob.integer else float(value)
+        v: Any
+        if knob.enum:    # the listed value as it is (ROS parameters keep their type)
+            v = float(value) if knob.key in self.float_params and isinstance(value, int) else value
+        else:
+            v = int(round(value)) if knob.integer else float(value)
         req.parameters = [Parameter(knob.param, value=v).to_parameter_msg()]
         done = threading.Event()
         fut = client.call_async(req)
@@ -169,8 +184,10 @@ class ControlHost:
                 with open(self.audit_path, "a", encoding="utf-8") as f:
                     f.write(line + "\n")
         self.audit_pub.publish(self._String(data=line))
-        self.node.get_logger().info(f"controller {d.controller}: {d.knob} {d.old:g} -> {d.new:g} ({d.rule}, "
-                                    f"{d.outcome})")
+        what = f"{d.knob} {_fmt(d.old)} -> {_fmt(d.new)}"
+        if d.changes:
+            what += " (" + ", ".join(f"{k} {_fmt(a)} -> {_fmt(b)}" for k, (a, b) in d.changes.items()) + ")"
+        self.node.get_logger().info(f"controller {d.controller}: {what} ({d.rule}, {d.outcome})")
 
     def summary(self) -> Dict[str, Any]:
         with self._lock:
@@ -180,6 +197,7 @@ class ControlHost:
             mine = [r for r in records if r["controller"] == name]
             changes = [r for r in mine if r["ref"] is None and not r["rule"].startswith("override")]
             out[name] = {"values": dict(c.values), "pinned": dict(c.pinned), "suspended": c.suspended,
+                         "mode": c.modes.active, "mode_forced": c.modes.forced,
                          "changes": len(changes), "reversals": c.reversals,
                          "rolled_back": sum(1 for r in mine if r["rule"] == "rollback"),
                          "overrides": sum(1 for r in mine if r["rule"].startswith("override"))}
@@ -202,11 +220,16 @@ class ControlHost:
         now = time.monotonic()
         try:
             if req.action == "pin":
-                c.pin(req.knob, req.value, now)
-                resp.message = f"{req.knob} pinned at {c.values[req.knob]:g}"
+                c.pin(req.knob, req.text if req.text else req.value, now)
+                resp.message = f"{req.knob} pinned at {_fmt(c.values[req.knob])}"
             elif req.action == "release":
                 c.release(req.knob, now)
-                resp.message = f"{req.knob} released (at {c.values[req.knob]:g})"
+                resp.message = f"{req.knob} released (at {_fmt(c.values[req.knob])})"
+            elif req.action in ("mode", "mode_release"):
+                d = c.modes.force(req.text, now) if req.action == "mode" else c.modes.release(now)
+                moved = ", ".join(f"{k} {_fmt(a)} -> {_fmt(b)}" for k, (a, b) in (d.changes or {}).items())
+                resp.message = (f"mode {req.text!r} forced" if req.action == "mode" else
+                                f"mode {d.old!r} released") + f" ({moved or 'no knob moved'})"
             elif req.action == "suspend":
                 c.suspend(now)
                 resp.message = f"controller {c.spec.name!r} suspended"
@@ -214,7 +237,7 @@ class ControlHost:
                 c.resume(now)
                 resp.message = f"controller {c.spec.name!r} resumed"
             else:
-                resp.message = f"unknown action {req.action!r} (pin, release, suspend, resume)"
+                resp.message = f"unknown action {req.action!r} (pin, release, suspend, resume, mode, mode_release)"
                 return resp
         except ControlError as exc:
             resp.message = str(exc)

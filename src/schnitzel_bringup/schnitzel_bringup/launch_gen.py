@@ -14,7 +14,9 @@ Each container becomes a ``launch_ros.actions.ComposableNodeContainer`` running
 schnitzel containers declare them; ``extra_arguments`` carry the same ``ports_json``
 / ``graph`` / ``container`` values as schnitzel's own LoadNode ``options``).
 The lifecycle manager is a ``launch_ros.actions.Node`` that configures and
-activates the loaded nodes in dependency order (sinks first). Restart policy
+activates the loaded nodes in dependency order (sinks first); a graph with
+``controllers:`` also gets the controllers' host (``schnitzel_controller``, the
+plan's ``control``) as a ``Node`` beside it (docs/autonomic.md). Restart policy
 maps to the container action's ``respawn`` / ``respawn_delay`` /
 ``respawn_max_retries``; the manager re-loads a respawned container's nodes.
 """
@@ -112,6 +114,18 @@ def actions_from_plan(plan: Dict[str, Any], plan_file: str, loaded_by_launch: bo
         arguments=args,
         output="screen",
     ))
+    ctl = plan.get("control") or {}
+    if ctl:
+        # The autonomic controllers' host, beside the manager (it reads the manager's status):
+        # without a run directory its audit goes to its log and /<graph>/_control/audit.
+        actions.append(Node(
+            package=ctl["package"],
+            executable=ctl["executable"],
+            name=ctl["name"],
+            namespace=ctl["namespace"],
+            arguments=["--plan", plan_file],
+            output="screen",
+        ))
     return actions
 
 

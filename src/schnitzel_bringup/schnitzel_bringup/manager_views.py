@@ -20,17 +20,24 @@ class ManagerViews:
         try:
             rec = json.loads(line)
             c, knob, outcome = str(rec["controller"]), str(rec["knob"]), str(rec.get("outcome", "pending"))
-            old = None if rec.get("old") is None else float(rec["old"])   # None: suspend/resume
-            new = None if rec.get("new") is None else float(rec["new"])
-        except (ValueError, KeyError, TypeError, AttributeError):
+            old, new = rec.get("old"), rec.get("new")   # None: suspend/resume; text: an enum knob, a mode
+            # a mode switch sets several knobs: each one's [old, new]
+            moved = {str(k): v[1] for k, v in (rec.get("changes") or {}).items()}
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError):
             return
         kind = "changed" if outcome == "pending" else outcome
         with self.lock:
             self.control_counts[(c, knob, kind)] = self.control_counts.get((c, knob, kind), 0) + 1
-            if kind != "kept" and new is not None:
-                self.control_knobs[(c, knob)] = new
+            if kind != "kept":
+                for k, v in ({knob: new} if not rec.get("changes") else moved).items():
+                    if isinstance(v, (int, float)) and not isinstance(v, bool):   # a gauge takes numbers
+                        self.control_knobs[(c, k)] = float(v)
         if kind != "kept":
-            what = f"{knob} {old:g} -> {new:g}" if old is not None and new is not None else knob
+            def fmt(v: Any) -> str:
+                return "none" if v is None else (f"{v:g}" if isinstance(v, (int, float)) else str(v))
+            what = f"{knob} {fmt(old)} -> {fmt(new)}" if old is not None or new is not None else knob
+            if rec.get("changes"):
+                what += " (" + ", ".join(f"{k} {fmt(a)} -> {fmt(b)}" for k, (a, b) in rec["changes"].items()) + ")"
             self._event(f"controller {c}: {what} ({rec.get('rule', kind)})")
 
     def metrics_view(self) -> Dict[str, Any]:

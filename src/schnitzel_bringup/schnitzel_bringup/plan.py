@@ -20,6 +20,10 @@ CONTAINER_EXECUTABLE = "schnitzel_container"
 MANAGER_PACKAGE = "schnitzel_bringup"
 MANAGER_EXECUTABLE = "schnitzel_manager"
 MANAGER_NODE_NAME = "schnitzel_manager"
+#: The autonomic controllers' host (schnitzel_bringup.controller_node), installed as
+#: lib/schnitzel_bringup/schnitzel_controller; its ROS node is ``<namespace>/_control``.
+CONTROLLER_EXECUTABLE = "schnitzel_controller"
+CONTROLLER_NODE_NAME = "_control"
 
 #: A source that has sent nothing this long after its activation degrades the graph (``runtime:
 #: source_grace_s``; ``source_grace: {id: s}`` per node, 0 = never).
@@ -132,6 +136,9 @@ class Plan:
     dds_env: Dict[str, str] = dataclasses.field(default_factory=dict)
     # ``controllers:`` (docs/autonomic.md): {"spec": entry as read, "integer_params": ["node.param"]}
     controllers: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    # the process hosting them ({package, executable, name, namespace}; {} without controllers):
+    # the launch file starts it beside the manager, as ``schnitzel run`` does
+    control: Dict[str, Any] = dataclasses.field(default_factory=dict)
     format: int = PLAN_FORMAT
 
     # ---- lookups ---------------------------------------------------------

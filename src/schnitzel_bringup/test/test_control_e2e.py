@@ -1,5 +1,6 @@
 """One run with a controller (docs/autonomic.md): it moves a live knob through the parameter
-service, an operator's pin wins over it, and every decision is in the audit log and the report."""
+service, an operator's pin wins over it, a forced mode sets its knobs (a text one included)
+together, and every decision is in the audit log and the report."""
 import json
 import os
 import signal
@@ -21,9 +22,13 @@ GRAPH = textwrap.dedent("""\
       - {from: det.out, to: out.in}
     controllers:
       - name: fps
-        knobs: [{node: src, param: rate_hz, min: 2, max: 30, max_step: 10}]
+        knobs:
+          - {node: src, param: rate_hz, min: 2, max: 30, max_step: 10}
+          - {node: det, param: label, values: [object, thing], max_step: 0}   # only the mode moves it
         objectives: [{node: det, metric: drop_rate, max: 0.05}]
         guardrails: {cooldown_s: 1, dwell_s: 1}
+        modes:
+          slow: {set: {src.rate_hz: 3, det.label: thing}, enter_after_s: 1000}
     """)
 
 
@@ -66,9 +71,16 @@ def test_controller_moves_a_knob_and_an_override_wins(tmp_path):
         # with the knob back, the controller moves it again, from the value the operator set
         released = lambda: next((i for i, r in enumerate(_audit(run_dir)) if r["rule"] == "override:release"), None)
         wait_for(lambda: released() is not None, timeout=10)
-        after = lambda: [r for r in _audit(run_dir)[released():] if r["rule"].startswith("aimd:")]
+        after = lambda: [r for r in _audit(run_dir)[released():] if r["rule"].startswith("aimd:")
+                         and r["knob"] == "src.rate_hz"]
         assert wait_for(after, timeout=60), _audit(run_dir)
         assert after()[0]["old"] == 5.0
+        # a forced mode sets its knobs together (the text knob through its ROS parameter too)
+        assert _cli("control", "mode", "ctrl_e2e", "fps").returncode == 2     # a name or --release
+        mode = _cli("control", "mode", "ctrl_e2e", "fps", "slow")
+        assert mode.returncode == 0 and "mode 'slow' forced" in mode.stdout, mode.stderr
+        assert "det.label object -> thing" in mode.stdout, mode.stdout
+        assert _cli("control", "mode", "ctrl_e2e", "fps", "--release").returncode == 0
     finally:
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=90)
@@ -77,11 +89,22 @@ def test_controller_moves_a_knob_and_an_override_wins(tmp_path):
     pinned_at = rules.index("override:pin")
     released_at = rules.index("override:release")
     # nothing but the operator touched the knob while it was pinned
-    assert all(r.startswith("override:") or r == "judged" for r in rules[pinned_at:released_at]), rules
-    assert all(2.0 <= r["new"] <= 30.0 for r in records if not r["rule"].startswith("override"))
+    assert all(r["rule"].startswith("override:") or r["rule"] == "judged" for r in records[pinned_at:released_at]
+               if r["knob"] == "src.rate_hz"), rules
+    rate = [r for r in records if r["knob"] == "src.rate_hz" and not r["rule"].startswith("override")]
+    assert all(2.0 <= r["new"] <= 30.0 for r in rate)
+    assert all(r["new"] in ("object", "thing") for r in records if r["knob"] == "det.label")
+    forced = next(r for r in records if r["rule"] == "override:mode")
+    left = next(r for r in records if r["rule"] == "override:mode_release")
+    assert (forced["knob"], forced["old"], forced["new"]) == ("mode", None, "slow")
+    assert (left["old"], left["new"]) == ("slow", None)
+    rate_before = forced["changes"]["src.rate_hz"][0]
+    assert forced["changes"]["src.rate_hz"][1] == 3.0 and left["changes"]["src.rate_hz"] == [3.0, rate_before]
+    assert forced["changes"]["det.label"] == ["object", "thing"] and left["changes"]["det.label"] == ["thing", "object"]
     first = records[0]
     assert first["knob"] == "src.rate_hz" and first["old"] == 30.0 and "det.drop_rate" in first["metrics"]
     rep = json.loads(report.read_text(encoding="utf-8"))
     ctl = rep["control"]["controllers"]["fps"]
-    assert ctl["overrides"] == 4 and ctl["changes"] >= 2 and not ctl["pinned"], err
+    assert ctl["overrides"] == 6 and ctl["changes"] >= 2 and not ctl["pinned"], err
+    assert ctl["mode"] is None and not ctl["mode_forced"]
     assert [d["rule"] for d in rep["control"]["decisions"]] == rules

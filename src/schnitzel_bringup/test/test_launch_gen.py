@@ -215,6 +215,47 @@ def test_actions_match_the_plan(text, tmp_path, fake_launch):
     assert m["arguments"][:2] == ["--plan", str(out["plan"].resolve())]
 
 
+CONTROLLED = ONE + """controllers:
+  - name: rate
+    knobs: [{node: src, param: rate_hz, min: 1, max: 50}]
+    objectives: [{node: snk, metric: latency_p95_ms, max: 100}]
+"""
+
+
+def test_a_graph_with_controllers_launches_their_host_beside_the_manager(tmp_path, fake_launch):
+    plan, out = _compile(CONTROLLED, tmp_path)
+    plan_json = json.loads(out["plan"].read_text())
+    assert plan_json["control"] == {"package": "schnitzel_bringup", "executable": "schnitzel_controller",
+                                    "name": "_control", "namespace": f"/{plan.graph}"}
+    ld = runpy.run_path(str(out["launch"]))["generate_launch_description"]()
+    nodes = [e.kwargs for e in ld.entities if type(e).__name__ == "Node"]
+    assert [n["executable"] for n in nodes] == ["schnitzel_manager", "schnitzel_controller"]
+    ctl = nodes[1]
+    assert (ctl["package"], ctl["name"], ctl["namespace"]) == ("schnitzel_bringup", "_control", f"/{plan.graph}")
+    assert ctl["arguments"] == ["--plan", str(out["plan"].resolve())]    # the host reads the same plan
+    # the executable the Node names is installed by schnitzel_bringup (lib/schnitzel_bringup, as the
+    # manager's), and runs the controller host
+    setup = (Path(__file__).resolve().parents[1] / "setup.py").read_text()
+    assert '"schnitzel_controller = schnitzel_bringup.controller_node:main"' in setup
+    # without controllers: no controller host, as before
+    _, plain = _compile(ONE, tmp_path / "plain")
+    ld = runpy.run_path(str(plain["launch"]))["generate_launch_description"]()
+    assert [e.kwargs["executable"] for e in ld.entities if type(e).__name__ == "Node"] == ["schnitzel_manager"]
+
+
+def test_the_controller_host_runs_only_on_the_manager_host(fake_launch):
+    from schnitzel_bringup.launch_gen import actions_from_plan
+
+    plan = compile_graph(load_graph(CONTROLLED, file="g.yaml"), Registry.from_classes(ALL)).to_dict()
+    plan["hosts"] = [{"name": "brain", "role": "manager"}, {"name": "arm", "role": "worker"}]
+    for c in plan["containers"]:
+        c["host"] = "arm"
+    names = lambda host: [a.kwargs["executable"] for a in actions_from_plan({**plan, "host": host}, "p.json")  # noqa: E731
+                          if type(a).__name__ == "Node"]
+    assert names("brain") == ["schnitzel_manager", "schnitzel_controller"]
+    assert names("arm") == []
+
+
 def test_nested_params_travel_as_json_text(tmp_path, fake_launch):
     plan, out = _compile(ONE, tmp_path)
     ld = runpy.run_path(str(out["launch"]))["generate_launch_description"]()

@@ -242,3 +242,24 @@ def test_controller_decisions_from_the_audit_become_series_and_events():
     assert _sample(_scrape(m), "schnitzel_controller_decisions", "schnitzel_controller_decisions_total",
                    controller="fps", knob="*", outcome="override") == 1
     assert m.events[-1]["event"] == "controller fps: * (override:suspend)"
+
+
+def test_enum_knob_and_mode_records_become_events_and_numeric_knobs_gauges():
+    import json
+
+    m = _manager()
+    base = {"controller": "q", "t": 1.0, "metrics": {}, "pressure": 2.0, "outcome": "pending"}
+    m.take_audit(json.dumps({**base, "id": 1, "knob": "det.model", "old": "det_s.onnx", "new": "det_n.onnx",
+                             "rule": "aimd:decrease"}))
+    m.take_audit(json.dumps({**base, "id": 2, "knob": "mode", "old": None, "new": "low_power", "rule": "mode:enter",
+                             "changes": {"cam.rate_hz": [20.0, 5.0], "det.model": ["det_n.onnx", "det_t.onnx"]}}))
+    fams = _scrape(m)
+    dec = lambda k: _sample(fams, "schnitzel_controller_decisions", "schnitzel_controller_decisions_total",  # noqa: E731
+                            controller="q", knob=k, outcome="changed")
+    assert (dec("det.model"), dec("mode")) == (1, 1)
+    assert _sample(fams, "schnitzel_controller_knob_value", "schnitzel_controller_knob_value",
+                   controller="q", knob="cam.rate_hz") == 5.0
+    events = [e["event"] for e in m.events]
+    assert events == ["controller q: det.model det_s.onnx -> det_n.onnx (aimd:decrease)",
+                      "controller q: mode none -> low_power (cam.rate_hz 20 -> 5, det.model det_n.onnx -> det_t.onnx) "
+                      "(mode:enter)"]

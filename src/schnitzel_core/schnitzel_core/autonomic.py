@@ -21,6 +21,10 @@ One step (:meth:`Controller.step`) in this order:
 4. the policy proposes a new value per knob; pinned knobs, knobs in their **cooldown** and a
    spent **budget** (changes per minute) hold; the proposal is limited to ``max_step`` and
    clamped to ``[min, max]``; at most one knob changes per step, so each change is judged alone.
+
+An enum knob (``values:``, e.g. model files) moves by its position in the list under the same
+guardrails. A controller's **modes** (named knob sets switched together, e.g. ``low_power``) are
+``schnitzel_core.autonomic_modes``; they step between 2. and 4.
 """
 from __future__ import annotations
 
@@ -48,7 +52,13 @@ class ControlError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Knob:
-    """A node's live numeric parameter the controller may move within ``[minimum, maximum]``."""
+    """A node's live parameter the controller may move within ``[minimum, maximum]``.
+
+    An **enum knob** (``values``: an ordered list of choices, e.g. model files or presets) is
+    moved by its *position* in the list: ``minimum``/``maximum`` are then 0 and ``len - 1``,
+    the policies and guardrails see positions, and the node is set to ``values[position]``.
+    ``cost: increasing`` means a later value is more load (list the lightest first).
+    """
 
     node: str
     param: str
@@ -58,14 +68,47 @@ class Knob:
     integer: bool = False              # the param is an int: values are rounded
     cost: str = "increasing"           # "increasing": a higher value means more load (fps, width);
     #                                    "decreasing": a lower value means more load (sampler n)
+    values: Optional[Tuple[Any, ...]] = None   # an enum knob's choices, in order
 
     @property
     def key(self) -> str:
         return f"{self.node}.{self.param}"
 
+    @property
+    def enum(self) -> bool:
+        return self.values is not None
+
+    def position(self, value: Any) -> float:
+        """Where ``value`` sits on the knob's scale: the value itself, or an enum's index."""
+        if self.values is None:
+            return float(value)
+        return float(self.values.index(value))
+
+    def value_at(self, position: float) -> Any:
+        """The parameter value for a (clamped) position; the inverse of :meth:`position`."""
+        if self.values is None:
+            return position
+        return self.values[int(position)]
+
+    def choice(self, value: Any) -> Any:
+        """The enum value an operator means by ``value`` (itself, or its text); ControlError if none."""
+        assert self.values is not None
+        for v in self.values:            # the value itself first, then its text
+            if v == value and isinstance(v, str) == isinstance(value, str):
+                return v
+        for v in self.values:
+            if str(v) == str(value):
+                return v
+        raise ControlError(f"{value!r} is not one of knob {self.key}'s values "
+                           f"({', '.join(map(str, self.values))})")
+
+    def lightest(self) -> float:
+        """The position that sheds the most load."""
+        return self.minimum if self.cost == "increasing" else self.maximum
+
     def clamp(self, value: float) -> float:
         value = min(self.maximum, max(self.minimum, value))
-        if self.integer:
+        if self.integer or self.values is not None:
             # round inside the bounds (a fractional bound must not round outside itself)
             value = float(min(math.floor(self.maximum), max(math.ceil(self.minimum), round(value))))
         return value
@@ -104,14 +147,15 @@ class Decision:
     id: int
     t: float
     controller: str
-    knob: str
-    old: float
-    new: float
-    rule: str                          # e.g. "aimd:decrease", "rollback", "override:pin"
+    knob: str                          # "node.param"; "*" for suspend/resume; "mode" for a mode switch
+    old: Any                           # the knob's value (an enum knob: the list's entry); a mode switch:
+    new: Any                           # the mode's name (None: no mode)
+    rule: str                          # e.g. "aimd:decrease", "rollback", "override:pin", "mode:enter"
     metrics: Dict[str, float]
     pressure: Optional[float]
     outcome: str = "pending"           # pending -> kept | rolled_back; overrides: "override"
     ref: Optional[int] = None          # a rollback/outcome record: the decision it refers to
+    changes: Optional[Dict[str, List[Any]]] = None   # a mode switch: knob -> [old, new], every knob it set
 
     def to_json(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -168,13 +212,20 @@ class AimdPolicy(Policy):
             if last is not None and pressure < last * (1.0 - p["improving"]):
                 return value, "aimd:improving"
             f = p["decrease_factor"]
+            if knob.enum:
+                # the load position (0: lightest) shrinks by the factor, by one entry at least
+                load = value - knob.minimum if up > 0 else knob.maximum - value
+                load = min(load - 1.0, math.floor(load * f))
+                return (knob.minimum + load if up > 0 else knob.maximum - load), "aimd:decrease"
             new = value * f if up > 0 else (value / f if f > 0 else knob.maximum)
             if new == value:   # a zero value cannot shrink multiplicatively: step instead
                 new = value - up * p["increase_step"] * (knob.maximum - knob.minimum)
             return new, "aimd:decrease"
         if pressure < p["headroom"]:
             step = p["increase_step"] * (knob.maximum - knob.minimum)
-            if knob.integer:
+            if knob.enum:
+                step = 1.0             # one entry up the list
+            elif knob.integer:
                 step = max(step, 1.0)
             return value + up * step, "aimd:increase"
         return value, "aimd:hold"
@@ -206,8 +257,12 @@ class GradientPolicy(Policy):
             if s * up > 1e-12:        # more load -> more pressure, as expected
                 slope = s
         if slope is not None:
-            return value + p["gain"] * err / slope, "gradient:slope"
-        return value + up * p["gain"] * err * (knob.maximum - knob.minimum), "gradient:proportional"
+            new, rule = value + p["gain"] * err / slope, "gradient:slope"
+        else:
+            new, rule = value + up * p["gain"] * err * (knob.maximum - knob.minimum), "gradient:proportional"
+        if knob.enum and new != value:
+            new = value + (1.0 if new > value else -1.0)    # an enum knob moves one entry at a time
+        return new, rule
 
 
 BUILTIN_POLICIES: Dict[str, type] = {"aimd": AimdPolicy, "gradient": GradientPolicy}
@@ -239,6 +294,7 @@ class ControllerSpec:
     policy: str = "aimd"
     policy_params: Mapping[str, float] = dataclasses.field(default_factory=dict)
     guardrails: Guardrails = Guardrails()
+    modes: Tuple[Any, ...] = ()        # schnitzel_core.autonomic_modes.Mode, in declared order
 
 
 def pressure_of(objectives: Sequence[Objective], metrics: Mapping[str, float]) -> Optional[float]:
@@ -268,11 +324,15 @@ class Controller:
             raise ControlError(f"unknown policy {spec.policy!r} (installed: {', '.join(sorted(classes))})")
         self.spec = spec
         self.policy: Policy = classes[spec.policy](**dict(spec.policy_params))
-        self.values: Dict[str, float] = {}
+        self.values: Dict[str, Any] = {}   # a numeric knob's float, an enum knob's list entry
         for k in spec.knobs:
             if k.key not in initial:
                 raise ControlError(f"no initial value for knob {k.key}")
-            self.values[k.key] = float(initial[k.key])
+            v = initial[k.key]
+            if k.enum and not any(v == x for x in k.values or ()):
+                raise ControlError(f"knob {k.key}: the node's value {v!r} is not one of its values "
+                                   f"({', '.join(map(str, k.values or ()))})")
+            self.values[k.key] = k.choice(v) if k.enum else float(v)
         self._apply = apply
         self._audit = audit
         self.pinned: Dict[str, float] = {}
@@ -285,6 +345,9 @@ class Controller:
         self._budget: Deque[float] = deque()
         self._memory: Dict[str, Dict[str, Any]] = {k.key: {} for k in spec.knobs}
         self.reversals = 0
+        from .autonomic_modes import ModeLogic   # (that module builds on this one)
+
+        self.modes = ModeLogic(self)
 
     # ----------------------------------------------------------------- helpers
     def knob(self, key: str) -> Knob:
@@ -294,17 +357,17 @@ class Controller:
         raise ControlError(f"controller {self.spec.name!r} has no knob {key!r} "
                            f"(knobs: {', '.join(k.key for k in self.spec.knobs)})")
 
-    def _record(self, now: float, knob: str, old: float, new: float, rule: str,
+    def _record(self, now: float, knob: str, old: Any, new: Any, rule: str,
                 metrics: Mapping[str, float], pressure: Optional[float], outcome: str = "pending",
-                ref: Optional[int] = None) -> Decision:
+                ref: Optional[int] = None, changes: Optional[Dict[str, List[Any]]] = None) -> Decision:
         d = Decision(self._next_id, now, self.spec.name, knob, old, new, rule,
-                     {k: float(v) for k, v in metrics.items()}, pressure, outcome, ref)
+                     {k: float(v) for k, v in metrics.items()}, pressure, outcome, ref, changes)
         self._next_id += 1
         self.decisions.append(d)
         self._audit(d)
         return d
 
-    def _set(self, knob: Knob, value: float) -> bool:
+    def _set(self, knob: Knob, value: Any) -> bool:
         if not self._apply(knob, value):
             return False
         self.values[knob.key] = value
@@ -318,16 +381,24 @@ class Controller:
         self._last_dir[key] = direction
 
     # ----------------------------------------------------------------- operator override
-    def pin(self, key: str, value: float, now: float) -> Decision:
-        """Hold ``key`` at ``value`` until released; the controller never moves a pinned knob."""
+    def pin(self, key: str, value: Any, now: float) -> Decision:
+        """Hold ``key`` at ``value`` until released; the controller never moves a pinned knob.
+        An enum knob takes one of its values (or its text)."""
         knob = self.knob(key)
+        if knob.enum:
+            value = knob.choice(value)
+        else:
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise ControlError(f"knob {key} takes a number, got {value!r}") from None
         old = self.values[key]
         if self._pending is not None and self._pending.knob == key:
             self._pending = None     # the operator replaced that change: nothing left to judge
-        if not self._set(knob, float(value)):
+        if not self._set(knob, value):
             raise ControlError(f"node {knob.node!r} refused {knob.param}={value!r}")
-        self.pinned[key] = float(value)
-        return self._record(now, key, old, float(value), "override:pin", {}, None, "override")
+        self.pinned[key] = value
+        return self._record(now, key, old, value, "override:pin", {}, None, "override")
 
     def release(self, key: str, now: float) -> Decision:
         self.knob(key)
@@ -355,6 +426,7 @@ class Controller:
         pressure = pressure_of(self.spec.objectives, metrics)
         if pressure is None:
             return None
+        seen = metrics
         metrics = {o.key: metrics[o.key] for o in self.spec.objectives}   # what the audit shows
         g = self.spec.guardrails
         pending = self._pending
@@ -362,43 +434,55 @@ class Controller:
             if now - pending.t < g.dwell_s:
                 return None
             self._pending = None
-            knob = self.knob(pending.knob)
             before = pending.pressure if pending.pressure is not None else pressure
-            worse = pressure > before * (1.0 + g.rollback_tolerance) and pressure > 1.0
-            if g.rollback and worse and knob.heavier(pending.new, pending.old) \
-                    and pending.knob not in self.pinned:
-                if self._set(knob, pending.old):
-                    pending.outcome = "rolled_back"
-                    self._last_change[knob.key] = now
-                    self._count_direction(knob.key, pending.old, pending.new)
-                    return self._record(now, knob.key, pending.new, pending.old, "rollback", metrics,
-                                        pressure, "rolled_back", ref=pending.id)
+            worse = g.rollback and pressure > before * (1.0 + g.rollback_tolerance) and pressure > 1.0
+            if pending.knob == self.modes.KNOB:
+                rolled = self.modes.judge(now, pending, worse, metrics, pressure)
+                if rolled is not None:
+                    return rolled
+            else:
+                knob = self.knob(pending.knob)
+                old_pos, new_pos = knob.position(pending.old), knob.position(pending.new)
+                if worse and knob.heavier(new_pos, old_pos) and pending.knob not in self.pinned \
+                        and pending.knob not in self.modes.held():
+                    if self._set(knob, pending.old):
+                        pending.outcome = "rolled_back"
+                        self._last_change[knob.key] = now
+                        self._count_direction(knob.key, old_pos, new_pos)
+                        return self._record(now, knob.key, pending.new, pending.old, "rollback", metrics,
+                                            pressure, "rolled_back", ref=pending.id)
             pending.outcome = "kept"
             self._record(now, pending.knob, pending.old, pending.new, "judged", metrics, pressure,
                          "kept", ref=pending.id)
         while self._budget and now - self._budget[0] >= 60.0:
             self._budget.popleft()
+        switched = self.modes.step(now, seen, pressure, metrics)
+        if switched is not None:
+            return switched
         if len(self._budget) >= g.max_changes_per_min:
             return None
+        held = self.modes.held()
         for knob in self.spec.knobs:
             key = knob.key
-            if key in self.pinned:
+            if key in self.pinned or key in held:
                 continue
             last = self._last_change.get(key)
             if last is not None and now - last < g.cooldown_s:
                 continue
             old = self.values[key]
-            proposed, rule = self.policy.propose(knob, old, pressure, self._memory[key])
+            pos = knob.position(old)
+            proposed, rule = self.policy.propose(knob, pos, pressure, self._memory[key])
             if proposed is None or not math.isfinite(proposed):
                 continue
             if knob.max_step is not None:
-                proposed = min(old + knob.max_step, max(old - knob.max_step, proposed))
-            new = knob.clamp(proposed)
-            if new == old:
+                proposed = min(pos + knob.max_step, max(pos - knob.max_step, proposed))
+            new_pos = knob.clamp(proposed)
+            if new_pos == pos:
                 continue
+            new = knob.value_at(new_pos)
             if not self._set(knob, new):
                 continue
-            self._count_direction(key, new, old)
+            self._count_direction(key, new_pos, pos)
             self._last_change[key] = now
             self._budget.append(now)
             d = self._record(now, key, old, new, rule, metrics, pressure)
@@ -410,8 +494,8 @@ class Controller:
 # --------------------------------------------------------------------------- graph declaration
 
 CONTROLLER_KEYS = ("name", "policy", "policy_params", "interval_s", "knobs", "objectives", "guardrails",
-                   "description")
-KNOB_KEYS = ("node", "param", "min", "max", "max_step", "cost")
+                   "modes", "description")
+KNOB_KEYS = ("node", "param", "min", "max", "values", "max_step", "cost")
 OBJECTIVE_KEYS = ("node", "metric", "max")
 GUARDRAIL_KEYS = tuple(f.name for f in dataclasses.fields(Guardrails))
 DEFAULT_INTERVAL_S = 1.0
@@ -437,10 +521,37 @@ def _keys(d: Any, allowed: Sequence[str], where: str, required: Sequence[str] = 
     return d
 
 
-def spec_from_dict(d: Any, integer_params: Sequence[str] = ()) -> ControllerSpec:
+def _enum_values(k: Mapping[str, Any], kw: str) -> Tuple[Any, ...]:
+    """An enum knob's ``values``: two or more distinct scalars, and no ``min``/``max``."""
+    both = [x for x in ("min", "max") if x in k]
+    if both:
+        raise ControlError(f"{kw}: a knob with `values` takes no {' or '.join(both)} (its bounds are the "
+                           "first and the last value); give either values or min/max")
+    vals = k["values"]
+    if not isinstance(vals, list) or len(vals) < 2:
+        raise ControlError(f"{kw}.values must be a list of two or more values, got {vals!r}")
+    for v in vals:
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+            raise ControlError(f"{kw}.values: {v!r} is not a text or a number")
+    if len({(type(v) is str, v) for v in vals}) != len(vals):
+        raise ControlError(f"{kw}.values lists a value twice: {vals!r}")
+    return tuple(vals)
+
+
+def objective_from_dict(o: Any, ow: str) -> Objective:
+    """``{node, metric, max}`` -> :class:`Objective` (an objective, or a mode's trigger)."""
+    o = _keys(o, OBJECTIVE_KEYS, ow, ("node", "metric", "max"))
+    if o["metric"] not in METRICS:
+        raise ControlError(f"{ow}.metric {o['metric']!r} is not a metric (metrics: {', '.join(METRICS)})")
+    return Objective(str(o["node"]), o["metric"], _num(o["max"], f"{ow}.max", 0.0))
+
+
+def spec_from_dict(d: Any, integer_params: Sequence[str] = (), check_modes: bool = True) -> ControllerSpec:
     """A graph's ``controllers:`` entry -> :class:`ControllerSpec`; ControlError names the field.
 
-    ``integer_params``: the ``node.param`` keys whose schema type is int (their values round)."""
+    ``integer_params``: the ``node.param`` keys whose schema type is int (their values round).
+    ``check_modes``: a mode that sets a value its knob cannot take is an error here (the validator
+    passes False and reports each such problem on its own, SCH809)."""
     d = _keys(d, CONTROLLER_KEYS, "a controller", ("name", "knobs", "objectives"))
     name = d["name"]
     if not isinstance(name, str) or not name:
@@ -458,16 +569,24 @@ def spec_from_dict(d: Any, integer_params: Sequence[str] = ()) -> ControllerSpec
         raise ControlError(f"{where}: knobs must be a non-empty list")
     for i, k in enumerate(d["knobs"]):
         kw = f"{where}: knobs[{i}]"
-        k = _keys(k, KNOB_KEYS, kw, ("node", "param", "min", "max"))
-        lo, hi = _num(k["min"], f"{kw}.min"), _num(k["max"], f"{kw}.max")
-        if lo > hi:
-            raise ControlError(f"{kw}: min {lo:g} is above max {hi:g}")
+        k = _keys(k, KNOB_KEYS, kw, ("node", "param"))
+        values: Optional[Tuple[Any, ...]] = None
+        if "values" in k:
+            values = _enum_values(k, kw)
+            lo, hi = 0.0, float(len(values) - 1)      # positions in the list
+        else:
+            for x in ("min", "max"):
+                if x not in k:
+                    raise ControlError(f"{kw} needs `{x}` (or `values`, a list of the values it may take)")
+            lo, hi = _num(k["min"], f"{kw}.min"), _num(k["max"], f"{kw}.max")
+            if lo > hi:
+                raise ControlError(f"{kw}: min {lo:g} is above max {hi:g}")
         step = _num(k["max_step"], f"{kw}.max_step", 0.0) if k.get("max_step") is not None else None
         cost = k.get("cost", "increasing")
         if cost not in ("increasing", "decreasing"):
             raise ControlError(f"{kw}.cost must be increasing or decreasing, got {cost!r}")
         knob = Knob(str(k["node"]), str(k["param"]), lo, hi, step,
-                    f"{k['node']}.{k['param']}" in integer_params, cost)
+                    values is None and f"{k['node']}.{k['param']}" in integer_params, cost, values)
         if knob.key in {x.key for x in knobs}:
             raise ControlError(f"{kw}: knob {knob.key} is declared twice")
         knobs.append(knob)
@@ -475,11 +594,7 @@ def spec_from_dict(d: Any, integer_params: Sequence[str] = ()) -> ControllerSpec
     if not isinstance(d["objectives"], list) or not d["objectives"]:
         raise ControlError(f"{where}: objectives must be a non-empty list")
     for i, o in enumerate(d["objectives"]):
-        ow = f"{where}: objectives[{i}]"
-        o = _keys(o, OBJECTIVE_KEYS, ow, ("node", "metric", "max"))
-        if o["metric"] not in METRICS:
-            raise ControlError(f"{ow}.metric {o['metric']!r} is not a metric (metrics: {', '.join(METRICS)})")
-        objectives.append(Objective(str(o["node"]), o["metric"], _num(o["max"], f"{ow}.max", 0.0)))
+        objectives.append(objective_from_dict(o, f"{where}: objectives[{i}]"))
     g = _keys(d.get("guardrails") or {}, GUARDRAIL_KEYS, f"{where}: guardrails")
     gkw: Dict[str, Any] = {}
     for k, v in g.items():
@@ -491,7 +606,15 @@ def spec_from_dict(d: Any, integer_params: Sequence[str] = ()) -> ControllerSpec
             gkw[k] = int(_num(v, f"{where}: guardrails.{k}", 1.0))
         else:
             gkw[k] = _num(v, f"{where}: guardrails.{k}", 0.0)
-    return ControllerSpec(name, tuple(knobs), tuple(objectives), policy, pparams, Guardrails(**gkw))
+    from .autonomic_modes import mode_problems, modes_from_dict   # (that module builds on this one)
+
+    spec = ControllerSpec(name, tuple(knobs), tuple(objectives), policy, pparams, Guardrails(**gkw),
+                          modes_from_dict(d.get("modes"), where))
+    if check_modes:
+        problems = mode_problems(spec)
+        if problems:
+            raise ControlError(f"{where}: {problems[0]}")
+    return spec
 
 
 # --------------------------------------------------------------------------- metrics from status

@@ -201,15 +201,18 @@ metric_values = st.one_of(st.floats(min_value=0, max_value=1e6, allow_nan=False)
        integer=st.booleans(), cost=st.sampled_from(["increasing", "decreasing"]),
        start=st.floats(min_value=0, max_value=1), max_step=st.one_of(st.none(), st.floats(0.01, 100)),
        stream=st.lists(st.tuples(st.floats(min_value=0, max_value=30), metric_values), max_size=60),
-       pins=st.lists(st.tuples(st.integers(0, 59), st.sampled_from(["pin", "release", "suspend", "resume"])),
+       pins=st.lists(st.tuples(st.integers(0, 59), st.sampled_from(["pin", "release", "suspend", "resume",
+                                                                    "force", "unforce"])),
                      max_size=5))
 def test_never_outside_bounds_under_a_fuzzed_metric_stream(policy, lo, span, integer, cost, start,
                                                            max_step, stream, pins):
+    from schnitzel_core.autonomic_modes import Mode
     if integer and math.floor(lo + span) < math.ceil(lo):
         span = 1.0
     knob = Knob("n", "k", lo, lo + span, max_step=max_step, integer=integer, cost=cost)
+    low = Mode("low", ((knob.key, knob.clamp(lo)),), enter_after_s=1.0, exit_after_s=3.0)   # modes switch it too
     spec = ControllerSpec("c", (knob,), (LAT,), policy, {},
-                          Guardrails(cooldown_s=1.0, dwell_s=2.0, max_changes_per_min=20))
+                          Guardrails(cooldown_s=1.0, dwell_s=2.0, max_changes_per_min=20), (low,))
     set_to = []
     initial = knob.clamp(lo + start * span)
     c = Controller(spec, {knob.key: initial}, apply=lambda k, v: set_to.append(v) or True)
@@ -226,6 +229,10 @@ def test_never_outside_bounds_under_a_fuzzed_metric_stream(policy, lo, span, int
             c.suspend(t)
         elif op == "resume":
             c.resume(t)
+        elif op == "force":
+            c.modes.force("low", t)
+        elif op == "unforce" and c.modes.forced:
+            c.modes.release(t)
         c.step(t, lat(value))
         assert knob.minimum <= c.values[knob.key] <= knob.maximum
     assert all(knob.minimum <= v <= knob.maximum for v in set_to)
@@ -272,3 +279,123 @@ def test_aimd_waits_while_the_pressure_is_still_falling_after_a_decrease():
     assert c.step(1.0, lat(300)) is None                # still over, but falling: a backlog drains
     assert c.decisions[-1].rule == "judged"
     assert c.step(2.0, lat(300)).new == 10.0            # over and no longer falling: decrease again
+
+
+# --------------------------------------------------------------------------- enum knobs
+
+MODELS = ("det_n.onnx", "det_s.onnx", "det_m.onnx", "det_l.onnx", "det_x.onnx")   # lightest first
+
+
+def enum_knob(values=MODELS, **kw):
+    return Knob("det", "model", 0.0, float(len(values) - 1), values=tuple(values), **kw)
+
+
+def test_enum_knob_aimd_one_entry_up_and_a_decrease_jumps_further_down():
+    k = enum_knob()
+    c, log = make(knobs=(k,), initial={k.key: "det_x.onnx"})
+    assert (c.step(0.0, lat(1000)).new, log[-1].old) == ("det_m.onnx", "det_x.onnx")   # load 4 -> 2
+    assert c.step(1.0, lat(1000)).new == "det_s.onnx"                                 # 2 -> 1
+    assert c.step(2.0, lat(1000)).new == "det_n.onnx"                                 # 1 -> 0
+    assert c.step(3.0, lat(1000)) is None and c.values[k.key] == "det_n.onnx"         # the lightest
+    assert c.step(4.0, lat(1)).new == "det_s.onnx"                                    # one entry up
+    assert c.step(5.0, lat(1)).new == "det_m.onnx"
+    assert all(d.new in MODELS for d in c.decisions)
+
+
+def test_enum_knob_cost_decreasing_lists_the_heaviest_first():
+    k = enum_knob(tuple(reversed(MODELS)), cost="decreasing")
+    c, _ = make(knobs=(k,), initial={k.key: "det_x.onnx"})
+    assert c.step(0.0, lat(1000)).new == "det_m.onnx"
+    assert c.step(1.0, lat(1)).new == "det_l.onnx"
+
+
+def test_enum_knob_gradient_moves_one_entry_at_a_time():
+    k = enum_knob()
+    c, _ = make(knobs=(k,), policy="gradient", initial={k.key: "det_x.onnx"})
+    assert c.step(0.0, lat(5000)).new == "det_l.onnx"
+    assert c.step(1.0, lat(5000)).new == "det_m.onnx"
+    assert c.step(2.0, lat(10)).new == "det_l.onnx"
+
+
+def test_enum_knob_guardrails_rollback_cooldown_max_step_and_pin():
+    k = enum_knob(max_step=1)
+    c, log = make(knobs=(k,), initial={k.key: "det_s.onnx"}, dwell_s=2.0, cooldown_s=5.0)
+    assert c.step(0.0, lat(10)).new == "det_m.onnx"                 # headroom: one up
+    assert c.step(1.0, lat(10)) is None                             # dwell
+    rb = c.step(2.0, lat(500))                                      # worse and over: back
+    assert (rb.rule, rb.old, rb.new) == ("rollback", "det_m.onnx", "det_s.onnx")
+    assert c.step(4.0, lat(10)) is None                             # cooldown after the rollback
+    c2, _ = make(knobs=(k,), initial={k.key: "det_x.onnx"})
+    assert c2.step(0.0, lat(1000)).new == "det_l.onnx"              # max_step: one entry, not two
+    pin = c.pin(k.key, "det_x.onnx", 10.0)
+    assert (pin.old, pin.new, c.values[k.key]) == ("det_s.onnx", "det_x.onnx", "det_x.onnx")
+    with pytest.raises(ControlError, match="'det_q.onnx' is not one of knob det.model's values"):
+        c.pin(k.key, "det_q.onnx", 11.0)
+    batch = Knob("det", "batch", 0.0, 2.0, values=(1, 4, 8))
+    cb, _ = make(knobs=(batch,), initial={batch.key: 8})
+    assert cb.pin(batch.key, "4", 0.0).new == 4                     # the CLI sends text
+
+
+def test_enum_knob_initial_value_must_be_listed():
+    k = enum_knob()
+    with pytest.raises(ControlError, match="the node's value 'yolo.onnx' is not one of its values"):
+        make(knobs=(k,), initial={k.key: "yolo.onnx"})
+
+
+def test_enum_knob_from_a_graph_entry_and_its_errors():
+    from schnitzel_core.autonomic import spec_from_dict
+    entry = {"name": "c", "knobs": [{"node": "det", "param": "model", "values": list(MODELS[:2])}],
+             "objectives": [{"node": "det", "metric": "latency_p95_ms", "max": 150}]}
+    k = spec_from_dict(entry).knobs[0]
+    assert (k.values, k.minimum, k.maximum, k.enum) == (MODELS[:2], 0.0, 1.0, True)
+    entry["knobs"][0]["max"] = 3
+    with pytest.raises(ControlError, match=r"knobs\[0\]: a knob with `values` takes no max"):
+        spec_from_dict(entry)
+    for bad, words in ((["a"], "two or more"), (["a", "a"], "lists a value twice"), ([[1], 2], "not a text")):
+        entry["knobs"][0] = {"node": "det", "param": "model", "values": bad}
+        with pytest.raises(ControlError, match=words):
+            spec_from_dict(entry)
+    entry["knobs"][0] = {"node": "det", "param": "model"}
+    with pytest.raises(ControlError, match=r"needs `min` \(or `values`"):
+        spec_from_dict(entry)
+
+
+@settings(max_examples=200, deadline=None)
+@given(policy=st.sampled_from(["aimd", "gradient"]),
+       values=st.lists(st.one_of(st.text(min_size=1, max_size=4), st.integers(-5, 50)), min_size=2, max_size=6,
+                       unique_by=lambda v: (type(v) is str, v)),
+       cost=st.sampled_from(["increasing", "decreasing"]), start=st.integers(0, 5),
+       max_step=st.one_of(st.none(), st.integers(1, 3)),
+       stream=st.lists(st.tuples(st.floats(min_value=0, max_value=30), metric_values), max_size=60),
+       ops=st.lists(st.tuples(st.integers(0, 59), st.sampled_from(["pin", "release", "suspend", "resume",
+                                                                   "force", "unforce"]),
+                              st.integers(0, 5)), max_size=5))
+def test_an_enum_knob_never_takes_a_value_outside_its_list(policy, values, cost, start, max_step, stream, ops):
+    from schnitzel_core.autonomic_modes import Mode
+    knob = Knob("n", "k", 0.0, float(len(values) - 1), max_step=max_step, cost=cost, values=tuple(values))
+    low = Mode("low", ((knob.key, values[-1]),), enter_after_s=1.0, exit_after_s=3.0)   # modes too
+    spec = ControllerSpec("c", (knob,), (LAT,), policy, {},
+                          Guardrails(cooldown_s=1.0, dwell_s=2.0, max_changes_per_min=20), (low,))
+    set_to = []
+    c = Controller(spec, {knob.key: values[start % len(values)]}, apply=lambda k, v: set_to.append(v) or True)
+    t = 0.0
+    todo = {i: (op, j) for i, op, j in ops}
+    for i, (dt, value) in enumerate(stream):
+        t += dt
+        op, j = todo.get(i, (None, 0))
+        if op == "pin":
+            c.pin(knob.key, values[j % len(values)], t)
+        elif op == "release":
+            c.release(knob.key, t)
+        elif op == "suspend":
+            c.suspend(t)
+        elif op == "resume":
+            c.resume(t)
+        elif op == "force":
+            c.modes.force("low", t)
+        elif op == "unforce" and c.modes.forced:
+            c.modes.release(t)
+        c.step(t, lat(value))
+        assert any(c.values[knob.key] == v and type(c.values[knob.key]) is type(v) for v in values)
+    assert all(any(s == v and type(s) is type(v) for v in values) for s in set_to)
+    assert all(d.new in values for d in c.decisions if d.knob == knob.key)

@@ -1,19 +1,42 @@
 """The control plane (SCH8xx, docs/autonomic.md): a mixin of the validator's checker."""
 from __future__ import annotations
 
-from typing import Dict, Set
+from typing import Any, Dict, Set
+
+from schnitzel_core import param_check
 
 from .hints import _did_you_mean
+
+NUMERIC = ("int", "float", "number")
+
+
+def _problem(p: Any, value: Any) -> str:
+    """Why ``value`` does not fit the parameter ``p`` ("" when it does), in a few words."""
+    probs = param_check.param_problems(p, value)
+    if not probs:
+        return ""
+    kind = probs[0].kind
+    if kind == param_check.TYPE:
+        return f"not of the parameter's type {p.type}"
+    if kind == param_check.ENUM:
+        return f"not one of the parameter's allowed values ({', '.join(map(repr, p.enum or ()))})"
+    if kind in (param_check.MINIMUM, param_check.MAXIMUM):
+        lo = "-inf" if p.minimum is None else f"{p.minimum:g}"
+        hi = "inf" if p.maximum is None else f"{p.maximum:g}"
+        return f"outside the parameter's schema [{lo}, {hi}]"
+    return f"refused by the parameter's schema ({kind})"
 
 
 class ControlChecks:
     """``controllers:`` entries: knobs, objectives, policies."""
 
     def check_controllers(self) -> None:
-        """Each ``controllers:`` entry: well formed, its knobs live numeric params of existing
-        nodes with bounds inside the param's schema, its objectives on existing nodes, its
-        policy installed; no knob steered by two controllers."""
+        """Each ``controllers:`` entry: well formed, its knobs live params of existing nodes
+        (numeric with bounds inside the param's schema, or an enum knob whose every value the
+        schema takes), its objectives on existing nodes, its policy installed, its modes set
+        values their knobs take; no knob steered by two controllers."""
         from schnitzel_core.autonomic import ControlError, load_policies, spec_from_dict
+        from schnitzel_core.autonomic_modes import mode_problems
 
         if not self.g.controllers:
             return
@@ -25,7 +48,7 @@ class ControlChecks:
         for i, raw in enumerate(self.g.controllers):
             pos = self.g.controller_pos[i] if i < len(self.g.controller_pos) else self.g.pos
             try:
-                c = spec_from_dict(raw, ints)
+                c = spec_from_dict(raw, ints, check_modes=False)
             except ControlError as exc:
                 self.add("SCH801", f"controllers[{i}]: {exc}", pos,
                          "see docs/autonomic.md for the keys of a controller")
@@ -33,6 +56,7 @@ class ControlChecks:
             if c.name in seen_names:
                 self.add("SCH801", f"controller name {c.name!r} is used twice", pos, "give each controller its own name")
             seen_names.add(c.name)
+            params: Dict[str, Any] = {}    # node.param -> its Param, for the modes' values
             for k in c.knobs:
                 n = self.nodes.get(k.node) or self.g.node(k.node)
                 if n is None:
@@ -45,18 +69,41 @@ class ControlChecks:
                     continue   # its plugin is reported already
                 p = spec.param(k.param)
                 if p is None:
-                    live = [q.name for q in spec.params if q.live and q.type in ("int", "float", "number")]
+                    live = [q.name for q in spec.params if q.live]
                     self.add("SCH803", f"controller {c.name!r}: node {k.node!r} ({spec.name}) has no parameter "
                              f"{k.param!r}", pos, _did_you_mean(k.param, live) +
-                             f"live numeric parameters of {spec.name}: {', '.join(live) or 'none'}")
+                             f"live parameters of {spec.name}: {', '.join(live) or 'none'}")
                     continue
-                if not p.live or p.type not in ("int", "float", "number"):
-                    why = "not live (it cannot change on a running node)" if not p.live else f"of type {p.type}"
-                    self.add("SCH804", f"controller {c.name!r}: parameter {k.param!r} of node {k.node!r} is {why}; "
-                             "a knob must be a live numeric parameter", pos,
-                             "choose a parameter marked live in `schnitzel plugins " + spec.name + "`")
+                if not p.live:
+                    # e.g. onnx_model's `model`: read when the node is configured, so a new model
+                    # means a new node (a hot replacement), which a controller never does
+                    self.add("SCH804", f"controller {c.name!r}: parameter {k.param!r} of node {k.node!r} "
+                             f"({spec.name}) is not live: the node reads it only when it is configured, so a "
+                             "new value needs a replacement of the node (`schnitzel apply`), not a live "
+                             "change; a knob must be a live parameter", pos,
+                             f"choose a parameter marked live in `schnitzel plugins {spec.name}`, or change "
+                             f"{k.param!r} with `schnitzel apply`")
                     continue
-                if (p.minimum is not None and k.minimum < p.minimum) or (p.maximum is not None and k.maximum > p.maximum):
+                if not k.enum and p.type not in NUMERIC:
+                    self.add("SCH804", f"controller {c.name!r}: parameter {k.param!r} of node {k.node!r} is of "
+                             f"type {p.type}; a knob with min/max must be a numeric parameter", pos,
+                             "list the values it may take, in order, instead: `values: [...]`" +
+                             (f" (allowed: {', '.join(map(str, p.enum))})" if p.enum else ""))
+                    continue
+                params[k.key] = p
+                if k.enum:
+                    for v in k.values or ():
+                        why = _problem(p, v)
+                        if why:
+                            self.add("SCH805", f"controller {c.name!r}: knob {k.key} value {v!r} is {why}", pos,
+                                     "list only values the parameter takes")
+                    decl = self.g.node(k.node)
+                    now = decl.params.get(k.param, p.default) if decl is not None else p.default
+                    if not any(now == v for v in k.values or ()):
+                        self.add("SCH805", f"controller {c.name!r}: node {k.node!r} starts with {k.param} = {now!r}, "
+                                 f"which is not one of knob {k.key}'s values", pos,
+                                 f"add {now!r} to values, or set the node's {k.param} to one of them")
+                elif (p.minimum is not None and k.minimum < p.minimum) or (p.maximum is not None and k.maximum > p.maximum):
                     self.add("SCH805", f"controller {c.name!r}: knob {k.key} bounds [{k.minimum:g}, {k.maximum:g}] "
                              f"are outside the parameter's schema [{'-inf' if p.minimum is None else f'{p.minimum:g}'}, "
                              f"{'inf' if p.maximum is None else f'{p.maximum:g}'}]", pos,
@@ -65,6 +112,17 @@ class ControlChecks:
                     self.add("SCH808", f"knob {k.key} is steered by controllers {owner[k.key]!r} and {c.name!r}",
                              pos, "give each knob to one controller")
                 owner.setdefault(k.key, c.name)
+            for problem in mode_problems(c):
+                self.add("SCH809", f"controller {c.name!r}: {problem}", pos,
+                         "a mode sets knobs of its controller, to values inside their min/max or values")
+            for m in c.modes:
+                for key, v in m.settings:
+                    k = next((x for x in c.knobs if x.key == key), None)
+                    fits = k is not None and not k.enum and not isinstance(v, str) and k.minimum <= v <= k.maximum
+                    why = _problem(params[key], v) if fits and key in params else ""   # (else reported above)
+                    if why:
+                        self.add("SCH809", f"controller {c.name!r}: mode {m.name!r} sets {key} = {v!r}, {why}",
+                                 pos, "a mode sets values the parameter takes")
             if c.policy not in policies:
                 self.add("SCH806", f"controller {c.name!r}: no policy named {c.policy!r} is installed", pos,
                          _did_you_mean(c.policy, list(policies)) + f"installed: {', '.join(sorted(policies))}")

@@ -92,11 +92,12 @@ CODES: Dict[str, Tuple[str, str]] = {
     "SCH801": (ERROR, "malformed controller declaration"),
     "SCH802": (ERROR, "controller knob on a node that does not exist"),
     "SCH803": (ERROR, "controller knob on a parameter the node does not have"),
-    "SCH804": (ERROR, "controller knob on a parameter that is not live or not numeric"),
-    "SCH805": (ERROR, "controller knob bounds outside the parameter's schema"),
+    "SCH804": (ERROR, "controller knob on a parameter that is not live, or a min/max knob on a non-numeric one"),
+    "SCH805": (ERROR, "controller knob bounds or values outside the parameter's schema"),
     "SCH806": (ERROR, "controller policy not installed or its settings unknown"),
     "SCH807": (ERROR, "controller objective on a node that does not exist"),
     "SCH808": (ERROR, "one knob steered by two controllers"),
+    "SCH809": (ERROR, "a controller mode sets a value its knob cannot take"),
 }
 
 

@@ -15,7 +15,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import pytest
 from schnitzel_core.testing import wait_for
@@ -63,8 +63,9 @@ def _lines(path: Path) -> List[dict]:
 class Graph:
     """One `schnitzel run` of a graph file, tagged so its processes can be found and reaped."""
 
-    def __init__(self, tmp: Path, env: Dict[str, str], text: str, name: str) -> None:
+    def __init__(self, tmp: Path, env: Dict[str, str], text: str, name: str, run_args: Sequence[str] = ()) -> None:
         self.dir = tmp
+        self.run_args = list(run_args)
         self.name = name
         self.tag = uuid.uuid4().hex
         self.env = {**env, TAG_VAR: self.tag, "HOT_SWAP_DIR": str(tmp)}
@@ -76,7 +77,8 @@ class Graph:
 
     def start(self) -> None:
         with open(self.log, "wb") as fh:
-            self.proc = subprocess.Popen(_cli("run", str(self.file), "--run-dir", str(self.run_dir), "--quiet"),
+            self.proc = subprocess.Popen(_cli("run", str(self.file), "--run-dir", str(self.run_dir), "--quiet",
+                                              *self.run_args),
                                          env=self.env, stdout=fh, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
         ok = wait_for(lambda: (self.status() or {}).get("state") == "active", 120)
@@ -120,8 +122,8 @@ def graph_factory(tmp_path):
     made: List[Graph] = []
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1")
 
-    def make(text: str, name: str) -> Graph:
-        g = Graph(tmp_path, env, text, name)
+    def make(text: str, name: str, run_args: Sequence[str] = ()) -> Graph:
+        g = Graph(tmp_path, env, text, name, run_args)
         made.append(g)
         return g
 
@@ -208,6 +210,28 @@ def test_policy_replaced_at_100_per_second_keeps_the_container_and_misses_nothin
     new = [r for r in records if r["payload"].get("policy") == "v2"]
     assert old and new and max(r["seq"] for r in old) >= min(r["seq"] for r in new) - 1
     print(f"replaced in place; {dups} duplicate(s) with the same key; {len(records)} records")
+
+
+def test_a_recorded_run_is_replaced_in_place_and_the_recording_goes_on(graph_factory):
+    """`schnitzel run --record`: the replacement is compiled the way the recorded plan was (ports
+    exposed on DDS, recorder edges), so it is accepted, and what the new node sends is recorded."""
+    from schnitzel_core import recording as rec
+
+    g = graph_factory(_graph("hs_rec", RULES_V1, rate=50.0), "hs_rec")
+    mcap = g.dir / "run.mcap"
+    g.run_args = ["--record", str(mcap)]
+    g.start()
+    out = g.dir / "out.jsonl"
+    assert wait_for(lambda: len(_lines(out)) >= 50, 30), g.output()
+    res = g.cli("replace", "hs_rec", "policy", "--plugin", "map", "--params", 'constants={"policy": "v2"}')
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert wait_for(lambda: any(r["payload"].get("policy") == "v2" for r in _lines(out)), 10), g.output()
+    time.sleep(0.5)
+    g.stop()
+    _assert_no_gap_and_same_keys(_lines(out))
+    recorded = [rec.decode_packet(m.data) for m in rec.read_messages(str(mcap), ["/hs_rec/policy/out"])]
+    assert any(p.meta.get("policy") == "v1" for p in recorded)
+    assert any(p.json().get("policy") == "v2" for p in recorded), "the replacement's output was not recorded"
 
 
 def test_replacement_whose_configure_raises_rolls_back_and_loses_nothing(graph_factory):

@@ -151,7 +151,28 @@ def prepare(plan: Any, run_dir: Path, path: str, *, frames: bool = False) -> "Re
 
     topics = record_topics(plan, load_registry(), frames=frames)
     expose_for_recording(plan, topics)
+    # kept in the plan, so that hot replacement compiles its new plans the same way
+    plan.runtime["record"] = {"frames": bool(frames), "topics": [t["topic"] for t in topics]}
     return RecorderProcess(path, topics, run_dir, plan.graph)
+
+
+def as_recorded(plan: Any, running: Any, registry: Any) -> Any:
+    """``plan`` (just compiled from the graph file) made the way ``running`` was made for
+    ``--record``: the same ports exposed on DDS, the same QoS and recorder edges, for the topics
+    the recorder subscribed to at the start (a port an apply adds is not recorded). Plans
+    without recording are returned as they are. Hot replacement compares and compiles with it."""
+    rec = (getattr(running, "runtime", None) or {}).get("record")
+    if not rec:
+        return plan
+    if registry is None:
+        from schnitzel_core.registry import load_registry
+
+        registry = load_registry()
+    wanted = set(rec.get("topics") or [])
+    topics = [t for t in record_topics(plan, registry, frames=bool(rec.get("frames"))) if t["topic"] in wanted]
+    expose_for_recording(plan, topics)
+    plan.runtime["record"] = dict(rec)
+    return plan
 
 
 # ---------------------------------------------------------------------------

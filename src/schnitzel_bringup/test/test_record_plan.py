@@ -89,3 +89,23 @@ def test_trace_of_an_unknown_key_says_so(tmp_path):
     assert tr["events"] == [] and "nothing known" in format_trace(tr)
     tr = build_trace("k1", run_dir=str(tmp_path))
     assert [e["event"] for e in tr["events"]] == ["queued"]
+
+
+def test_hot_replacement_compiles_the_graph_file_the_way_the_recorded_run_was_compiled(tmp_path):
+    """A run started with --record differs from what its graph file compiles to (exposed ports,
+    recorder edges); hot replacement must compare and compile with the same recording applied."""
+    from schnitzel_core.graph_loader import load_graph
+
+    from schnitzel_bringup.record_proc import prepare
+    from schnitzel_bringup.replace.services import _check_same_graph
+
+    path = tmp_path / "g.yaml"
+    path.write_text(GRAPH)
+    _, plan = validate_and_compile(str(path))
+    prepare(plan, tmp_path, str(tmp_path / "r.mcap"))
+    assert plan.runtime["record"] == {"frames": False, "topics": ["/g/cam/out", "/g/src/out", "/g/q/out"]}
+    _check_same_graph(plan, load_graph(str(path)), load_registry())     # the same graph: accepted
+    path.write_text(GRAPH.replace("mode: counter", "mode: counter, rate_hz: 7"))   # edited since
+    from schnitzel_bringup.replace.protocol import ReplaceError
+    with pytest.raises(ReplaceError, match="was changed after the graph started"):
+        _check_same_graph(plan, load_graph(str(path)), load_registry())

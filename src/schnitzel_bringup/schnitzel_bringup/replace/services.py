@@ -91,8 +91,10 @@ class HotSwap:
 
     def _compile(self, graph: Any) -> Any:
         from ..compiler import compile_graph
+        from ..record_proc import as_recorded
 
-        return compile_graph(graph, self.registry, graph_file=getattr(self.plan, "graph_file", "") or None)
+        plan = compile_graph(graph, self.registry, graph_file=getattr(self.plan, "graph_file", "") or None)
+        return as_recorded(plan, self.plan, self.registry)
 
     def _changed(self, plan: Any, graph: Any, serving: Mapping[str, NodeRef], removed: Sequence[str],
                  added: Sequence[str]) -> None:
@@ -221,9 +223,10 @@ def _check_same_graph(plan: Any, graph: Any, registry: Any) -> None:
     """Refuse a graph file that no longer describes the running plan (edited after the start):
     differences would be computed against the wrong graph."""
     from ..compiler import compile_graph
+    from ..record_proc import as_recorded
 
     try:
-        now = compile_graph(graph, registry, graph_file=plan.graph_file)
+        now = as_recorded(compile_graph(graph, registry, graph_file=plan.graph_file), plan, registry)
     except Exception as exc:  # noqa: BLE001
         raise ReplaceError(f"graph file {plan.graph_file} no longer compiles: {exc}") from None
 

@@ -19,7 +19,7 @@ import pytest
 from schnitzel_core.testing import wait_for
 
 from graphs import ZENOH_SITES
-from netns import Sandbox, netem_unavailable, unavailable
+from schnitzel_bringup.graphtest.netns import Sandbox, namespaces, netem_unavailable, unavailable
 
 WHY = unavailable()
 pytestmark = pytest.mark.skipif(WHY is not None, reason=WHY or "")
@@ -56,6 +56,7 @@ def sandbox():
     box = Sandbox(["cloud", "robot"], subnet=100 + int(os.environ.get("ROS_DOMAIN_ID", "51")) % 100)
     yield box
     box.close()
+    assert not [ns for ns in namespaces() if ns.startswith(box.prefix)], "a namespace was left behind"
 
 
 @pytest.mark.parametrize("mode, impaired", [("client", False), ("peer", False), ("peer", True)],

@@ -24,9 +24,9 @@ from schnitzel_bringup.graphtest.netns import Sandbox, namespaces, netem_unavail
 WHY = unavailable()
 pytestmark = pytest.mark.skipif(WHY is not None, reason=WHY or "")
 COUNT = 120       # 6 s of packets at 20 Hz
-# 5 s keeps the suite fast; SZ_CUT_S=15 (past Zenoh's 10 s lease, so the session itself drops and
-# reconnects) passes in both modes too
-CUT_S = float(os.environ.get("SZ_CUT_S", "5"))
+# 10 s, as issue 15 asks (it costs the suite about 5 s per case over a 5 s cut); SZ_CUT_S=15 (past
+# Zenoh's 10 s lease, so the session itself drops and reconnects) passes in both modes too
+CUT_S = float(os.environ.get("SZ_CUT_S", "10"))
 
 
 def _status(path):

@@ -6,18 +6,21 @@ sits in a hub namespace holding a bridge; host i gets ``10.251.<subnet>.<i>``, a
 only inside these namespaces, so no packet leaves them. ``attach_here=True`` also joins this
 machine's own namespace to the bridge as ``10.251.<subnet>.254`` (the chaos harness serves the
 reference backend and the fault proxy there). ``link(host, up)`` cuts or restores a host's only
-link; ``close()`` deletes every namespace it made (their veths go with them, the one in this
+link, ``impair(host, delay_ms, loss_pct)`` delays and loses packets on it; ``close()`` deletes every namespace it made (their veths go with them, the one in this
 machine's namespace too), also after a failure, and ``sweep()`` removes namespaces a killed
 process left behind.
 """
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import shutil
+import signal
 import subprocess
-from typing import Dict, List, Optional
+import sys
+from typing import Dict, List, Optional, Tuple
 
 _COUNTER = itertools.count()
 _NS = re.compile(r"^sz(\d+)-\d+-")     # sz<pid>-<n>-<host>: the namespaces a Sandbox makes
@@ -102,6 +105,7 @@ class Sandbox:
         self.ns: Dict[str, str] = {}
         self.peer: Dict[str, str] = {}          # host -> its veth end in the hub (cut the link there)
         self.here_addr = ""                     # this machine's address on the bridge (attach_here)
+        self.relays: Dict[str, Tuple[subprocess.Popen, str]] = {}   # host -> (link emulator, its stats file)
         try:
             self._add(self.hub)
             _ip("-n", self.hub, "link", "add", "br0", "type", "bridge")
@@ -148,14 +152,57 @@ class Sandbox:
         flags = _ip("-n", self.ns[host], "-o", "link", "show", "dev", "eth0").stdout
         return "NO-CARRIER" not in flags and "state UP" in flags
 
-    def impair(self, host: str, delay_ms: int, loss_pct: float) -> None:
-        """Delay and lose packets on the host's link, both directions (tc netem)."""
-        for where in (["-n", self.hub, "qdisc", "replace", "dev", self.peer[host]],
-                      ["-n", self.ns[host], "qdisc", "replace", "dev", "eth0"]):
-            subprocess.run(["tc", *where, "root", "netem", "delay", f"{delay_ms}ms", "loss", f"{loss_pct}%"],
-                           capture_output=True, text=True, check=True, timeout=10)
+    def impair(self, host: str, delay_ms: float, loss_pct: float) -> str:
+        """Delay every packet on the host's link by ``delay_ms`` and lose ``loss_pct`` % of them,
+        each direction; returns how. With ``tc netem`` where the kernel has it (on both ends of
+        the link), else with the user-space link emulator (linkem.py): the host's veth end leaves
+        the bridge, a second veth pair joins the bridge in its place, and linkem passes the frames
+        between the two in the hub namespace. ``link(host, up)`` still cuts the link."""
+        if netem_unavailable() is None:
+            for where in (["-n", self.hub, "qdisc", "replace", "dev", self.peer[host]],
+                          ["-n", self.ns[host], "qdisc", "replace", "dev", "eth0"]):
+                subprocess.run(["tc", *where, "root", "netem", "delay", f"{delay_ms}ms", "loss", f"{loss_pct}%"],
+                               capture_output=True, text=True, check=True, timeout=10)
+            return f"tc netem delay {delay_ms:g}ms loss {loss_pct:g}% on both ends of {host}'s link"
+        i = list(self.peer).index(host) + 1
+        there, inner, outer = self.peer[host], f"{self.tag}{i}c", f"{self.tag}{i}d"
+        _ip("-n", self.hub, "link", "add", inner, "type", "veth", "peer", "name", outer)
+        _ip("-n", self.hub, "link", "set", outer, "up")
+        _ip("-n", self.hub, "link", "set", there, "nomaster")
+        self._bridge(inner)
+        stats = f"/tmp/{self.prefix}{host}.linkem.json"
+        proc = subprocess.Popen(["ip", "netns", "exec", self.hub, sys.executable, "-m",
+                                 "schnitzel_bringup.graphtest.linkem", there, outer, "--delay-ms", str(delay_ms),
+                                 "--loss-pct", str(loss_pct), "--stats", stats],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        self.relays[host] = (proc, stats)
+        line = proc.stdout.readline() if proc.stdout else ""
+        if line.strip() != "ready":
+            raise RuntimeError(f"the link emulator did not start: {line}{proc.stdout.read() if proc.stdout else ''}")
+        return (f"user-space link emulator (linkem, no sch_netem in this kernel): every frame on {host}'s link, "
+                f"each direction, lost with probability {loss_pct:g} %, the rest delayed {delay_ms:g} ms")
+
+    def impair_stats(self, host: str) -> Dict[str, int]:
+        """The link emulator's frame counts for the host's link ({} with netem, or none running)."""
+        try:
+            with open(self.relays[host][1], encoding="utf-8") as fh:
+                return json.load(fh)
+        except (KeyError, OSError, ValueError):
+            return {}
 
     def close(self) -> None:
+        for proc, stats in self.relays.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(5)
+            for f in (stats, stats + ".tmp"):
+                if os.path.exists(f):
+                    os.unlink(f)
+        self.relays.clear()
         for ns in reversed(self.made):
             _ip("netns", "del", ns, check=False)
         self.made.clear()

@@ -237,6 +237,18 @@ def test_a_fault_this_machine_cannot_make_skips_with_the_reason(tmp_path):
     assert rc == 0 and "SKIP chaos: cut" in out and "no link between hosts to cut" in out, out
 
 
+def test_cut_link_naming_a_host_the_graph_does_not_declare_is_bad_input(tmp_path):
+    fleet = (ROOT / "examples" / "fleet" / "graph.test.yaml").read_text()
+    f = tmp_path / "fleet.test.yaml"
+    f.write_text(fleet.replace("graph: graph.yaml", f"graph: {ROOT / 'examples' / 'fleet' / 'graph.yaml'}")
+                 .replace("host: robot1", "host: robot9"))
+    line = next(i for i, t in enumerate(f.read_text().splitlines(), 1) if "robot9" in t)
+    rc, out = schnitzel("test", f)
+    assert rc == 2, out
+    assert f"{f}:{line}:" in out and "cut_link: the graph declares no host 'robot9'" in out, out
+    assert "fix: use one of its hosts: cloud, robot1, robot2" in out, out
+
+
 def test_cut_link_skips_saying_why_where_namespaces_are_not_permitted(monkeypatch):
     """examples/fleet (three hosts) on a machine where `ip netns add` is refused: SKIP with the
     reason, nothing started (the real run is test/multihost/test_netns_fleet.py)."""

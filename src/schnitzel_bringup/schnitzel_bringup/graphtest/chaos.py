@@ -267,8 +267,8 @@ class Run:
             boss = next(h.name for h in self.graph.hosts if h.role == "manager")
             for h in self.graph.hosts:
                 if h.name != boss:
-                    self.procs.append(self._start(run + ["--host", h.name, "--run-dir", str(self.work / f"run-{h.name}")],
-                                                  f"run-{h.name}.log", h.name))
+                    argv = run + ["--host", h.name, "--run-dir", str(self.work / f"run-{h.name}")]
+                    self.procs.append(self._start(argv, f"run-{h.name}.log", h.name))
             proc = self._start(run + ["--host", boss] + main, "run.log", boss)
         try:
             # t = 0 is when the graph is first active (all nodes up), as --duration counts

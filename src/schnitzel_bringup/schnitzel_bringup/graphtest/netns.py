@@ -6,9 +6,9 @@ sits in a hub namespace holding a bridge; host i gets ``10.251.<subnet>.<i>``, a
 only inside these namespaces, so no packet leaves them. ``attach_here=True`` also joins this
 machine's own namespace to the bridge as ``10.251.<subnet>.254`` (the chaos harness serves the
 reference backend and the fault proxy there). ``link(host, up)`` cuts or restores a host's only
-link, ``impair(host, delay_ms, loss_pct)`` delays and loses packets on it; ``close()`` deletes every namespace it made (their veths go with them, the one in this
-machine's namespace too), also after a failure, and ``sweep()`` removes namespaces a killed
-process left behind.
+link, ``impair(host, delay_ms, loss_pct)`` delays and loses packets on it; ``close()`` deletes
+every namespace it made (their veths go with them, the one in this machine's namespace too),
+also after a failure, and ``sweep()`` removes namespaces a killed process left behind.
 """
 from __future__ import annotations
 

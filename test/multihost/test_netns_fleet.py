@@ -8,6 +8,7 @@ acknowledged may be missing from the backend, both queues' backlogs drain, and t
 ok -> degraded -> ok. No namespace of the run is left behind. Skips, saying why, where network
 namespaces cannot be made.
 """
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,12 @@ def test_fleet_example_robot_uplink_cut_loses_nothing(ros_env, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "schnitzel_bringup.cli", "test", str(FLEET), "-k", "uplink",
                              "--junit", str(tmp_path / "j.xml")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=ros_env)
-    out, _ = proc.communicate(timeout=240)
+    try:
+        out, _ = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:      # Ctrl-C: the harness stops the run and deletes its namespaces
+        proc.send_signal(signal.SIGINT)
+        out = proc.communicate(timeout=60)[0]
+        pytest.fail(f"schnitzel test did not finish in 240 s\n{out}")
     assert "Traceback" not in out, out
     left = [ns for ns in namespaces() if ns.startswith(f"sz{proc.pid}-")]
     assert not left, f"namespaces left behind: {left}\n{out}"

@@ -295,9 +295,8 @@ class Run:
             for i, f in todo:
                 self.not_fired[i] = f"{f.do} at {f.at:g} s: the run ended at {time.monotonic() - self.t0:.1f} s, first"
         finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+            if proc.poll() is None:      # interrupted: SIGTERM first, so the run stops its manager and containers
+                self.procs.insert(0, proc)
             self._stop_procs()
         try:
             return json.loads(report.read_text())

@@ -30,7 +30,6 @@ from typing import Any, Callable, Dict, List
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "test" / "multihost"))
 SIZES = {"200 B": 200, "64 KiB": 65536}
 WINDOW = 32
 NOTE = ("Note: raw hops (an rclpy echo node for DDS, the containers' Zenoh session code for Zenoh), not schnitzel's node path; the DDS side pays rclpy's executor per message, the Zenoh side calls back directly, which is why Zenoh reads faster than the same-host DDS hop here. The machine (2 cores) is shared; figures vary between runs.")
@@ -189,7 +188,7 @@ def main() -> int:
         return echo_main(args)
     if args.role == "measure":
         return measure_main(args)
-    from netns import Sandbox, unavailable
+    from schnitzel_bringup.graphtest.netns import Sandbox, unavailable
     why = unavailable()
     if why:
         print(f"bench_multihost: {why}", file=sys.stderr)

@@ -89,6 +89,8 @@ def test_a_failing_case_prints_expected_vs_got_and_which_packet(tmp_path):
     (CASE.replace("graph: GRAPH", "graph: nope.yaml"), 2, "relative to this test file"),
     (CASE.replace("count: 2", "count: lots"), 12, "count: {min: 1, max: 5}"),
     (CASE + "chaos:\n  - {name: x, duration_s: 5, faults: [{do: explode}], check: {}}\n", 19, "kill_container"),
+    (CASE + "chaos:\n  - {name: x, duration_s: 5, faults: [{do: cut_link}], check: {}}\n", 19,
+     "add `host: <name of a host from the graph>`"),
     (CASE.replace("  - name", "  -name", 1), 5, "fix the YAML syntax"),
     (CASE.replace("- {kind: telemetry, payload: {n: 0}}", "- 5"), 8, "write a packet as `key: value` lines"),
 ])
@@ -230,9 +232,63 @@ def test_a_fault_that_never_fired_fails_the_profile(tmp_path, monkeypatch):
 
 def test_a_fault_this_machine_cannot_make_skips_with_the_reason(tmp_path):
     f = write(tmp_path, "schnitzel_test: 1\ngraph: GRAPH\nchaos:\n  - name: cut\n    duration_s: 5\n"
-                        "    faults: [{at: 1, do: cut_link}]\n    check: {no_loss: [file]}\n")
+                        "    faults: [{at: 1, do: cut_link, host: base}]\n    check: {no_loss: [file]}\n")
     rc, out = schnitzel("test", f)
     assert rc == 0 and "SKIP chaos: cut" in out and "no link between hosts to cut" in out, out
+
+
+def test_cut_link_naming_a_host_the_graph_does_not_declare_is_bad_input(tmp_path):
+    fleet = (ROOT / "examples" / "fleet" / "graph.test.yaml").read_text()
+    f = tmp_path / "fleet.test.yaml"
+    f.write_text(fleet.replace("graph: graph.yaml", f"graph: {ROOT / 'examples' / 'fleet' / 'graph.yaml'}")
+                 .replace("host: robot1", "host: robot9"))
+    line = next(i for i, t in enumerate(f.read_text().splitlines(), 1) if "robot9" in t)
+    rc, out = schnitzel("test", f)
+    assert rc == 2, out
+    assert f"{f}:{line}:" in out and "cut_link: the graph declares no host 'robot9'" in out, out
+    assert "fix: use one of its hosts: cloud, robot1, robot2" in out, out
+
+
+def test_cut_link_skips_saying_why_where_namespaces_are_not_permitted(monkeypatch):
+    """examples/fleet (three hosts) on a machine where `ip netns add` is refused: SKIP with the
+    reason, nothing started (the real run is test/multihost/test_netns_fleet.py)."""
+    from schnitzel_bringup.graphtest import chaos
+    from schnitzel_bringup.graphtest.driver import load
+    from schnitzel_bringup.graphtest.spec import parse
+
+    tf = parse(ROOT / "examples" / "fleet" / "graph.test.yaml")
+    graph, _ = load(tf)
+    prof = next(p for p in tf.chaos if any(f.do == "cut_link" for f in p.faults))
+    monkeypatch.setattr(chaos.netns, "unavailable", lambda: "network namespaces need root (ip netns add)")
+    monkeypatch.setattr(chaos.Backend, "start", lambda self: pytest.fail("nothing may start"))
+    res = chaos.run_profile(tf, graph, prof)
+    assert res.status == "skip", (res.status, res.details)
+    assert res.details == ["cut_link: each host's share must run in its own network namespace, and network "
+                           "namespaces need root (ip netns add)"]
+
+
+def test_the_test_files_tmp_is_each_chaos_runs_own_directory(tmp_path):
+    """`env: {X: "{tmp}/..."}` of the file: each chaos run its own fresh directory (a durable queue
+    there never finds an earlier run's keys in its ledger and takes every packet for a duplicate)."""
+    from schnitzel_bringup.graphtest import chaos
+    from schnitzel_bringup.graphtest.driver import load
+    from schnitzel_bringup.graphtest.spec import parse
+
+    f = write(tmp_path, "schnitzel_test: 1\ngraph: GRAPH\nenv: {SCHNITZEL_DATA: \"{tmp}\", Q: \"{tmp}/q.db\"}\n"
+                        "chaos:\n  - name: kill\n    duration_s: 5\n"
+                        "    faults: [{at: 1, do: kill_container, container: main}]\n    check: {}\n")
+    tf = parse(f)
+    graph, _ = load(tf)
+    runs = [chaos.Run(tf, graph, tf.chaos[0]) for _ in range(2)]
+    try:
+        for run in runs:
+            run.prepare()
+            assert run.env["SCHNITZEL_DATA"] == str(run.work / "data") and run.env["Q"] == str(run.work / "data/q.db")
+        assert runs[0].env["Q"] != runs[1].env["Q"]
+    finally:
+        for run in runs:
+            run.cleanup()
+            shutil.rmtree(run.work, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import pytest
 from schnitzel_core.testing import wait_for
 
 from graphs import THREE_HOSTS
-from netns import Sandbox, unavailable
+from schnitzel_bringup.graphtest.netns import Sandbox, namespaces, unavailable
 
 WHY = unavailable()
 pytestmark = pytest.mark.skipif(WHY is not None, reason=WHY or "")
@@ -36,6 +36,7 @@ def sandbox():
     box = Sandbox(["base", "cam", "relay"], subnet=int(os.environ.get("ROS_DOMAIN_ID", "51")) % 250)
     yield box
     box.close()
+    assert not [ns for ns in namespaces() if ns.startswith(box.prefix)], "a namespace was left behind"
 
 
 def test_three_hosts_link_cut_and_host_restart(sandbox, spawn, tmp_path):

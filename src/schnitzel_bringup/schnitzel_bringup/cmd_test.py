@@ -53,6 +53,9 @@ def register(app: typer.Typer) -> None:
             except GraphError as exc:
                 print(f"schnitzel test: {tf.path}: its graph {tf.graph} is not valid:\n{exc}", file=sys.stderr)
                 raise typer.Exit(2)
+            except SpecError as exc:     # a fault naming what the graph does not have (a host)
+                print(f"schnitzel test: {exc}", file=sys.stderr)
+                raise typer.Exit(2)
         if junit is not None:
             from .graphtest.junit import write
             try:

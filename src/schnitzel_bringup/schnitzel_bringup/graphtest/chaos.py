@@ -1,14 +1,20 @@
 """Chaos profiles: run the whole graph under `schnitzel run`, fire faults at their times, then
 check invariants (docs/testing-graphs.md#chaos-profiles).
 
+A graph whose `hosts:` declares two or more hosts runs, where network namespaces can be made
+(root, `ip netns`), as one `schnitzel run --host NAME` per host, each in its own namespace of a
+:class:`netns.Sandbox` (veth pairs to a bridge); `cut_link` takes a host's link down there.
+
 A fault that did not fire (no process killed, no connection hit) fails the profile; a fault
 that cannot be made on this machine (a small filesystem cannot be mounted, a single-host graph
-has no link to cut) makes the profile SKIP with the reason, never pass.
+has no link to cut, namespaces are not permitted) makes the profile SKIP with the reason, never
+pass.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -25,6 +31,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 
 import yaml
 
+from . import netns
 from .proxy import FaultProxy
 from .result import Result
 from .spec import Chaos, Fault, TestFile
@@ -34,9 +41,9 @@ class Skip(Exception):
     pass
 
 
-def _free_port() -> int:
+def _free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -46,20 +53,22 @@ def _get(url: str) -> Any:
 
 
 class Backend:
-    """The reference backend (python -m schnitzel_bringup.reference_backend) on 127.0.0.1."""
+    """The reference backend (python -m schnitzel_bringup.reference_backend) on 127.0.0.1, or on
+    this machine's address in the namespace sandbox (multi-host runs)."""
 
-    def __init__(self, work: Path) -> None:
-        self.port = _free_port()
+    def __init__(self, work: Path, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = _free_port(host)
         self.db = work / "backend.db"
         self.log = work / "backend.log"
         self.proc: Optional[subprocess.Popen] = None
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
 
     def start(self) -> None:
         with open(self.log, "ab") as fh:
-            self.proc = subprocess.Popen([sys.executable, "-m", "schnitzel_bringup.reference_backend", "--port",
-                                          str(self.port), "--db", str(self.db)], stdout=fh, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen([sys.executable, "-m", "schnitzel_bringup.reference_backend", "--host",
+                                          self.host, "--port", str(self.port), "--db", str(self.db)], stdout=fh,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.up():
@@ -121,38 +130,51 @@ class Run:
         self.t0 = 0.0
         self.status_path = self.work / "run" / "status.json"
         self.env: Dict[str, str] = {}
+        self.box: Optional[netns.Sandbox] = None   # multi-host: one network namespace per host
+        self.router: Optional[Tuple[str, str]] = None   # (host, endpoint) of the Zenoh router to start
+        self.procs: List[subprocess.Popen] = []    # the per-host runs besides the manager's, the router
 
     # ---- set-up -----------------------------------------------------------------------
     def prepare(self) -> Path:
         prof = self.prof
+        hosts = [h.name for h in self.graph.hosts]
+        why = netns.unavailable() if len(hosts) >= 2 else None
         for f in prof.faults:
             if f.do == "cut_link":
-                hosts = {c.host for c in self.graph.containers}
-                raise Skip(f"cut_link: the graph runs on {'one host' if len(hosts) < 2 else 'several hosts'}, and the "
-                           "built-in runner starts every container on this machine, so there is no link between "
-                           "hosts to cut (needs a multi-host run with network namespaces)")
+                if len(hosts) < 2:
+                    raise Skip("cut_link: the graph runs on one host (its `hosts:` declares fewer than two), so "
+                               "there is no link between hosts to cut")
+                if why:
+                    raise Skip(f"cut_link: each host's share must run in its own network namespace, and {why}")
             if f.do == "fill_disk":
                 self._mount_small_fs()
+        if len(hosts) >= 2 and why is None:
+            netns.sweep()
+            self.box = netns.Sandbox(hosts, netns.free_subnet(os.getpid()), attach_here=prof.backend)
+        here = self.box.here_addr if self.box and self.box.here_addr else "127.0.0.1"
         url = ""
         if prof.backend:
-            self.backend = Backend(self.work)
+            self.backend = Backend(self.work, here)
             self.backend.start()
             url = self.backend.url
             if any(f.do == "proxy" for f in prof.faults):
-                self.proxy = FaultProxy(self.backend.port)
-                url = f"http://127.0.0.1:{self.proxy.port}"
+                self.proxy = FaultProxy(self.backend.port, here, listen_host=here)
+                url = f"http://{here}:{self.proxy.port}"
         data = self.disk or self.work / "data"
         data.mkdir(exist_ok=True)
         subst = {"{tmp}": str(data), "{backend}": url}
-        env = {"SCHNITZEL_DATA": str(data), **({"SCHNITZEL_BACKEND_URL": url + "/events"} if url else {}),
-               **self.tf.env}
-        for k, v in prof.env.items():
+        env = {"SCHNITZEL_DATA": str(data), **({"SCHNITZEL_BACKEND_URL": url + "/events"} if url else {})}
+        # the file's env too: its "{tmp}" is this run's data directory (a fresh one per run, so a
+        # durable queue never finds the keys of an earlier run in its ledger)
+        for k, v in {**self.tf.env, **prof.env}.items():
             for a, b in subst.items():
                 v = v.replace(a, b)
             env[k] = v
         self.env = env
         doc = yaml.safe_load(self.tf.graph.read_text(encoding="utf-8"))
         doc["name"] = self.name
+        if self.box is not None:
+            self._place(doc)
         for f in prof.faults:
             if f.do == "skew_clock":
                 self._skew(doc, f)
@@ -163,18 +185,36 @@ class Run:
 
     disk: Optional[Path] = None
     taps: List[Path] = []
+    tap_queue: Dict[Path, str] = {}               # tap file -> the queue its edge feeds
+
+    def _place(self, doc: Dict[str, Any]) -> None:
+        """Each host at its namespace's address; a Zenoh router at a host's address moves with it
+        (the run starts it in that host's namespace)."""
+        from schnitzel_core.graph_loader import load_graph
+        g = load_graph(str(self.tf.graph), env={**os.environ, **self.env})
+        assert self.box is not None
+        for h in doc.get("hosts", []):
+            h["address"] = self.box.addr[h["name"]]
+        if (g.zenoh or {}).get("mode") == "client":
+            router = str(g.zenoh.get("router", ""))
+            m = re.fullmatch(r"(tcp|udp)/([^:/]+):(\d+)", router)
+            host = next((h.name for h in g.hosts if m and h.address == m.group(2)), None)
+            if host is None:
+                raise Skip(f"the graph's Zenoh router {router} is not at one of its hosts' addresses, so the "
+                           "namespace sandbox cannot start it")
+            doc["zenoh"]["router"] = f"{m.group(1)}/{self.box.addr[host]}:{m.group(3)}"
+            self.router = (host, doc["zenoh"]["router"])
 
     def _tap(self, doc: Dict[str, Any]) -> None:
         """Record what the sources' side emitted toward the durable queue: a graphtest_capture
         node on every edge into the queue, in the sending node's container (so it gets the
         packets in-process and dies with the sender, never with the queue)."""
         nodes = {n.get("id"): n for n in doc.get("nodes", []) if isinstance(n, dict)}
-        qids = [i for i, n in nodes.items() if n.get("plugin") == "durable_queue"]
-        qid = self.prof.check.get("queue") or (qids[0] if len(qids) == 1 else None)
-        if qid is None:
+        qids = _queue_ids(self.prof.check, [i for i, n in nodes.items() if n.get("plugin") == "durable_queue"])
+        if not qids:
             return
-        self.taps = []
-        for k, e in enumerate([e for e in doc.get("edges", []) if str(e.get("to", "")).split(".")[0] == qid]):
+        self.taps, self.tap_queue = [], {}
+        for k, e in enumerate([e for e in doc.get("edges", []) if str(e.get("to", "")).split(".")[0] in qids]):
             src = nodes.get(str(e["from"]).split(".")[0], {})
             path = self.work / f"tap{k}.jsonl"
             tap = {"id": f"graphtest_tap{k}", "plugin": "graphtest_capture", "params": {"path": str(path)}}
@@ -183,6 +223,7 @@ class Run:
             doc["nodes"].append(tap)
             doc["edges"].append({"from": e["from"], "to": f"graphtest_tap{k}.in"})
             self.taps.append(path)
+            self.tap_queue[path] = str(e["to"]).split(".")[0]
 
     def _mount_small_fs(self) -> None:
         d = self.work / "smallfs"
@@ -213,11 +254,22 @@ class Run:
     def execute(self, gfile: Path) -> Dict[str, Any]:
         prof = self.prof
         report = self.work / "report.json"
-        env = {**os.environ, **self.env}
-        proc = subprocess.Popen([sys.executable, "-m", "schnitzel_bringup.cli", "run", str(gfile), "--duration",
-                                 str(prof.duration_s), "--run-dir", str(self.work / "run"), "--report", str(report),
-                                 "-q"], stdout=open(self.work / "run.log", "wb"), stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True)
+        run = [sys.executable, "-m", "schnitzel_bringup.cli", "run", str(gfile), "-q"]
+        main = ["--duration", str(prof.duration_s), "--run-dir", str(self.work / "run"), "--report", str(report)]
+        if self.box is None:
+            proc = self._start(run + main, "run.log")
+        else:
+            # one `schnitzel run --host` per host, each in its namespace; the manager host's run
+            # lasts duration_s and reports, the others run until it is done
+            if self.router is not None:
+                self.procs.append(self._start([sys.executable, "-m", "schnitzel_bringup.zenoh_router", "--listen",
+                                               self.router[1]], "router.log", self.router[0]))
+            boss = next(h.name for h in self.graph.hosts if h.role == "manager")
+            for h in self.graph.hosts:
+                if h.name != boss:
+                    argv = run + ["--host", h.name, "--run-dir", str(self.work / f"run-{h.name}")]
+                    self.procs.append(self._start(argv, f"run-{h.name}.log", h.name))
+            proc = self._start(run + ["--host", boss] + main, "run.log", boss)
         try:
             # t = 0 is when the graph is first active (all nodes up), as --duration counts
             deadline = time.monotonic() + 120
@@ -243,13 +295,38 @@ class Run:
             for i, f in todo:
                 self.not_fired[i] = f"{f.do} at {f.at:g} s: the run ended at {time.monotonic() - self.t0:.1f} s, first"
         finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+            if proc.poll() is None:      # interrupted: SIGTERM first, so the run stops its manager and containers
+                self.procs.insert(0, proc)
+            self._stop_procs()
         try:
             return json.loads(report.read_text())
         except (OSError, ValueError):
             return {}
+
+    def _start(self, argv: List[str], log: str, host: Optional[str] = None) -> subprocess.Popen:
+        if host is not None:
+            assert self.box is not None
+            argv = self.box.exec_argv(host, argv)
+        with open(self.work / log, "wb") as fh:
+            return subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **self.env},
+                                    start_new_session=True)
+
+    def _stop_procs(self) -> None:
+        """SIGTERM (a worker host's run stops its containers), then SIGKILL what is left."""
+        for p in self.procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                pass
+            try:
+                os.killpg(p.pid, signal.SIGKILL)    # the group: containers that outlived their runner
+            except (ProcessLookupError, PermissionError):
+                pass
+            p.wait(10)
+        self.procs.clear()
 
     def _status(self) -> Dict[str, Any]:
         try:
@@ -346,6 +423,23 @@ class Run:
                     f"drop_source {a['node']} at {f.at:g} s: container {node.container} (pid {pid}) frozen (SIGSTOP) "
                     f"for {span or 3.0:g} s" + (f"; it also hosts {', '.join(others)}" if others else ""))
                 self.fault_end = max(self.fault_end, time.monotonic() - self.t0)
+            elif f.do == "cut_link":
+                assert self.box is not None
+                host, span = a["host"], span or 5.0
+                self.box.link(host, up=False)
+                cut = _wait(lambda: not self.box.carrier(host), 5)
+                if cut:
+                    time.sleep(span)
+                self.box.link(host, up=True)
+                back = _wait(lambda: self.box.carrier(host), 10)
+                if not cut:
+                    self.not_fired[i] = f"cut_link {host}: its link was set down but {host}'s eth0 kept its carrier"
+                elif not back:
+                    self.not_fired[i] = f"cut_link {host}: the link was cut but did not come back up"
+                else:
+                    self.fired[i] = (f"cut_link {host} at {f.at:g} s: {host}'s link down for {span:g} s (no carrier "
+                                     f"on its eth0, confirmed), then up again")
+                self.fault_end = max(self.fault_end, time.monotonic() - self.t0)
             elif f.do == "skew_clock":
                 self.fired[i] = "skew_clock: pending the check of the delivered stamps"
             elif f.do == "fill_disk":
@@ -378,12 +472,23 @@ class Run:
         return [Path(n.params["path"]) for n in g.nodes if n.plugin.endswith("jsonl_sink") and "path" in n.params]
 
     def cleanup(self) -> None:
+        self._stop_procs()
         if self.backend is not None:
             self.backend.stop()
         if self.proxy is not None:
             self.proxy.close()
         if self.disk is not None:
             subprocess.run(["umount", str(self.disk)], capture_output=True)
+        if self.box is not None:
+            self.box.close()
+
+
+def _queue_ids(chk: Dict[str, Any], queues: List[str]) -> List[str]:
+    """The durable queues the set check reads: `queue:` (one id or a list), else the graph's only one."""
+    q = chk.get("queue")
+    if q:
+        return [str(x) for x in q] if isinstance(q, list) else [str(q)]
+    return queues if len(queues) == 1 else []
 
 
 def _wait(cond: Any, timeout: float) -> bool:
@@ -444,26 +549,34 @@ def check(run: Run, rep: Dict[str, Any]) -> Tuple[List[str], List[str]]:
     fails: List[str] = []
     notes: List[str] = []
     g = run._interp_graph()
-    queues = [n for n in g.nodes if n.plugin == "durable_queue"]
-    qid = chk.get("queue") or (queues[0].id if len(queues) == 1 else None)
+    queues = [n.id for n in g.nodes if n.plugin == "durable_queue"]
+    qids = _queue_ids(chk, queues)
     if "no_loss" in chk:
-        qnode = g.node(qid) if qid else None
-        if qnode is None:
-            fails.append(f"no_loss: name the durable queue (`queue:`); the graph has {', '.join(n.id for n in queues) or 'none'}")
+        qnodes = [g.node(q) for q in qids]
+        if not qids or None in qnodes:
+            fails.append(f"no_loss: name the durable queue(s) (`queue: ID` or `queue: [ID, ...]`); the graph has "
+                         f"{', '.join(queues) or 'none'}")
         else:
             want = chk["no_loss"] if isinstance(chk["no_loss"], list) else [
                 n.id for n in g.nodes if n.plugin in ("jsonl_sink", "http_sink") or n.plugin.endswith("jsonl_sink")]
-            delivered, pending, dead = queue_keys(Path(qnode.params["path"]))
-            accepted = delivered | pending | dead
+            delivered: Set[str] = set()       # over every checked queue
+            pending: Set[str] = set()
+            dead: Set[str] = set()
             attempted = {k for t in run.taps for k in _jsonl_keys(t)}
-            notes.append(f"queue {qid}: {len(attempted)} emitted toward it, {len(delivered)} delivered (ledger), "
-                         f"{len(pending)} still queued, {len(dead)} dead"
-                         + (f", {len(attempted - accepted)} emitted but never taken in (never acknowledged, so "
-                            f"not counted as lost: e.g. sent while the queue was down), e.g. "
-                            f"{', '.join(sorted(attempted - accepted)[:3])}" if attempted - accepted else ""))
-            if not delivered:
-                fails.append("no_loss: the queue confirmed no delivery at all, so the check proves nothing "
-                             "(run longer, or check the graph produces packets)")
+            for qnode in qnodes:
+                d, p, x = queue_keys(Path(qnode.params["path"]))
+                delivered, pending, dead = delivered | d, pending | p, dead | x
+                mine = {k for t, q in run.tap_queue.items() if q == qnode.id for k in _jsonl_keys(t)}
+                lost_in = mine - (d | p | x)
+                notes.append(f"queue {qnode.id}: {len(mine)} emitted toward it, {len(d)} delivered (ledger), "
+                             f"{len(p)} still queued, {len(x)} dead"
+                             + (f", {len(lost_in)} emitted but never taken in (never acknowledged, so "
+                                f"not counted as lost: e.g. sent while the queue was down), e.g. "
+                                f"{', '.join(sorted(lost_in)[:3])}" if lost_in else ""))
+                if not d:
+                    fails.append(f"no_loss: the queue {qnode.id} confirmed no delivery at all, so the check proves "
+                                 "nothing (run longer, or check the graph produces packets)")
+            accepted = delivered | pending | dead
             for sid in want:
                 node = g.node(sid)
                 if node is None:

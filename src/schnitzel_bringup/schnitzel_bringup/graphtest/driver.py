@@ -34,6 +34,12 @@ def load(tf: TestFile) -> Tuple[Any, Any]:
     if not report.valid or report.graph is None:
         raise GraphError(report.format_text())
     del env
+    hosts = [h.name for h in report.graph.hosts]
+    for prof in tf.chaos:
+        for f in prof.faults:
+            if f.do == "cut_link" and hosts and f.args.get("host") not in hosts:
+                raise SpecError(str(tf.path), f.line, f"chaos profile {prof.name!r}: cut_link: the graph declares no "
+                                f"host {f.args.get('host')!r}", f"use one of its hosts: {', '.join(hosts)}")
     return report.graph, registry
 
 

@@ -1,6 +1,6 @@
-"""A small fault-injecting TCP proxy (127.0.0.1 only), in the spirit of Toxiproxy's toxics.
+"""A small fault-injecting TCP proxy, in the spirit of Toxiproxy's toxics.
 
-    proxy = FaultProxy(upstream_port)      # listens on 127.0.0.1:proxy.port
+    proxy = FaultProxy(upstream_port)      # listens on 127.0.0.1:proxy.port (listen_host= another address)
     proxy.set_toxic("latency", latency_ms=500)  # or "refuse", "reset"; set_toxic(None) heals
     proxy.affected["reset"]                # connections the toxic actually hit (a fault that fired)
 
@@ -23,8 +23,10 @@ from typing import Dict, Optional
 
 
 class FaultProxy:
-    def __init__(self, upstream_port: int, upstream_host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, upstream_port: int, upstream_host: str = "127.0.0.1", port: int = 0,
+                 listen_host: str = "127.0.0.1") -> None:
         self.upstream = (upstream_host, upstream_port)
+        self.host = listen_host
         self.toxic: Optional[str] = None
         self.latency_s = 0.0
         self.affected: Dict[str, int] = {"latency": 0, "refuse": 0, "reset": 0}
@@ -40,7 +42,7 @@ class FaultProxy:
     def _listen(self) -> None:
         s = socket.socket()
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", self.port))
+        s.bind((self.host, self.port))
         s.listen(64)
         s.settimeout(0.2)
         self.port = s.getsockname()[1]
@@ -74,7 +76,7 @@ class FaultProxy:
     def refused_probe(self) -> bool:
         """While refusing: a connect here is refused (what a client sees); counted as affected."""
         try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            socket.create_connection((self.host, self.port), timeout=1).close()
             return False
         except ConnectionRefusedError:
             return True

@@ -392,9 +392,11 @@ def _chaos(p: _P, c: Any, i: int, line: int = 0) -> Chaos:
         if d["do"] == "proxy" and d.get("toxic") not in TOXICS:
             raise p.err(p.line_of(d, "toxic") if "toxic" in d else d.line, f"{what}: proxy needs a toxic",
                         f"add `toxic:` one of {', '.join(TOXICS)}")
-        for need, fault in (("container", "kill_container"), ("node", "drop_source"), ("node", "skew_clock")):
+        for need, fault in (("container", "kill_container"), ("node", "drop_source"), ("node", "skew_clock"),
+                            ("host", "cut_link")):
             if d["do"] == fault and need not in d:
-                raise p.err(d, f"{what}: {fault} needs `{need}:`", f"add `{need}: <id from the graph>`")
+                raise p.err(d, f"{what}: {fault} needs `{need}:`",
+                            f"add `{need}: <{'name of a host' if need == 'host' else 'id'} from the graph>`")
         if d["do"] in ("proxy", "stop_backend") and not c.get("backend"):
             raise p.err(d, f"{what}: {d['do']} needs the reference backend", "add `backend: reference` to the profile")
         faults.append(Fault(str(d["do"]), p.num(d, "at", what, 0.0) or 0.0,

@@ -91,6 +91,37 @@ def test_detector_batches_frames_by_count_and_by_stamp_age(tmp_path):
     assert [p.seq for p in h.tick()] == [4]  # a timer tick flushes a partial batch too
 
 
+def test_model_variant_and_batch_switch_live_and_a_bad_variant_is_refused_keeping_the_old(tmp_path):
+    """What an autonomic controller's enum knob over model variants does (docs/autonomic.md)."""
+    big = brightest_spot_detector(str(tmp_path / "big.onnx"), 64, 48, box=20, dynamic_batch=True)
+    small = brightest_spot_detector(str(tmp_path / "small.onnx"), 64, 48, box=10, dynamic_batch=True)
+    h = LogicHarness(OnnxModelLogic, {"model": big, "class_map": ["a", "b"]})
+
+    def width(seq):
+        [b] = h.send("in", fpkt(frame_with_square(64, 48, 20, 20), seq))[0].json()["boxes"]
+        return b["x2"] - b["x1"]
+    assert width(1) == 20
+    h.logic.on_params({"model": small})
+    assert width(2) == 10 and h.ctx.counters["model_switches"] == 1
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(ConfigError, match="cannot load"):
+        h.logic.on_params({"model": str(junk)})
+    assert h.logic.params["model"] == small and width(3) == 10       # refused: the old model serves
+    # batch 1 -> 2: from then on two frames per inference; 2 -> 1 runs a waiting frame first
+    h.logic.on_params({"batch": 2})
+    assert h.send("in", fpkt(frame_with_square(64, 48, 4, 4), 4)) == []
+    assert [p.seq for p in h.send("in", fpkt(frame_with_square(64, 48, 4, 4), 5))] == [4, 5]
+    assert h.send("in", fpkt(frame_with_square(64, 48, 4, 4), 6)) == []
+    before = h.ctx.counters["inferences"]
+    h.logic.on_params({"batch": 1})
+    assert [p.seq for p in h.out("out")][-1] == 6 and h.ctx.counters["inferences"] == before + 1
+    fixed = LogicHarness(OnnxModelLogic, {"model": brightest_spot_detector(str(tmp_path / "f.onnx"), 64, 48)})
+    with pytest.raises(ConfigError, match="batches of exactly 1"):
+        fixed.logic.on_params({"batch": 4})
+    assert fixed.logic.params["batch"] == 1
+
+
 def test_decode_yolo_nms_per_class_and_formats():
     rows = np.array([
         [50, 50, 20, 20, 0.9, 1.0, 0.0],   # person

@@ -75,8 +75,8 @@ class ControlChecks:
                              f"live parameters of {spec.name}: {', '.join(live) or 'none'}")
                     continue
                 if not p.live:
-                    # e.g. onnx_model's `model`: read when the node is configured, so a new model
-                    # means a new node (a hot replacement), which a controller never does
+                    # e.g. onnx_model's `provider`: read when the node is configured, so a new
+                    # value means a new node (a hot replacement), which a controller never does
                     self.add("SCH804", f"controller {c.name!r}: parameter {k.param!r} of node {k.node!r} "
                              f"({spec.name}) is not live: the node reads it only when it is configured, so a "
                              "new value needs a replacement of the node (`schnitzel apply`), not a live "

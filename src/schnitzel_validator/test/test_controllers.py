@@ -87,18 +87,22 @@ def test_each_wrong_enum_knob_is_named(edit, code, words):
     assert words in issue.message + " " + issue.hint and issue.line == 11
 
 
-def test_a_model_swap_is_not_a_live_change_and_the_validator_says_so():
+def test_model_variants_are_a_knob_and_a_setting_read_at_configure_is_not():
     text = ("schnitzel: 1\nname: t\nnodes:\n"
             "  - {id: src, plugin: synthetic_source, params: {mode: pattern}}\n"
             "  - {id: det, plugin: onnx_model, params: {model: models/det_s.onnx}}\n"
             "edges:\n  - {from: src.out, to: det.in}\n"
             "controllers:\n  - name: m\n"
-            "    knobs: [{node: det, param: model, values: [models/det_n.onnx, models/det_s.onnx]}]\n"
+            "    knobs: [{node: det, param: model, values: [models/det_n.onnx, models/det_s.onnx]},\n"
+            "            {node: det, param: batch, values: [1, 2, 4]}]\n"
             "    objectives: [{node: det, metric: latency_p95_ms, max: 150}]\n")
     report = validate_text(text, file="t.yaml", registry=REG, env={})
+    assert [i.code for i in report.issues if i.code.startswith("SCH8")] == [], report.format_text()
+    report = validate_text(text.replace("param: batch, values: [1, 2, 4]", "param: provider, values: [cpu, cuda]"),
+                           file="t.yaml", registry=REG, env={})
     ctl = [i for i in report.issues if i.code.startswith("SCH8")]
     assert [i.code for i in ctl] == ["SCH804"], report.format_text()
-    assert "'model' of node 'det' (onnx_model) is not live" in ctl[0].message
+    assert "'provider' of node 'det' (onnx_model) is not live" in ctl[0].message
     assert "schnitzel apply" in ctl[0].message + ctl[0].hint
 
 

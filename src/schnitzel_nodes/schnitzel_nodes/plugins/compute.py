@@ -140,7 +140,9 @@ class OnnxModelLogic(Compute):
                Out("out", ("detections", "tensor"), qos="events", description="detections (detector mode) or tensor (tensor mode)"),
                Out("error", ("video.frame",), qos="events", description="frames that could not be decoded")),
         params=(
-            Param("model", "str", description="path of the .onnx file (nothing is downloaded)"),
+            Param("model", "str", description="path of the .onnx file (nothing is downloaded); live: the new model "
+                  "is loaded and checked first, and a file that cannot serve is refused with the old one kept",
+                  live=True),
             Param("mode", "str", "detector", "detector: decode YOLO-style boxes; tensor: emit the raw outputs",
                   enum=("detector", "tensor")),
             Param("provider", "str", "auto", "auto: a GPU provider (CUDA/TensorRT) when available, else CPU",
@@ -148,7 +150,8 @@ class OnnxModelLogic(Compute):
             Param("intra_op_threads", "int", 1, "ONNX Runtime intra-op threads (0: runtime default)", minimum=0, maximum=256),
             Param("inter_op_threads", "int", 1, "ONNX Runtime inter-op threads (0: runtime default)", minimum=0, maximum=256),
             Param("batch", "int", 1, "frames per inference; frames wait until the batch is full or max_wait_ms "
-                  "of stamp time has passed", minimum=1, maximum=64),
+                  "of stamp time has passed; live (a model with a fixed batch takes only its own)",
+                  minimum=1, maximum=64, live=True),
             Param("max_wait_ms", "float", 100.0, "batch > 1: run a partial batch when a frame is this much newer than the oldest waiting",
                   minimum=0.0),
             Param("input_width", "int", 0, "model input width (0: from the model)", minimum=0, maximum=8192),
@@ -177,9 +180,28 @@ class OnnxModelLogic(Compute):
 
     def configure(self) -> None:
         import numpy as np
-        import onnxruntime as ort
 
         p = self.params
+        self.__dict__.update(self._open(p))
+        if len(p["mean"]) != 3 or len(p["std"]) != 3 or any(float(s) == 0 for s in p["std"]):
+            raise ConfigError("onnx_model: mean and std need 3 values each, std non-zero")
+        self._mean = np.asarray(p["mean"], np.float32)
+        self._std = np.asarray(p["std"], np.float32)
+        self._labels = self._class_map(p.get("class_map"))
+        self._pending: List[Tuple[Packet, Any, Tuple[int, int, float, int, int]]] = []
+        self.last_latency_s = 0.0
+        self._batch_timer(int(p["batch"]))
+
+    def _batch_timer(self, batch: int) -> None:
+        # a partial batch never waits longer than max_wait_ms of wall time either
+        self.tick_period_s = max(0.01, float(self.params["max_wait_ms"]) / 1000.0) if batch > 1 else None
+
+    def _open(self, p: Mapping[str, Any]) -> Dict[str, Any]:
+        """A session for ``p["model"]`` and what the node derives from it (input name, size,
+        dtype, fixed batch, outputs), checked against ``p``; ConfigError when it cannot serve."""
+        import numpy as np
+        import onnxruntime as ort
+
         path = p.get("model") or ""
         if not os.path.isfile(path):
             raise ConfigError(f"onnx_model: model file {path!r} does not exist (give the path of a .onnx file)")
@@ -202,43 +224,32 @@ class OnnxModelLogic(Compute):
                 raise ConfigError(f"onnx_model: provider {want!r} is not available here (available: {', '.join(available)}); use provider: auto or cpu")
             providers = [name, "CPUExecutionProvider"]
         try:
-            self.session = ort.InferenceSession(path, sess_options=so, providers=providers)
+            session = ort.InferenceSession(path, sess_options=so, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ConfigError(f"onnx_model: cannot load {path!r}: {str(exc).splitlines()[0][:300]}") from None
-        self.providers = self.session.get_providers()
-        inp = self.session.get_inputs()[0]
-        self.input_name = inp.name
+        inp = session.get_inputs()[0]
         shape = list(inp.shape)
         if len(shape) != 4:
             raise ConfigError(f"onnx_model: the model's input {inp.name!r} has shape {shape}; a 4-D image input is needed")
         nchw = p["layout"] == "nchw"
         dim_h, dim_w = (shape[2], shape[3]) if nchw else (shape[1], shape[2])
-        self.in_w = int(p["input_width"]) or (dim_w if isinstance(dim_w, int) else 0)
-        self.in_h = int(p["input_height"]) or (dim_h if isinstance(dim_h, int) else 0)
-        if self.in_w <= 0 or self.in_h <= 0:
+        in_w = int(p["input_width"]) or (dim_w if isinstance(dim_w, int) else 0)
+        in_h = int(p["input_height"]) or (dim_h if isinstance(dim_h, int) else 0)
+        if in_w <= 0 or in_h <= 0:
             raise ConfigError(f"onnx_model: the model's input size is dynamic ({shape}); set input_width and input_height")
-        self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
-        if self.fixed_batch is not None and self.fixed_batch != int(p["batch"]):
-            raise ConfigError(f"onnx_model: the model takes batches of exactly {self.fixed_batch}; set batch: {self.fixed_batch}")
-        self.in_dtype = np.float16 if "float16" in inp.type else np.float32
-        if len(p["mean"]) != 3 or len(p["std"]) != 3 or any(float(s) == 0 for s in p["std"]):
-            raise ConfigError("onnx_model: mean and std need 3 values each, std non-zero")
-        self._mean = np.asarray(p["mean"], np.float32)
-        self._std = np.asarray(p["std"], np.float32)
-        outs = [o.name for o in self.session.get_outputs()]
+        fixed_batch = shape[0] if isinstance(shape[0], int) else None
+        if fixed_batch is not None and fixed_batch != int(p["batch"]):
+            raise ConfigError(f"onnx_model: the model takes batches of exactly {fixed_batch}; set batch: {fixed_batch}")
+        outs = [o.name for o in session.get_outputs()]
         if p["output"] and p["output"] not in outs:
             raise ConfigError(f"onnx_model: output {p['output']!r} not in the model (outputs: {', '.join(outs)})")
-        self.det_output = p["output"] or outs[0]
         bad = [n for n in p["tensor_outputs"] if n not in outs]
         if bad:
             raise ConfigError(f"onnx_model: tensor_outputs {bad} not in the model (outputs: {', '.join(outs)})")
-        self.tensor_outputs = list(p["tensor_outputs"]) or outs
-        self._labels = self._class_map(p.get("class_map"))
-        self._pending: List[Tuple[Packet, Any, Tuple[int, int, float, int, int]]] = []
-        self.last_latency_s = 0.0
-        if int(p["batch"]) > 1:
-            # a partial batch never waits longer than max_wait_ms of wall time either
-            self.tick_period_s = max(0.01, float(p["max_wait_ms"]) / 1000.0)
+        return {"session": session, "providers": session.get_providers(), "input_name": inp.name,
+                "in_w": in_w, "in_h": in_h, "fixed_batch": fixed_batch,
+                "in_dtype": np.float16 if "float16" in inp.type else np.float32,
+                "det_output": p["output"] or outs[0], "tensor_outputs": list(p["tensor_outputs"]) or outs}
 
     @staticmethod
     def _class_map(cm: Any) -> Dict[int, str]:
@@ -254,9 +265,19 @@ class OnnxModelLogic(Compute):
         raise ConfigError(f"onnx_model: class_map must be a list or a mapping, got {type(cm).__name__}")
 
     def on_params(self, changed: Mapping[str, Any]) -> None:
-        if "class_map" in changed:
-            self._labels = self._class_map(changed["class_map"])
+        labels = self._class_map(changed["class_map"]) if "class_map" in changed else self._labels
+        if "model" in changed or "batch" in changed:
+            # A model variant or batch size switched live (e.g. by an autonomic controller): the
+            # new session is opened and checked before anything changes (a refusal keeps the old
+            # one); frames already waiting for a batch are run on the old model first.
+            opened = self._open({**self.params, **changed})
+            if self._pending:
+                self._send(self._run())
+            self.__dict__.update(opened)
+            self.ctx.count("model_switches")
+        self._labels = labels
         self.params.update(changed)
+        self._batch_timer(int(self.params["batch"]))
 
     def preprocess(self, packet: Packet) -> Tuple[Any, Tuple[int, int, float, int, int]]:
         import cv2

@@ -145,7 +145,7 @@ def _fake_launch(monkeypatch):
         def __init__(self, entities):
             self.entities = entities
     mod("launch", LaunchDescription=LD)
-    mod("launch.actions", SetEnvironmentVariable=recorder("env"))
+    mod("launch.actions", SetEnvironmentVariable=recorder("env"), ExecuteProcess=recorder("process"))
     mod("launch_ros")
     mod("launch_ros.actions", ComposableNodeContainer=recorder("container"), Node=recorder("manager"))
     mod("launch_ros.descriptions", ComposableNode=recorder("node"))
@@ -170,6 +170,26 @@ def test_compile_writes_one_plan_launch_and_env_per_host(registry, tmp_path, mon
         assert ("manager" in kinds) is want_manager
         env = {e.args[0]: e.args[1] for e in ld.entities if e.kind == "env"}
         assert env["FASTDDS_BUILTIN_TRANSPORTS"] == "UDPv4" and kinds[0] == "env"
+
+
+def test_the_discovery_server_host_launches_the_server_and_no_other_host_does(registry, tmp_path, monkeypatch):
+    plan = _plan(THREE_HOSTS.replace("hosts:", "discovery: {mode: server, server: relay, port: 11900}\nhosts:"),
+                 registry)
+    out = write_outputs(plan, tmp_path)
+    assert json.loads(out["hosts"]["relay"]["plan"].read_text())["discovery_server"] == {
+        "address": "10.0.0.3", "port": "11900"}
+    _fake_launch(monkeypatch)
+    for host in ("base", "cam", "relay"):
+        ld = runpy.run_path(str(out["hosts"][host]["launch"]))["generate_launch_description"]()
+        procs = [e.kwargs for e in ld.entities if e.kind == "process"]
+        if host == "relay":
+            assert procs == [{"cmd": ["fastdds", "discovery", "-i", "0", "-l", "10.0.0.3", "-p", "11900"],
+                              "name": "fastdds_discovery_server", "output": "screen"}]
+        else:
+            assert procs == [], host
+    # one graph on one machine (the plain <graph>.launch.py): no server of its own either
+    ld = runpy.run_path(str(out["launch"]))["generate_launch_description"]()
+    assert [e for e in ld.entities if e.kind == "process"] == []
 
 
 def test_run_host_starts_only_that_hosts_share(registry, tmp_path, monkeypatch):

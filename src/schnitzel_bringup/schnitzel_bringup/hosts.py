@@ -73,11 +73,23 @@ def dds_env(plan: Plan, name: str) -> Dict[str, str]:
     return env
 
 
+def discovery_server(plan: Plan, name: str) -> Dict[str, str]:
+    """``{address, port}`` of the Fast DDS discovery server host ``name`` runs (``discovery:
+    {mode: server, server: NAME}``), else ``{}``."""
+    d = plan.discovery or {}
+    if d.get("mode") != "server" or d.get("server") != name:
+        return {}
+    return {"address": _host(plan, name).get("address") or "0.0.0.0",
+            "port": str(int(d.get("port", DEFAULT_DISCOVERY_PORT)))}
+
+
 def host_share(plan: Plan, name: str) -> Plan:
-    """The plan ``<graph>.<host>.plan.json`` holds: the whole plan, ``host`` and ``dds_env`` set."""
+    """The plan ``<graph>.<host>.plan.json`` holds: the whole plan, ``host``, ``dds_env`` and,
+    on the discovery server's host, ``discovery_server`` set."""
     share = copy.deepcopy(plan)
     share.host = name
     share.dds_env = dds_env(plan, name)
+    share.discovery_server = discovery_server(plan, name)
     return share
 
 

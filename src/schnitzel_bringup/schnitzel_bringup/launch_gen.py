@@ -31,7 +31,7 @@ from .plan import Plan
 #: The launch / launch_ros names a generated file may use (all public API).
 PUBLIC_API = {
     "launch": {"LaunchDescription"},
-    "launch.actions": {"SetEnvironmentVariable"},
+    "launch.actions": {"ExecuteProcess", "SetEnvironmentVariable"},
     "launch_ros.actions": {"ComposableNodeContainer", "Node"},
     "launch_ros.descriptions": {"ComposableNode"},
     "launch_ros.parameter_descriptions": {"ParameterValue"},
@@ -42,7 +42,7 @@ def actions_from_plan(plan: Dict[str, Any], plan_file: str, loaded_by_launch: bo
     """Launch actions for a plan (a dict as read from ``<graph>.plan.json``)."""
     import json
 
-    from launch.actions import SetEnvironmentVariable
+    from launch.actions import ExecuteProcess, SetEnvironmentVariable
     from launch_ros.actions import ComposableNodeContainer, Node
     from launch_ros.descriptions import ComposableNode
     from launch_ros.parameter_descriptions import ParameterValue
@@ -61,6 +61,15 @@ def actions_from_plan(plan: Dict[str, Any], plan_file: str, loaded_by_launch: bo
     # the manager only on the manager host.
     here = plan.get("host", "")
     actions = [SetEnvironmentVariable(k, v) for k, v in sorted((plan.get("dds_env") or {}).items())]
+    srv = plan.get("discovery_server") or {}
+    if srv:
+        # The graph's Fast DDS discovery server runs on this host. `-i 0`: the first (only) entry
+        # of ROS_DISCOVERY_SERVER; required by Fast DDS 2 (Jazzy), accepted by Fast DDS 3 (Kilted).
+        actions.append(ExecuteProcess(
+            cmd=["fastdds", "discovery", "-i", "0", "-l", srv["address"], "-p", str(srv["port"])],
+            name="fastdds_discovery_server",
+            output="screen",
+        ))
     for c in plan["containers"]:
         if here and c["host"] != here:
             continue

@@ -134,6 +134,8 @@ class Plan:
     zenoh: Dict[str, Any] = dataclasses.field(default_factory=dict)
     host: str = ""
     dds_env: Dict[str, str] = dataclasses.field(default_factory=dict)
+    #: in the share of the host that serves DDS discovery: {address, port} it listens on
+    discovery_server: Dict[str, str] = dataclasses.field(default_factory=dict)
     # ``controllers:`` (docs/autonomic.md): {"spec": entry as read, "integer_params": ["node.param"]}
     controllers: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
     # the process hosting them ({package, executable, name, namespace}; {} without controllers):

@@ -319,12 +319,11 @@ class Runner:
     def _start_discovery_server(self) -> None:
         """``discovery: {mode: server, server: HOST}``: the host's share starts the Fast DDS
         discovery server (eProsima's fast-discovery-server, as ``fastdds discovery`` runs it)."""
-        d = self.plan.discovery or {}
-        if not self.host or d.get("mode") != "server" or d.get("server") != self.host:
+        from .hosts import discovery_server
+        srv = discovery_server(self.plan, self.host) if self.host else {}
+        if not srv:
             return
-        from schnitzel_core.graph import DEFAULT_DISCOVERY_PORT
-        addr = next((h.get("address") for h in self.plan.hosts if h["name"] == self.host), "") or "0.0.0.0"
-        port = str(int(d.get("port", DEFAULT_DISCOVERY_PORT)))
+        addr, port = srv["address"], srv["port"]
         exe = shutil.which("fast-discovery-server")
         if exe:
             cmd = [exe, "42", "-l", addr, "-p", port]     # 42: the tool's "server" command

@@ -117,8 +117,15 @@ def _fake_modules():
         def __init__(self, name, value, **kw):
             super().__init__(name=name, value=value)
 
+    class ExecuteProcess(Recorder):
+        def __init__(self, *, cmd, **kwargs):
+            unknown = set(kwargs) - EXECUTE_KW
+            assert not unknown, f"not an ExecuteProcess argument: {unknown}"
+            super().__init__(cmd=cmd, **kwargs)
+
     launch.actions = mod("launch.actions", DeclareLaunchArgument=DeclareLaunchArgument,
-                         OpaqueFunction=OpaqueFunction, SetEnvironmentVariable=SetEnvironmentVariable)
+                         OpaqueFunction=OpaqueFunction, SetEnvironmentVariable=SetEnvironmentVariable,
+                         ExecuteProcess=ExecuteProcess)
     launch.substitutions = mod("launch.substitutions", LaunchConfiguration=LaunchConfiguration)
     lr = mod("launch_ros")
     lr.actions = mod("launch_ros.actions", Node=Node, ComposableNodeContainer=ComposableNodeContainer)

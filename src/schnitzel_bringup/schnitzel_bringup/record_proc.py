@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from schnitzel_core.plugin import STREAM_PACKET
 
@@ -99,13 +99,16 @@ def expose_for_recording(plan: Any, topics: List[Dict[str, Any]]) -> int:
 class RecorderProcess:
     """Starts the recorder process and stops it (SIGTERM: it finishes the file)."""
 
-    def __init__(self, path: str, topics: List[Dict[str, Any]], run_dir: Path, graph: str) -> None:
+    def __init__(self, path: str, topics: List[Dict[str, Any]], run_dir: Path, graph: str,
+                 payload_ref: Optional[Dict[str, Any]] = None) -> None:
         self.path = path
         self.spec = run_dir / "record.json"
         self.ready = run_dir / "record.ready"
         self.log = run_dir / "recorder.log"
-        self.spec.write_text(json.dumps({"path": os.path.abspath(path), "graph": graph, "topics": topics},
-                                        indent=2) + "\n", encoding="utf-8")
+        spec = {"path": os.path.abspath(path), "graph": graph, "topics": topics}
+        if payload_ref:
+            spec["payload_ref"] = payload_ref   # the graph's blobs: the recorder writes their bytes
+        self.spec.write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
         self.proc: Optional[subprocess.Popen] = None
 
     def start(self, timeout_s: float = 30.0) -> None:
@@ -153,7 +156,34 @@ def prepare(plan: Any, run_dir: Path, path: str, *, frames: bool = False) -> "Re
     expose_for_recording(plan, topics)
     # kept in the plan, so that hot replacement compiles its new plans the same way
     plan.runtime["record"] = {"frames": bool(frames), "topics": [t["topic"] for t in topics]}
-    return RecorderProcess(path, topics, run_dir, plan.graph)
+    refs = next((n.ports["payload_ref"] for n in plan.nodes if n.ports.get("payload_ref")), None)
+    return RecorderProcess(path, topics, run_dir, plan.graph, payload_ref=refs)
+
+
+#: A StreamPacket whose payload went by reference is a small message; larger ones carry their
+#: payload inline and are written as they are, without being decoded.
+REF_CHECK_MAX_BYTES = 64 * 1024
+
+
+def inline_payload(data: bytes, store: Any, msg_cls: Any) -> Tuple[bytes, str]:
+    """The serialized StreamPacket ``data`` with a payload the graph sent by reference (a blob of
+    ``store``) put back inline, so the recording holds the bytes and replays anywhere: (data,
+    "") or, when the blob cannot be read (expired, another size or sha256), the message as it
+    came and the reason."""
+    if len(data) > REF_CHECK_MAX_BYTES:
+        return data, ""
+    from rclpy.serialization import deserialize_message, serialize_message
+
+    from schnitzel_core.codecs import ros as codec
+    from schnitzel_core.payload_ref import PayloadRefError
+
+    packet = codec.from_msg(deserialize_message(data, msg_cls))
+    if packet.payload_ref is None or not store.owns(packet.payload_ref):
+        return data, ""
+    try:
+        return serialize_message(codec.to_msg(store.resolve(packet))), ""
+    except PayloadRefError as exc:
+        return data, str(exc)
 
 
 def as_recorded(plan: Any, running: Any, registry: Any) -> Any:
@@ -205,6 +235,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     node = rclpy.create_node("recorder", namespace=f"/{spec.get('graph') or 'schnitzel'}/_record")
     rec = Recorder(spec["path"])
     subs: Dict[str, Any] = {}
+    store = None
+    if spec.get("payload_ref"):
+        from schnitzel_core.payload_ref import BlobStore, RefSettings
+        store = BlobStore.for_settings(spec.get("graph") or "schnitzel", RefSettings.from_dict(spec["payload_ref"]))
+    unresolved: Dict[str, int] = {}
     for t in spec["topics"]:
         pkg, _, name = t["type"].split("/")
         cls = getattr(importlib.import_module(f"{pkg}.msg"), name)
@@ -215,7 +250,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         profile.history = HistoryPolicy.KEEP_LAST
         profile.depth = max(int(profile.depth), 1000)   # a slow disk must not make the reader drop
 
-        def cb(data: bytes, topic: str = t["topic"], check: bool = bool(t.get("drop_if_frames"))) -> None:
+        by_ref = store is not None and t["type"] == STREAM_PACKET
+
+        def cb(data: bytes, topic: str = t["topic"], check: bool = bool(t.get("drop_if_frames")),
+               cls: Any = cls, by_ref: bool = by_ref) -> None:
             if check and cdr_kind(data).startswith("video."):
                 # frames on a port that may carry anything, without --record-frames: stop taking
                 # them (a 1080p stream is ~190 MB/s); the channel stays, with what came before
@@ -224,6 +262,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                     print(f"schnitzel recorder: {topic} carries frames; not recorded (--record-frames "
                           "records them)", flush=True)
                 return
+            if by_ref:
+                data, why = inline_payload(data, store, cls)
+                if why:   # recorded as it came (the reference); said once per topic, counted
+                    unresolved[topic] = unresolved.get(topic, 0) + 1
+                    if unresolved[topic] == 1:
+                        print(f"schnitzel recorder: {topic}: a payload sent by reference could not be "
+                              f"read, recorded as the reference: {why}", flush=True)
             rec.write(topic, data, time.time_ns(), cdr_stamp_ns(data))
         subs[t["topic"]] = node.create_subscription(cls, t["topic"], cb, profile, raw=True)
     node.create_timer(0.25, rec.tick)
@@ -258,6 +303,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         except Exception:  # noqa: BLE001
             pass
     print(f"schnitzel recorder: {rec.count} messages, {rec.bytes_in} bytes to {spec['path']}", flush=True)
+    for topic, n in sorted(unresolved.items()):
+        print(f"schnitzel recorder: {topic}: {n} message(s) recorded as their payload reference (blob unreadable)",
+              flush=True)
     return 0
 
 

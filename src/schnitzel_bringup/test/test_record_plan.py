@@ -109,3 +109,31 @@ def test_hot_replacement_compiles_the_graph_file_the_way_the_recorded_run_was_co
     from schnitzel_bringup.replace.protocol import ReplaceError
     with pytest.raises(ReplaceError, match="was changed after the graph started"):
         _check_same_graph(plan, load_graph(str(path)), load_registry())
+
+
+def test_a_payload_sent_by_reference_is_recorded_inline(tmp_path):
+    """With the graph's payload_ref, frames cross DDS as references to /dev/shm blobs that expire:
+    the recording holds the bytes instead, so it replays anywhere."""
+    from rclpy.serialization import deserialize_message, serialize_message
+    from schnitzel_core.codecs import ros as codec
+    from schnitzel_core.packet import Packet
+    from schnitzel_core.payload_ref import BlobStore
+    from schnitzel_msgs.msg import StreamPacket
+
+    from schnitzel_bringup.record_proc import inline_payload
+
+    store = BlobStore("g", str(tmp_path / "blobs"), threshold_bytes=1024)
+    frame = bytes(range(256)) * 64                       # 16 KiB
+    sent = store.externalise(Packet("cam", 7, "video.frame", payload=frame), 1024)
+    assert sent.payload == b"" and sent.payload_ref is not None
+    data = serialize_message(codec.to_msg(sent))
+    out, why = inline_payload(data, store, StreamPacket)
+    assert why == ""
+    got = codec.from_msg(deserialize_message(out, StreamPacket))
+    assert got.payload == frame and got.payload_ref is None and got.seq == 7
+    small = serialize_message(codec.to_msg(Packet("ev", 1, "event", payload=b"{}")))
+    assert inline_payload(small, store, StreamPacket) == (small, "")     # inline already: untouched
+    import os
+    os.unlink(store.path_of(sent.payload_ref.sha256))                   # the blob expired
+    out, why = inline_payload(data, store, StreamPacket)
+    assert out == data and "missing" in why

@@ -99,6 +99,10 @@ def main(argv: Optional[list] = None) -> int:
     ap.add_argument("--loss-pct", type=float, default=0.0, help="each frame is lost with this probability")
     ap.add_argument("--stats", help="JSON file with the frame counts")
     a = ap.parse_args(argv)
+    from schnitzel_core.lifetime import die_with_parent
+    # `ip netns exec` execs into this process, so its parent is whoever set the link up: a
+    # harness or test killed with SIGKILL must not leave the emulator running
+    die_with_parent()
     stats: Dict[str, int] = {"frames": 0, "dropped": 0, "errors": 0}
     lock = threading.Lock()
     sa, sb = _open(a.dev_a), _open(a.dev_b)

@@ -403,3 +403,17 @@ cases:
     # a recording that is not there is bad input with the line and a fix, not a traceback
     rc, out = schnitzel("test", write(tmp_path, text.replace("run.mcap", "gone.mcap"), "bad.test.yaml"))
     assert rc == 2 and "gone.mcap" in out and "bad.test.yaml:7" in out, out
+
+
+def test_two_runs_starting_together_never_share_a_sandbox_subnet():
+    """free_subnet holds what it picks (a lock per subnet) until that Sandbox closes."""
+    if not shutil.which("ip"):
+        pytest.skip("no `ip` here")
+    from schnitzel_bringup.graphtest import netns
+    mine = netns.free_subnet(40)
+    try:
+        code = "from schnitzel_bringup.graphtest import netns; print(netns.free_subnet(40))"
+        other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert int(other.stdout) != mine
+    finally:
+        netns._SUBNET_LOCKS.pop(mine).close()

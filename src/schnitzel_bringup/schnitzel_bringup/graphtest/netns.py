@@ -20,7 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 _COUNTER = itertools.count()
 _NS = re.compile(r"^sz(\d+)-\d+-")     # sz<pid>-<n>-<host>: the namespaces a Sandbox makes
@@ -84,14 +84,30 @@ def sweep() -> List[str]:
     return gone
 
 
+#: subnet -> the lock file this process holds on it (free_subnet; released by Sandbox.close)
+_SUBNET_LOCKS: Dict[int, Any] = {}
+
+
 def free_subnet(start: int) -> int:
-    """A subnet 10.251.<n>.0/24 with no route in this machine's namespace (for attach_here)."""
+    """A subnet 10.251.<n>.0/24 with no route in this machine's namespace (for attach_here),
+    held for this process (an flock on /tmp/schnitzel-subnet-<n>.lock) until the Sandbox using
+    it closes: two runs starting at the same moment never pick the same one."""
+    import fcntl
+
     routes = _ip("-4", "route", "show", check=False).stdout
     for k in range(250):
         n = 1 + (start + k) % 250
-        if f"10.251.{n}.0/24" not in routes:
-            return n
-    raise RuntimeError("every 10.251.<n>.0/24 subnet is routed on this machine already")
+        if f"10.251.{n}.0/24" in routes or n in _SUBNET_LOCKS:
+            continue
+        fh = open(f"/tmp/schnitzel-subnet-{n}.lock", "w")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            continue
+        _SUBNET_LOCKS[n] = fh
+        return n
+    raise RuntimeError("every 10.251.<n>.0/24 subnet is routed or held on this machine already")
 
 
 class Sandbox:
@@ -100,6 +116,7 @@ class Sandbox:
         self.prefix = f"sz{os.getpid()}-{n}-"                 # namespace names
         self.tag = f"sz{os.getpid() % 10000}{n % 10}"         # interface names (15 characters at most)
         self.hub = f"{self.prefix}hub"
+        self.subnet = subnet
         self.made: List[str] = []
         self.addr: Dict[str, str] = {}
         self.ns: Dict[str, str] = {}
@@ -206,6 +223,9 @@ class Sandbox:
         for ns in reversed(self.made):
             _ip("netns", "del", ns, check=False)
         self.made.clear()
+        held = _SUBNET_LOCKS.pop(self.subnet, None)
+        if held is not None:
+            held.close()
 
     def __enter__(self) -> "Sandbox":
         return self

@@ -417,3 +417,25 @@ def test_two_runs_starting_together_never_share_a_sandbox_subnet():
         assert int(other.stdout) != mine
     finally:
         netns._SUBNET_LOCKS.pop(mine).close()
+
+
+def test_resume_is_judged_per_named_queue_so_one_queue_cannot_stand_in_for_another():
+    """Two robots' queues: robot2's keeps delivering through robot1's link cut; what counts is
+    that robot1's queue resumes within T once the link is back (the sinks' total cannot show it)."""
+    from schnitzel_bringup.graphtest.invariants import judge_resume
+
+    end = 10.0
+    total = [(t / 2, 10 * t) for t in range(41)]               # the sink's total grows all along
+    quick = [(t / 2, 5 * t) for t in range(41)]                # q2: never interrupted
+    late = [(t / 2, 50 if t / 2 <= end + 6 else 50 + t) for t in range(41)]   # q1: back 6.5 s after
+    fails, notes = judge_resume(total, {"q1": late, "q2": quick}, end, 5.0, {"q1": set(), "q2": set()})
+    assert fails == ["resume_within_s: queue q1 resumed 6.5 s after the faults ended (limit 5 s)"], fails
+    assert "resume q2: deliveries resumed 0.5 s after the faults ended" in notes
+    stuck = [(t / 2, 50) for t in range(41)]
+    fails, _ = judge_resume(total, {"q1": stuck}, end, 5.0, {"q1": {"k1", "k2"}})
+    assert fails == ["resume_within_s: queue q1 delivered nothing after the faults ended (at 10.0 s) and "
+                     "still holds 2 row(s)"]
+    fails, notes = judge_resume(total, {"q1": stuck}, end, 5.0, {"q1": set()})   # nothing left to send
+    assert fails == [] and notes == ["resume q1: nothing left to deliver after the faults ended"]
+    fails, notes = judge_resume(total, {}, end, 5.0, {})                         # no queue named: the sinks
+    assert fails == [] and notes == ["resume: deliveries resumed 0.5 s after the faults ended"]

@@ -8,7 +8,7 @@ A graph whose `hosts:` declares two or more hosts runs, where network namespaces
 A fault that did not fire (no process killed, no connection hit) fails the profile; a fault
 that cannot be made on this machine (a small filesystem cannot be mounted, a single-host graph
 has no link to cut, namespaces are not permitted) makes the profile SKIP with the reason, never
-pass.
+pass. The invariants are judged after the run, in ``invariants.py``.
 """
 from __future__ import annotations
 
@@ -18,20 +18,20 @@ import re
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
 from . import netns
+# the invariants, judged after the run
+from .invariants import _get, _jsonl_keys, _queue_ids, check, queue_delivered_count
 from .proxy import FaultProxy
 from .result import Result
 from .spec import Chaos, Fault, TestFile
@@ -45,11 +45,6 @@ def _free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
-
-
-def _get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as r:
-        return json.load(r)
 
 
 class Backend:
@@ -124,6 +119,9 @@ class Run:
         self.proxy: Optional[FaultProxy] = None
         self.status_seq: List[str] = []           # graph status, consecutive repeats collapsed
         self.samples: List[Tuple[float, int]] = []  # (t, packets held by the sinks)
+        # named queues (`queue:`) -> [(t, rows delivered per its ledger)], for resume_within_s
+        self.queue_samples: Dict[str, List[Tuple[float, int]]] = {}
+        self._queue_dbs: Optional[Dict[str, Path]] = None
         self.fired: Dict[int, str] = {}           # fault index -> what happened
         self.not_fired: Dict[int, str] = {}
         self.fault_end = 0.0
@@ -344,6 +342,25 @@ class Run:
         if st and (not self.status_seq or self.status_seq[-1] != st):
             self.status_seq.append(st)
         self.samples.append((now, self._held()))
+        if "resume_within_s" in self.prof.check:
+            for qid, db in self._named_queue_dbs().items():
+                n = queue_delivered_count(db)
+                if n is not None:
+                    self.queue_samples.setdefault(qid, []).append((now, n))
+
+    def _named_queue_dbs(self) -> Dict[str, Path]:
+        """The files of the queues the profile names (`queue:`), once the graph is known."""
+        if self._queue_dbs is None:
+            try:
+                g = self._interp_graph()
+            except Exception:  # noqa: BLE001 - not written yet: try again next time
+                return {}
+            named = self.prof.check.get("queue")
+            named = [named] if isinstance(named, str) else list(named or [])
+            self._queue_dbs = {q: Path(g.node(q).params["path"]) for q in named
+                               if g.node(q) is not None and g.node(q).plugin == "durable_queue"
+                               and "path" in g.node(q).params}
+        return self._queue_dbs
 
     def _container_pid(self, cid: str) -> int:
         """The container's pid: from the run's status.json, else found in /proc by the graph's
@@ -483,180 +500,9 @@ class Run:
             self.box.close()
 
 
-def _queue_ids(chk: Dict[str, Any], queues: List[str]) -> List[str]:
-    """The durable queues the set check reads: `queue:` (one id or a list), else the graph's only one."""
-    q = chk.get("queue")
-    if q:
-        return [str(x) for x in q] if isinstance(q, list) else [str(q)]
-    return queues if len(queues) == 1 else []
-
-
 def _wait(cond: Any, timeout: float) -> bool:
     from schnitzel_core.testing import wait_for
     return bool(wait_for(cond, timeout, 0.05))
-
-
-def _jsonl_rows(path: Path) -> List[Dict[str, Any]]:
-    rows = []
-    try:
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                pass
-    except OSError:
-        pass
-    return rows
-
-
-def _jsonl_keys(path: Path) -> List[str]:
-    return [str(r.get("idempotency_key", "")) for r in _jsonl_rows(path)]
-
-
-def queue_keys(db: Path) -> Tuple[Set[str], Set[str], Set[str]]:
-    """(delivered: confirmed by every sink, in the ledger; pending: still queued; dead) keys of a
-    durable queue's file, read-only. The ledger holds 128-bit key hashes; for the keys schnitzel
-    derives (32 hex digits) the hash is the key itself."""
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-
-        def hexes(blob: bytes) -> List[str]:
-            return [blob[i:i + 16].hex() for i in range(0, len(blob), 16)]
-
-        delivered: Set[str] = set()
-        if "ledger_blocks" in tables:
-            for (blob,) in con.execute("SELECT hashes FROM ledger_blocks"):
-                delivered.update(hexes(blob))
-        pending: Set[str] = set()
-        if "segments" in tables:
-            gone = {sid: g for sid, g in con.execute("SELECT id, gone FROM segments_gone")}
-            for sid, blob in con.execute("SELECT id, hashes FROM segments"):
-                g = gone.get(sid, b"")
-                for j, h in enumerate(hexes(blob)):
-                    if not (j // 8 < len(g) and g[j // 8] >> (j % 8) & 1):
-                        pending.add(h)
-        pending.update(r[0] for r in con.execute("SELECT key FROM queue"))
-        dead = {r[0] for r in con.execute("SELECT key FROM dead")}
-        return delivered, pending - delivered, dead
-    finally:
-        con.close()
-
-
-def check(run: Run, rep: Dict[str, Any]) -> Tuple[List[str], List[str]]:
-    """(failures, notes) of the profile's invariants."""
-    chk = run.prof.check
-    fails: List[str] = []
-    notes: List[str] = []
-    g = run._interp_graph()
-    queues = [n.id for n in g.nodes if n.plugin == "durable_queue"]
-    qids = _queue_ids(chk, queues)
-    if "no_loss" in chk:
-        qnodes = [g.node(q) for q in qids]
-        if not qids or None in qnodes:
-            fails.append(f"no_loss: name the durable queue(s) (`queue: ID` or `queue: [ID, ...]`); the graph has "
-                         f"{', '.join(queues) or 'none'}")
-        else:
-            want = chk["no_loss"] if isinstance(chk["no_loss"], list) else [
-                n.id for n in g.nodes if n.plugin in ("jsonl_sink", "http_sink") or n.plugin.endswith("jsonl_sink")]
-            delivered: Set[str] = set()       # over every checked queue
-            pending: Set[str] = set()
-            dead: Set[str] = set()
-            attempted = {k for t in run.taps for k in _jsonl_keys(t)}
-            for qnode in qnodes:
-                d, p, x = queue_keys(Path(qnode.params["path"]))
-                delivered, pending, dead = delivered | d, pending | p, dead | x
-                mine = {k for t, q in run.tap_queue.items() if q == qnode.id for k in _jsonl_keys(t)}
-                lost_in = mine - (d | p | x)
-                notes.append(f"queue {qnode.id}: {len(mine)} emitted toward it, {len(d)} delivered (ledger), "
-                             f"{len(p)} still queued, {len(x)} dead"
-                             + (f", {len(lost_in)} emitted but never taken in (never acknowledged, so "
-                                f"not counted as lost: e.g. sent while the queue was down), e.g. "
-                                f"{', '.join(sorted(lost_in)[:3])}" if lost_in else ""))
-                if not d:
-                    fails.append(f"no_loss: the queue {qnode.id} confirmed no delivery at all, so the check proves "
-                                 "nothing (run longer, or check the graph produces packets)")
-            accepted = delivered | pending | dead
-            for sid in want:
-                node = g.node(sid)
-                if node is None:
-                    fails.append(f"no_loss: the graph has no sink {sid!r}")
-                    continue
-                if node.plugin == "http_sink":
-                    if run.backend is None:
-                        notes.append(f"no_loss: {sid} skipped (only the reference backend can be read back)")
-                        continue
-                    if not run.backend.up():
-                        run.backend.start()
-                    held = set(_get(run.backend.url + "/keys")["keys"])
-                elif "path" in node.params:
-                    held = set(_jsonl_keys(Path(node.params["path"])))
-                else:
-                    fails.append(f"no_loss: cannot read what {sid} ({node.plugin}) holds")
-                    continue
-                # Jepsen's set check: ok = acknowledged and read; lost = acknowledged (confirmed by
-                # every sink) and not read; unexpected = read but never emitted (never taken in,
-                # when nothing was tapped); recovered = read although not confirmed (still queued,
-                # or never acknowledged by the queue)
-                lost = delivered - held
-                unexpected = held - (attempted | accepted if run.taps else accepted)
-                recovered = held & (pending | (attempted - accepted))
-                notes.append(f"set check {sid}: ok {len(delivered & held)}, lost {len(lost)}, unexpected "
-                             f"{len(unexpected)}, recovered {len(recovered)}")
-                if lost:
-                    fails.append(f"no_loss: {sid} lost {len(lost)} acknowledged packet(s) (confirmed to the queue, not "
-                                 f"in the sink), e.g. {', '.join(sorted(lost)[:3])}")
-                if unexpected:
-                    fails.append(f"no_loss: {sid} holds {len(unexpected)} packet(s) nothing emitted, "
-                                 f"e.g. {', '.join(sorted(unexpected)[:3])}")
-    if chk.get("duplicates") == "same_key":
-        for path in run._jsonl_paths():
-            rows = _jsonl_rows(path)
-            keys: Dict[Tuple[Any, ...], Set[str]] = {}
-            seen: Dict[str, int] = {}
-            for r in rows:
-                ident = (r.get("stream_id"), r.get("epoch"), r.get("seq"), r.get("kind"), r.get("packet_id"))
-                keys.setdefault(ident, set()).add(str(r.get("idempotency_key")))
-                seen[str(r.get("idempotency_key"))] = seen.get(str(r.get("idempotency_key")), 0) + 1
-            bad = {k: v for k, v in keys.items() if len(v) > 1}
-            dups = sum(n - 1 for n in seen.values() if n > 1)
-            notes.append(f"duplicates {path.name}: {dups} re-delivered row(s), all with their original key" if not bad
-                         else f"duplicates {path.name}: {len(bad)} packet(s) under several keys")
-            if bad:
-                k, v = next(iter(bad.items()))
-                fails.append(f"duplicates: packet {k[4] or k[:3]} was written under {len(v)} different keys: "
-                             f"{', '.join(sorted(v))}")
-    if "status" in chk:
-        want = list(chk["status"])
-        it = iter(run.status_seq)
-        if not all(any(s == w for s in it) for w in want):
-            fails.append(f"status: expected the transitions {' -> '.join(want)}, saw {' -> '.join(run.status_seq) or 'none'}")
-        else:
-            notes.append(f"status: {' -> '.join(run.status_seq)}")
-    if "resume_within_s" in chk:
-        limit = float(chk["resume_within_s"])
-        at_end = [n for t, n in run.samples if t <= run.fault_end]
-        base = max(at_end) if at_end else 0
-        after = [t for t, n in run.samples if t > run.fault_end and n > base]
-        if not after:
-            fails.append(f"resume_within_s: no new packet reached the sink after the faults ended "
-                         f"(at {run.fault_end:.1f} s; the run ended at {run.samples[-1][0] if run.samples else 0:.1f} s)")
-        else:
-            took = after[0] - run.fault_end
-            notes.append(f"resume: deliveries resumed {took:.1f} s after the faults ended")
-            if took > limit:
-                fails.append(f"resume_within_s: deliveries resumed {took:.1f} s after the faults ended (limit {limit:g} s)")
-    if run.skew is not None:
-        f, off = run.skew
-        i = run.prof.faults.index(f)
-        stamps = [r.get("stamp_ns", 0) for p in run._jsonl_paths() for r in _jsonl_rows(p)]
-        skewed = [s for s in stamps if s - time.time_ns() > off * 0.5e9]
-        if skewed:
-            run.fired[i] = f"skew_clock {f.args['node']}: stamps {off:+g} s ahead; {len(skewed)} delivered packet(s) carry them"
-        else:
-            run.fired.pop(i, None)
-            run.not_fired[i] = f"skew_clock {f.args['node']}: no delivered packet carries a skewed stamp"
-    return fails, notes
 
 
 def run_profile(tf: TestFile, graph: Any, prof: Chaos) -> Result:

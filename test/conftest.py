@@ -34,18 +34,14 @@ def _claim_domain() -> Optional[int]:
     """A ROS domain no other test process on this machine holds: the lock pool scripts/test.sh
     uses (/tmp/schnitzel-domain-N.lock, flock held while the process lives)."""
     global _DOMAIN_LOCK
-    import fcntl
     import random
-    for cand in random.sample(range(1, 101), 100):
-        fh = open(f"/tmp/schnitzel-domain-{cand}.lock", "w")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.close()
-            continue
-        _DOMAIN_LOCK = fh
-        return cand
-    return None
+
+    from schnitzel_core.lifetime import hold_free
+    got = hold_free("/tmp/schnitzel-domain-{}.lock", random.sample(range(1, 101), 100))
+    if got is None:
+        return None
+    domain, _DOMAIN_LOCK = got
+    return domain
 
 
 def pytest_configure(config):

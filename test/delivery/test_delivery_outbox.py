@@ -18,6 +18,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _faults import graph_pids, stop_graph, wait_until  # noqa: E402
+from schnitzel_core.testing import jsonl_rows  # noqa: E402
 
 GRAPH = """\
 schnitzel: 1
@@ -50,17 +51,7 @@ edges:
 
 
 def keys(path: Path):
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return set()
-    out = set()
-    for line in lines:
-        try:
-            out.add(json.loads(line)["idempotency_key"])
-        except (ValueError, KeyError):
-            pass
-    return out
+    return {r["idempotency_key"] for r in jsonl_rows(path) if "idempotency_key" in r}
 
 
 def status(run_dir: Path):

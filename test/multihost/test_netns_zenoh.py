@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from schnitzel_core.testing import wait_for
+from schnitzel_core.testing import jsonl_rows, wait_for
 
 from graphs import ZENOH_SITES
 from schnitzel_bringup.graphtest.netns import Sandbox, namespaces, unavailable
@@ -43,17 +43,7 @@ def _status(path):
 
 
 def _keys(path):
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return set()
-    out = set()
-    for line in lines:
-        try:
-            out.add(json.loads(line)["idempotency_key"])
-        except (ValueError, KeyError):
-            pass
-    return out
+    return {r["idempotency_key"] for r in jsonl_rows(path) if "idempotency_key" in r}
 
 
 @pytest.fixture

@@ -177,7 +177,10 @@ def inline_payload(data: bytes, store: Any, msg_cls: Any) -> Tuple[bytes, str]:
     from schnitzel_core.codecs import ros as codec
     from schnitzel_core.payload_ref import PayloadRefError
 
-    packet = codec.from_msg(deserialize_message(data, msg_cls))
+    msg = deserialize_message(data, msg_cls)
+    if not msg.payload_ref.uri:      # an event or a small payload: inline already
+        return data, ""
+    packet = codec.from_msg(msg)
     if packet.payload_ref is None or not store.owns(packet.payload_ref):
         return data, ""
     try:

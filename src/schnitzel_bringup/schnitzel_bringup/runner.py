@@ -319,8 +319,7 @@ class Runner:
     def _start_discovery_server(self) -> None:
         """``discovery: {mode: server, server: HOST}``: the host's share starts the Fast DDS
         discovery server (eProsima's fast-discovery-server, as ``fastdds discovery`` runs it)."""
-        from .hosts import discovery_server
-        srv = discovery_server(self.plan, self.host) if self.host else {}
+        srv = self.plan.discovery_server if self.host else {}   # set in this host's share
         if not srv:
             return
         addr, port = srv["address"], srv["port"]

@@ -14,6 +14,7 @@ import ctypes   # imported here, not in die_with_parent: the runner calls it bet
 import os
 import signal
 import sys
+from typing import IO, Iterable, Optional, Tuple
 
 PR_SET_PDEATHSIG = 1
 
@@ -37,9 +38,27 @@ def die_with_parent(sig: int = signal.SIGTERM) -> bool:
     return True
 
 
+def hold_free(path_template: str, candidates: Iterable[int]) -> Optional[Tuple[int, IO[str]]]:
+    """The first of ``candidates`` whose lock file (``path_template.format(n)``) no other process
+    holds, with that file locked (flock) until it is closed or this process ends; None when all
+    are held. How test runs share ROS domains and chaos runs their sandbox subnets on one machine
+    (scripts/test.sh takes the same domain locks)."""
+    import fcntl
+
+    for n in candidates:
+        fh = open(path_template.format(n), "w")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            continue
+        return n, fh
+    return None
+
+
 def parent_gone(parent: int) -> bool:
     """Whether the process that started us (its pid when we started) has exited since."""
     return os.getppid() != parent
 
 
-__all__ = ["die_with_parent", "parent_gone"]
+__all__ = ["die_with_parent", "hold_free", "parent_gone"]

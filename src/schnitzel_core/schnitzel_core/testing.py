@@ -1,4 +1,5 @@
-"""Test helpers: a harness to unit-test node logic without DDS, and a poll-until.
+"""Test helpers: a harness to unit-test node logic without DDS, a poll-until, and a reader of
+what a JSONL sink wrote.
 
     h = LogicHarness(ZonesLogic, {"zones": [...]})
     h.send("in", packet)
@@ -60,3 +61,23 @@ def wait_for(cond: Callable[[], Any], timeout: float = 10.0, step: float = 0.02)
             return value
         time.sleep(step)
     return cond()
+
+
+def jsonl_rows(path: Any) -> List[Dict[str, Any]]:
+    """The JSON objects of a JSONL file, one per line; a line still being written (or not an
+    object) is skipped, a file not there yet reads as empty."""
+    import json
+
+    try:
+        lines = open(path, encoding="utf-8").read().splitlines()
+    except OSError:
+        return []
+    rows = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows

@@ -12,6 +12,8 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple
 
+from schnitzel_core.testing import jsonl_rows
+
 if TYPE_CHECKING:   # pragma: no cover
     from .chaos import Run
 
@@ -29,21 +31,8 @@ def _queue_ids(chk: Dict[str, Any], queues: List[str]) -> List[str]:
     return queues if len(queues) == 1 else []
 
 
-def _jsonl_rows(path: Path) -> List[Dict[str, Any]]:
-    rows = []
-    try:
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                pass
-    except OSError:
-        pass
-    return rows
-
-
 def _jsonl_keys(path: Path) -> List[str]:
-    return [str(r.get("idempotency_key", "")) for r in _jsonl_rows(path)]
+    return [str(r.get("idempotency_key", "")) for r in jsonl_rows(path)]
 
 
 def queue_delivered_count(db: Path) -> Optional[int]:
@@ -140,6 +129,12 @@ def check(run: Run, rep: Dict[str, Any]) -> Tuple[List[str], List[str]]:
     chk = run.prof.check
     fails: List[str] = []
     notes: List[str] = []
+    ledgers: Dict[Path, Tuple[Set[str], Set[str], Set[str]]] = {}
+
+    def ledger(db: Path) -> Tuple[Set[str], Set[str], Set[str]]:   # each queue's file read once
+        if db not in ledgers:
+            ledgers[db] = queue_keys(db)
+        return ledgers[db]
     g = run._interp_graph()
     queues = [n.id for n in g.nodes if n.plugin == "durable_queue"]
     qids = _queue_ids(chk, queues)
@@ -156,7 +151,7 @@ def check(run: Run, rep: Dict[str, Any]) -> Tuple[List[str], List[str]]:
             dead: Set[str] = set()
             attempted = {k for t in run.taps for k in _jsonl_keys(t)}
             for qnode in qnodes:
-                d, p, x = queue_keys(Path(qnode.params["path"]))
+                d, p, x = ledger(Path(qnode.params["path"]))
                 delivered, pending, dead = delivered | d, pending | p, dead | x
                 mine = {k for t, q in run.tap_queue.items() if q == qnode.id for k in _jsonl_keys(t)}
                 lost_in = mine - (d | p | x)
@@ -203,7 +198,7 @@ def check(run: Run, rep: Dict[str, Any]) -> Tuple[List[str], List[str]]:
                                  f"e.g. {', '.join(sorted(unexpected)[:3])}")
     if chk.get("duplicates") == "same_key":
         for path in run._jsonl_paths():
-            rows = _jsonl_rows(path)
+            rows = jsonl_rows(path)
             keys: Dict[Tuple[Any, ...], Set[str]] = {}
             seen: Dict[str, int] = {}
             for r in rows:
@@ -227,13 +222,13 @@ def check(run: Run, rep: Dict[str, Any]) -> Tuple[List[str], List[str]]:
             notes.append(f"status: {' -> '.join(run.status_seq)}")
     if "resume_within_s" in chk:
         f, n = judge_resume(run.samples, run.queue_samples, run.fault_end, float(chk["resume_within_s"]),
-                            {q: queue_keys(db)[1] for q, db in run._named_queue_dbs().items() if db.exists()})
+                            {q: ledger(db)[1] for q, db in run._named_queue_dbs().items() if db.exists()})
         fails += f
         notes += n
     if run.skew is not None:
         f, off = run.skew
         i = run.prof.faults.index(f)
-        stamps = [r.get("stamp_ns", 0) for p in run._jsonl_paths() for r in _jsonl_rows(p)]
+        stamps = [r.get("stamp_ns", 0) for p in run._jsonl_paths() for r in jsonl_rows(p)]
         skewed = [s for s in stamps if s - time.time_ns() > off * 0.5e9]
         if skewed:
             run.fired[i] = f"skew_clock {f.args['node']}: stamps {off:+g} s ahead; {len(skewed)} delivered packet(s) carry them"

@@ -92,22 +92,16 @@ def free_subnet(start: int) -> int:
     """A subnet 10.251.<n>.0/24 with no route in this machine's namespace (for attach_here),
     held for this process (an flock on /tmp/schnitzel-subnet-<n>.lock) until the Sandbox using
     it closes: two runs starting at the same moment never pick the same one."""
-    import fcntl
+    from schnitzel_core.lifetime import hold_free
 
     routes = _ip("-4", "route", "show", check=False).stdout
-    for k in range(250):
-        n = 1 + (start + k) % 250
-        if f"10.251.{n}.0/24" in routes or n in _SUBNET_LOCKS:
-            continue
-        fh = open(f"/tmp/schnitzel-subnet-{n}.lock", "w")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.close()
-            continue
-        _SUBNET_LOCKS[n] = fh
-        return n
-    raise RuntimeError("every 10.251.<n>.0/24 subnet is routed or held on this machine already")
+    got = hold_free("/tmp/schnitzel-subnet-{}.lock",
+                    (n for n in (1 + (start + k) % 250 for k in range(250))
+                     if f"10.251.{n}.0/24" not in routes and n not in _SUBNET_LOCKS))
+    if got is None:
+        raise RuntimeError("every 10.251.<n>.0/24 subnet is routed or held on this machine already")
+    _SUBNET_LOCKS[got[0]] = got[1]
+    return got[0]
 
 
 class Sandbox:

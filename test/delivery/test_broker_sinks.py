@@ -210,9 +210,12 @@ def test_mqtts_verifies_the_broker_certificate_by_default(tmp_path):
         finally:
             sink.close()
         # the private CA given as ca_file: delivered, acknowledged by the broker
-        sink = MqttSink(url, "fleet/{kind}", ca_file=str(tls / "ca.pem"), connect_wait_s=5.0)
+        # (a generous connect wait: it ends at the connection; the other test worker may be
+        # building a clean clone on both cores meanwhile)
+        sink = MqttSink(url, "fleet/{kind}", ca_file=str(tls / "ca.pem"), connect_wait_s=15.0)
         try:
-            assert all(o.ok for o in sink.deliver(sent))
+            out = sink.deliver(sent)
+            assert all(o.ok for o in out), out
         finally:
             sink.close()
     finally:
